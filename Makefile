@@ -1,0 +1,54 @@
+# stallwatch: `make run` (demo on the DirectRunner) and `make test`.
+# Both set themselves up: the virtualenv is .venv/ at the repo root.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+SCENARIO ?= demo
+SEED     ?= 7
+VIEWERS  ?=
+WORKLOAD ?= out/workload
+OUTPUT   ?= out/run
+RUNNER   ?= direct
+
+.PHONY: run test test-unit test-integration venv generate clean help
+
+help:
+	@echo "make run    generate a workload and run the pipeline on the DirectRunner"
+	@echo "make test   run every test (unit + integration)"
+	@echo "variables: SCENARIO=$(SCENARIO) SEED=$(SEED) VIEWERS=$(VIEWERS) WORKLOAD=$(WORKLOAD) OUTPUT=$(OUTPUT)"
+
+venv: $(STAMP)
+
+$(STAMP): setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing stallwatch and its dependencies into $(VENV)/ (log: $(VENV)/install.log)"
+	@$(BIN)/python -m pip install --quiet --upgrade pip > $(VENV)/install.log 2>&1 && \
+	 $(BIN)/python -m pip install --quiet -e '.[test]' >> $(VENV)/install.log 2>&1 || \
+	 { tail -20 $(VENV)/install.log; exit 1; }
+	@touch $@
+
+generate: venv
+	@$(BIN)/stallwatch generate --out=$(WORKLOAD) --scenario=$(SCENARIO) --seed=$(SEED) \
+		$(if $(VIEWERS),--viewers=$(VIEWERS))
+
+run: generate
+	@start=$$(date +%s); \
+	$(BIN)/stallwatch run --source=$(WORKLOAD) --output=$(OUTPUT) \
+		$$($(BIN)/python -m runners $(RUNNER)) && \
+	$(BIN)/stallwatch score --output=$(OUTPUT) --truth=$(WORKLOAD)/truth.json && \
+	echo "make run: done in $$(( $$(date +%s) - start )) s; results in $(OUTPUT)/"
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-unit: venv
+	$(BIN)/python -m pytest -q -m "not integration"
+
+test-integration: venv
+	$(BIN)/python -m pytest -q -m integration
+
+clean:
+	rm -rf out .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""stallwatch pipeline assembly: options, config, I/O, build() and the CLI."""

@@ -1,0 +1,41 @@
+"""build(): the stallwatch graph, with its source and sinks injected."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import apache_beam as beam
+
+from pipeline.config import QoeConfig
+from pipeline.io import Sinks
+from transforms import AggregateMetrics, DetectStallClusters, ParseBeacons, SessionizeViews
+
+
+class QoeOutputs(NamedTuple):
+    beacons: beam.PCollection        # of Beacon
+    dead_letters: beam.PCollection   # of DeadLetter
+    views: beam.PCollection          # of View
+    metrics: beam.PCollection        # of MetricRow
+    alerts: beam.PCollection         # of Alert
+
+
+def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
+          sinks: Optional[Sinks] = None) -> QoeOutputs:
+    """Parse -> sessionize -> aggregate + detect, reading ``source`` (a
+    PTransform from PBegin to RawRecords) and writing to ``sinks``."""
+    parsed = (root
+              | "ReadBeacons" >> source
+              | "ParseBeacons" >> ParseBeacons(cfg.max_message_bytes))
+    views = parsed.beacons | "SessionizeViews" >> SessionizeViews(cfg.inactivity_s, cfg.max_stall_s)
+    metrics = views | "AggregateMetrics" >> AggregateMetrics(cfg.metrics_bucket_ms)
+    alerts = views | "DetectStallClusters" >> DetectStallClusters(cfg.thresholds)
+    outputs = QoeOutputs(parsed.beacons, parsed.dead_letters, views, metrics, alerts)
+    if sinks is not None:
+        for label, pcoll, sink in (("WriteViews", views, sinks.views),
+                                   ("WriteMetrics", metrics, sinks.metrics),
+                                   ("WriteAlerts", alerts, sinks.alerts),
+                                   ("WriteDeadLetters", parsed.dead_letters, sinks.dead_letters),
+                                   ("WriteAlertSink", alerts, sinks.extra_alerts)):
+            if sink is not None:
+                _ = pcoll | label >> sink
+    return outputs

@@ -1,0 +1,136 @@
+"""The ``stallwatch`` command: run, generate, score.
+
+Errors are one line on stderr with a non-zero exit code; set STALLWATCH_DEBUG=1
+to see the traceback of an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Optional, Sequence
+
+USAGE = """usage: stallwatch COMMAND [options]
+
+commands:
+  run       run the pipeline: --source=SOURCE --output=DIR [--alerts=SINK] [Beam options]
+  generate  write a generated workload: --out=DIR [--viewers N] [--seed S] [--scenario NAME]
+  score     compare a run's alerts with a workload's truth.json: --output=DIR --truth=FILE
+
+'stallwatch COMMAND --help' describes a command's options."""
+
+
+class CliError(Exception):
+    """A usage error: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):   # argparse prints usage + exits; we want one line
+        raise CliError(message)
+
+
+def _run(argv: Sequence[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        from pipeline.options import QoeOptions
+        parser = _Parser(prog="stallwatch run", description=(
+            "Run the stallwatch pipeline. Any Beam pipeline option is accepted too "
+            "(--runner=DirectRunner|FlinkRunner|DataflowRunner|PrismRunner, ...)."))
+        QoeOptions._add_argparse_args(parser)
+        parser.print_help()
+        return 0
+    _validate_own_flags(argv)
+    from pipeline import main, score, summary
+    main.quiet_beam_logs()
+    result = main.run(argv)
+    output = result["output"]
+    if os.path.isdir(output):
+        print(summary.render(result, output, score.read_alerts(output)))
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def _validate_own_flags(argv: Sequence[str]) -> None:
+    """Type-check stallwatch's own flags first so a bad value is one clear line."""
+    from pipeline.options import QoeOptions
+    parser = _Parser(prog="stallwatch run", add_help=False, allow_abbrev=False)
+    QoeOptions._add_argparse_args(parser)
+    parser.parse_known_args(list(argv))
+
+
+def _generate(argv: Sequence[str]) -> int:
+    from pipeline.generator import scenario, workload
+    parser = _Parser(prog="stallwatch generate", description=(
+        "Write a seeded, realistic beacon workload (NDJSON) and truth.json listing the "
+        "injected faults."))
+    parser.add_argument("--out", required=True, help="Directory to write into.")
+    parser.add_argument("--viewers", type=int, default=None,
+                        help="Audience size (default: the scenario's).")
+    parser.add_argument("--seed", type=int, default=7, help="Random seed (default 7).")
+    parser.add_argument("--scenario", default="demo", choices=sorted(scenario.SCENARIOS),
+                        help="demo: faults, hard negatives and mess; clean: no mess; small: quick.")
+    args = parser.parse_args(list(argv))
+    if args.viewers is not None and args.viewers < 20:
+        raise CliError("--viewers must be at least 20 (the scenario's hard negatives need an audience)")
+    truth = workload.generate(scenario.build(args.scenario, args.viewers), args.seed, args.out)
+    print(f"wrote {truth['lines']:,} lines ({truth['input_records']:,} records, {truth['views']:,} views "
+          f"by {truth['viewers']:,} viewers) to {args.out}/, faults in {args.out}/truth.json")
+    return 0
+
+
+def _score(argv: Sequence[str]) -> int:
+    from pipeline import score, summary
+    parser = _Parser(prog="stallwatch score", description=(
+        "Compare the alerts of a run with the truth.json of its generated workload."))
+    parser.add_argument("--output", required=True, help="The run's output directory.")
+    parser.add_argument("--truth", required=True, help="truth.json of the workload.")
+    parser.add_argument("--strict", action="store_true",
+                        help="Exit 1 unless every injected fault was handled as expected.")
+    args = parser.parse_args(list(argv))
+    try:
+        with open(args.truth, encoding="utf-8") as f:
+            truth = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read --truth {args.truth}: {exc}") from None
+    result = score.score(score.read_alerts(args.output), truth)
+    with open(os.path.join(args.output, "score.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    print(summary.render_score(result))
+    return 1 if args.strict and not result["all_ok"] else 0
+
+
+COMMANDS = {"run": _run, "generate": _generate, "score": _score}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"stallwatch: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    from pipeline.config import ConfigError
+    try:
+        return COMMANDS[command](rest)
+    except (CliError, ConfigError) as exc:
+        print(f"stallwatch {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stallwatch {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the CLI's last line of defence: one line, not a traceback
+        if os.environ.get("STALLWATCH_DEBUG"):
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"stallwatch {command}: failed: {type(exc).__name__}: {first[:300]} "
+              "(set STALLWATCH_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

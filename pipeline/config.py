@@ -1,0 +1,110 @@
+"""QoeConfig: QoeOptions turned into one frozen, validated value."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from typing import Optional
+from urllib.parse import urlparse
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.options import QoeOptions
+from transforms.thresholds import Thresholds
+
+# Streaming sources that later issues add; named so the error says what to do.
+_PLANNED_SCHEMES = {"pubsub": "Pub/Sub", "kinesis": "Kinesis"}
+_FILE_SCHEMES = ("", "file", "gs")
+
+
+class ConfigError(ValueError):
+    """A flag value that cannot work; the message is one line for the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QoeConfig:
+    source_pattern: str              # file glob (local or gs://)
+    output: str                      # directory
+    alerts_path: Optional[str]
+    inactivity_s: int
+    max_stall_s: int
+    max_message_bytes: int
+    metrics_bucket_ms: int
+    thresholds: Thresholds
+
+    @property
+    def local_output(self) -> bool:
+        return not self.output.startswith("gs://")
+
+
+def source_pattern(uri: Optional[str]) -> str:
+    """A file glob for a SOURCE URI; raises ConfigError for anything else."""
+    if not uri:
+        raise ConfigError("--source is required (a file, directory or glob of NDJSON beacons)")
+    scheme = urlparse(uri).scheme if "://" in uri else ""
+    if scheme in _PLANNED_SCHEMES:
+        raise ConfigError(f"{_PLANNED_SCHEMES[scheme]} sources ({scheme}://...) are not supported yet; "
+                          "use a file, directory or glob of NDJSON beacons")
+    if scheme not in _FILE_SCHEMES:
+        raise ConfigError(f"unsupported source scheme {scheme}://; use a path, file://, or gs://")
+    if scheme == "gs":
+        return uri.rstrip("/") + "/*" if uri.endswith("/") else uri
+    path = uri[len("file://"):] if scheme == "file" else uri
+    if os.path.isdir(path):
+        path = os.path.join(path, "*.ndjson*") if glob.glob(os.path.join(path, "*.ndjson*")) \
+            else os.path.join(path, "*")
+    if not [p for p in glob.glob(path) if os.path.isfile(p)]:
+        raise ConfigError(f"--source {uri}: no files match")
+    return os.path.abspath(path)
+
+
+def _output(uri: Optional[str]) -> str:
+    if not uri:
+        raise ConfigError("--output is required (a directory for the results)")
+    if uri.startswith("gs://"):
+        return uri.rstrip("/")
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"--output {uri}: exists and is not a directory")
+    return os.path.abspath(path)
+
+
+def _alerts(uri: Optional[str]) -> Optional[str]:
+    if not uri:
+        return None
+    scheme = urlparse(uri).scheme if "://" in uri else ""
+    if scheme in _PLANNED_SCHEMES:
+        raise ConfigError(f"{_PLANNED_SCHEMES[scheme]} alert sinks are not supported yet; "
+                          "use a JSONL file path")
+    if scheme not in _FILE_SCHEMES:
+        raise ConfigError(f"unsupported alerts sink {uri}")
+    return uri[len("file://"):] if scheme == "file" else uri
+
+
+def to_config(options: PipelineOptions) -> QoeConfig:
+    """Validate the flags; raises ConfigError naming the flag at fault."""
+    o = options.view_as(QoeOptions)
+    positive = {"--inactivity_s": o.inactivity_s, "--max_stall_s": o.max_stall_s,
+                "--max_message_bytes": o.max_message_bytes,
+                "--metrics_bucket_s": o.metrics_bucket_s}
+    for flag, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{flag} must be > 0, got {value}")
+    try:
+        thresholds = Thresholds(
+            min_viewers=o.min_viewers, bucket_ms=o.bucket_ms, content_alpha=o.content_alpha,
+            min_rate_ratio=o.min_rate_ratio, delivery_bucket_ms=o.delivery_bucket_s * 1000,
+            delivery_alpha=o.delivery_alpha, viewer_alpha=o.viewer_alpha)
+    except ValueError as exc:
+        raise ConfigError(f"--{exc}") from None
+    return QoeConfig(
+        source_pattern=source_pattern(o.source),
+        output=_output(o.output),
+        alerts_path=_alerts(o.alerts),
+        inactivity_s=o.inactivity_s,
+        max_stall_s=o.max_stall_s,
+        max_message_bytes=o.max_message_bytes,
+        metrics_bucket_ms=o.metrics_bucket_s * 1000,
+        thresholds=thresholds,
+    )

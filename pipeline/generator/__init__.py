@@ -1,0 +1,1 @@
+"""Realistic, seeded beacon workloads with injected faults (stallwatch generate)."""

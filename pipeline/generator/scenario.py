@@ -1,0 +1,139 @@
+"""Scenarios: the catalogue, audience and injected faults of a generated workload."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+# 2026-11-01T18:00:00Z: a fixed origin keeps every seed reproducible.
+ORIGIN_MS = 1_793_556_000_000
+MINUTE = 60_000
+SEGMENT_MS = 4_000
+
+RENDITIONS = (("240p", 400_000), ("360p", 800_000), ("480p", 1_400_000),
+              ("720p", 2_800_000), ("1080p", 5_000_000))
+CDNS = (("cdn-a", 0.45), ("cdn-b", 0.35), ("cdn-c", 0.20))
+COUNTRIES = (("US", 0.4), ("GB", 0.12), ("DE", 0.12), ("BR", 0.1), ("IN", 0.14), ("JP", 0.12))
+BROWSERS = (("Chrome", 0.6), ("Safari", 0.22), ("Firefox", 0.1), ("Edge", 0.08))
+OSES = {"Chrome": ("Windows", "macOS", "Android"), "Safari": ("macOS", "iOS"),
+        "Firefox": ("Windows", "Linux"), "Edge": ("Windows",)}
+PLAYERS = (("hls.js", "1.7.4"), ("dash.js", "5.2.1"), ("shaka", "5.2.12"), ("native", "18.1"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Video:
+    video_id: str
+    duration_ms: int
+    weight: float                      # popularity share among regular views
+    live: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ContentFault:
+    """A broken or slow segment: viewers reaching it stall with probability p."""
+
+    video_id: str
+    start_ms: int
+    end_ms: int
+    rendition: Optional[str]
+    probability: float
+    expect: str = "content"            # or "no_content" for the tiny title
+
+
+@dataclasses.dataclass(frozen=True)
+class CdnOutage:
+    cdn: str
+    start_ms: int                      # wall clock
+    end_ms: int
+    stall_probability: float           # per 4 s segment while inside the window
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """Everything that shapes a workload; the seed picks one realisation."""
+
+    name: str
+    viewers: int
+    span_ms: int
+    videos: tuple[Video, ...]
+    content_faults: tuple[ContentFault, ...]
+    outages: tuple[CdnOutage, ...]
+    premiere_video: Optional[str]
+    premiere_start_ms: int
+    premiere_share: float              # of viewers who join the premiere
+    highlight: Optional[tuple[str, int]]   # (video, playhead) many viewers seek to
+    highlight_share: float
+    tiny_title: Optional[str]          # watched by exactly 3 viewers
+    bad_wifi_share: float
+    bad_wifi_video: Optional[str]      # a handful of bad-wifi viewers all watch it
+    bad_wifi_handful: int
+    base_stall_per_min: float
+    bad_wifi_stall_per_min: float
+    ebvs_rate: float
+    startup_failure_rate: float
+    midplay_failure_per_min: float
+    business_error_rate: float
+    mess: bool
+    duplicate_rate: float = 0.01
+    reorder_rate: float = 0.02
+    skewed_viewer_rate: float = 0.01
+    malformed_rate: float = 0.002
+    files: int = 4
+
+
+def _catalogue() -> tuple[Video, ...]:
+    fixed = (
+        Video("v000", 40 * MINUTE, 0.16),
+        Video("v001", 25 * MINUTE, 0.12),
+        Video("v002", 30 * MINUTE, 0.10),
+        Video("v003", 20 * MINUTE, 0.08),
+        Video("v004", 12 * MINUTE, 0.06),
+        Video("v005", 8 * MINUTE, 0.05),
+    )
+    tail = tuple(Video(f"v{i:03d}", (3 + (i * 7) % 50) * MINUTE, 0.43 / 24) for i in range(6, 30))
+    return fixed + tail + (Video("premiere", 45 * MINUTE, 0.0, live=True),
+                           Video("rare-title", 10 * MINUTE, 0.0))
+
+
+def build(name: str, viewers: Optional[int] = None) -> Scenario:
+    """A named scenario: ``demo`` (faults, hard negatives and mess), ``clean``
+    (the same without mess) or ``small`` (a quick one for tests)."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
+    default_viewers, mess = SCENARIOS[name]
+    premiere_start = ORIGIN_MS + 40 * MINUTE
+    return Scenario(
+        name=name,
+        viewers=viewers if viewers is not None else default_viewers,
+        span_ms=120 * MINUTE,
+        videos=_catalogue(),
+        content_faults=(
+            ContentFault("v000", 12 * MINUTE, 12 * MINUTE + SEGMENT_MS, None, 0.55),
+            ContentFault("v001", 7 * MINUTE + 20_000, 7 * MINUTE + 24_000, "1080p", 0.8),
+            ContentFault("v003", 96_000, 100_000, None, 0.5),
+            ContentFault("rare-title", 3 * MINUTE, 3 * MINUTE + SEGMENT_MS, None, 1.0,
+                         expect="no_content"),
+        ),
+        outages=(CdnOutage("cdn-b", premiere_start + 10 * MINUTE,
+                           premiere_start + 18 * MINUTE, 0.3),),
+        premiere_video="premiere",
+        premiere_start_ms=premiere_start,
+        premiere_share=0.12,
+        highlight=("v002", 17 * MINUTE + 40_000),
+        highlight_share=0.45,
+        tiny_title="rare-title",
+        bad_wifi_share=0.015,
+        bad_wifi_video="v004",
+        bad_wifi_handful=5,
+        base_stall_per_min=0.02,
+        bad_wifi_stall_per_min=0.8,
+        ebvs_rate=0.03,
+        startup_failure_rate=0.008,
+        midplay_failure_per_min=0.0005,
+        business_error_rate=0.004,
+        mess=mess,
+    )
+
+
+# name -> (default viewers, mess)
+SCENARIOS = {"demo": (1500, True), "clean": (1500, False), "small": (500, True)}

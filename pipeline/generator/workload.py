@@ -1,0 +1,216 @@
+"""Turn a scenario into NDJSON beacon files plus truth.json (what should be found)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import random
+import zlib
+from typing import Optional
+
+from pipeline.generator import simulate
+from pipeline.generator.scenario import MINUTE, ORIGIN_MS, Scenario
+from pipeline.generator.simulate import ViewTrace
+
+BATCH_MS = 10_000          # SDK-style beacons batch 10 s of events (like mux-embed)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def _iso(ms: int) -> str:
+    stamp = _EPOCH + datetime.timedelta(milliseconds=ms)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dumps(value) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+class _Plan:
+    """Which views happen: (viewer, video, start, start playhead, forced seek)."""
+
+    def __init__(self, rng: random.Random, s: Scenario) -> None:
+        self.viewers = simulate.make_viewers(rng, s)
+        videos = {v.video_id: v for v in s.videos}
+        regular = [v for v in s.videos if v.weight > 0]
+        weights = [v.weight for v in regular]
+        self.views: list[tuple] = []
+        end = ORIGIN_MS + s.span_ms - 10 * MINUTE
+        normal = [v for v in self.viewers if not v.bad_wifi]
+        for viewer in self.viewers:
+            count = 1 + _poisson(rng, 0.8)
+            for _ in range(count):
+                video = rng.choices(regular, weights)[0]
+                seek = None
+                if s.highlight and video.video_id == s.highlight[0] and rng.random() < s.highlight_share:
+                    seek = s.highlight[1]
+                self.views.append((viewer, video, rng.randint(ORIGIN_MS, end), 0, seek))
+        if s.premiere_video:
+            premiere = videos[s.premiere_video]
+            for viewer in rng.sample(normal, int(len(normal) * s.premiere_share)):
+                join = s.premiere_start_ms + rng.randint(0, 3 * MINUTE)
+                self.views.append((viewer, premiere, join, join - s.premiere_start_ms, None))
+        if s.tiny_title:
+            for viewer in rng.sample(normal, 3):
+                self.views.append((viewer, videos[s.tiny_title], rng.randint(ORIGIN_MS, end), 0, None))
+        self.bad_wifi_handful: list[str] = []
+        if s.bad_wifi_video:
+            for viewer in rng.sample(normal, s.bad_wifi_handful):
+                viewer.bad_wifi = True
+                self.bad_wifi_handful.append(viewer.viewer_id)
+                for _ in range(2):
+                    self.views.append((viewer, videos[s.bad_wifi_video],
+                                       rng.randint(ORIGIN_MS, end), 0, None))
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    k, p, threshold = 0, 1.0, pow(2.718281828459045, -lam)
+    while True:
+        p *= rng.random()
+        if p <= threshold:
+            return k
+        k += 1
+
+
+def _lines_of(trace: ViewTrace, rng: random.Random) -> list[tuple[int, bytes, int]]:
+    """(server arrival ms, line, records) for one view, in its client's format."""
+    batches: list[list[dict]] = []
+    for event in trace.events:
+        if batches and event["ts"] - batches[-1][0]["ts"] < BATCH_MS:
+            batches[-1].append(event)
+        else:
+            batches.append([event])
+    skew = trace.viewer.clock_skew_ms
+    out = []
+    if trace.flavour == "sdk":
+        for batch in batches:
+            out.append((batch[-1]["ts"] - skew, _dumps({**trace.common, "events": batch}), len(batch)))
+        return out
+    iso = rng.random() < 0.1
+    as_arrays = rng.random() < 0.4
+    full = [{**trace.common, **e, **({"ts": _iso(e["ts"])} if iso else {})} for e in trace.events]
+    if as_arrays:
+        i = 0
+        for batch in batches:
+            chunk = full[i:i + len(batch)]
+            i += len(batch)
+            out.append((batch[-1]["ts"] - skew, _dumps(chunk), len(chunk)))
+        return out
+    return [(e["ts"] - skew, _dumps(f), 1) for e, f in zip(trace.events, full)]
+
+
+# Malformed records: (expected dead-letter reason, how to make one from a real event).
+def _malformed(rng: random.Random, event: dict) -> tuple[str, bytes]:
+    kind = rng.randrange(9)
+    if kind == 0:
+        text = _dumps(event)
+        return "invalid_json", text[: max(1, len(text) // 2)]
+    if kind == 1:
+        return "not_utf8", b'{"view_id": "\xff\xfe", "event": "play"}'
+    if kind == 2:
+        return "unknown_event", _dumps({**event, "event": "buffering"})
+    if kind == 3:
+        return "missing_field:view_id", _dumps({k: v for k, v in event.items() if k != "view_id"})
+    if kind == 4:
+        return "wrong_type:playhead_ms", _dumps({**event, "event": "heartbeat", "playhead_ms": "12s"})
+    if kind == 5:
+        ts = event["ts"] if isinstance(event["ts"], int) else ORIGIN_MS
+        return "out_of_range:ts", _dumps({**event, "ts": ts // 1000})
+    if kind == 6:
+        return "not_an_object", rng.choice((b"42", b'"hello"', b"null", b"true"))
+    if kind == 7:
+        return "empty_batch", rng.choice((b"[]", b'{"view_id": "x", "events": []}'))
+    return "missing_field:ts", _dumps({k: v for k, v in event.items() if k != "ts"})
+
+
+def generate(s: Scenario, seed: int, out_dir: str) -> dict:
+    """Write ``out_dir/beacons-*.ndjson`` and ``out_dir/truth.json``; return the truth."""
+    rng = random.Random(seed)
+    plan = _Plan(rng, s)
+    lines: list[tuple[int, int, bytes]] = []       # (arrival, shard, line)
+    stats = {"views": 0, "events": 0, "duplicate_events": 0, "records": 0, "lines": 0}
+    dead: dict[str, int] = {}
+    sample_events: list[dict] = []
+    for index, (viewer, video, start, start_ph, seek) in enumerate(plan.views):
+        view_rng = random.Random(f"{seed}:{index}")
+        trace = simulate.simulate_view(view_rng, s, viewer, video, f"w{seed}-{index:06d}",
+                                       start, start_ph, seek)
+        stats["views"] += 1
+        stats["events"] += len(trace.events)
+        shard = zlib.crc32(trace.view_id.encode()) % s.files
+        if len(sample_events) < 200 and trace.flavour == "html5":
+            sample_events.append({**trace.common, **trace.events[len(trace.events) // 2]})
+        for arrival, line, records in _lines_of(trace, view_rng):
+            arrival += view_rng.randint(50, 2_000)
+            if s.mess and view_rng.random() < s.reorder_rate:
+                arrival += view_rng.randint(30_000, 300_000)
+            lines.append((arrival, shard, line))
+            stats["records"] += records
+            if s.mess and view_rng.random() < s.duplicate_rate:
+                lines.append((arrival + view_rng.randint(1_000, 60_000), shard, line))
+                stats["records"] += records
+                stats["duplicate_events"] += records
+    if s.mess and sample_events:
+        for _ in range(max(9, int(len(lines) * s.malformed_rate))):
+            reason, line = _malformed(rng, rng.choice(sample_events))
+            lines.append((rng.randint(ORIGIN_MS, ORIGIN_MS + s.span_ms), rng.randrange(s.files), line))
+            dead[reason] = dead.get(reason, 0) + 1
+            stats["records"] += 1
+    stats["lines"] = len(lines)
+    _write(out_dir, s.files, lines)
+    truth = _truth(s, seed, plan, stats, dead)
+    with open(os.path.join(out_dir, "truth.json"), "w", encoding="utf-8") as f:
+        json.dump(truth, f, indent=2, sort_keys=True)
+    return truth
+
+
+def _write(out_dir: str, files: int, lines: list[tuple[int, int, bytes]]) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    lines.sort(key=lambda x: (x[0], x[1]))
+    handles = [open(os.path.join(out_dir, f"beacons-{i:05d}-of-{files:05d}.ndjson"), "wb")
+               for i in range(files)]
+    try:
+        for _, shard, line in lines:
+            handles[shard].write(line + b"\n")
+    finally:
+        for h in handles:
+            h.close()
+
+
+def _truth(s: Scenario, seed: int, plan: _Plan, stats: dict, dead: dict[str, int]) -> dict:
+    faults: list[dict] = []
+    for f in s.content_faults:
+        faults.append({"kind": "content_fault" if f.expect == "content" else "tiny_title",
+                       "expect": f.expect, "video_id": f.video_id, "rendition": f.rendition,
+                       "start_ms": f.start_ms, "end_ms": f.end_ms, "probability": f.probability})
+    for o in s.outages:
+        faults.append({"kind": "cdn_outage", "expect": "delivery", "dimension": "cdn",
+                       "value": o.cdn, "start_ts": o.start_ms, "end_ts": o.end_ms})
+    if s.premiere_video:
+        faults.append({"kind": "premiere_during_outage", "expect": "no_content",
+                       "video_id": s.premiere_video, "start_ts": s.premiere_start_ms})
+    if s.highlight:
+        faults.append({"kind": "seek_highlight", "expect": "no_content",
+                       "video_id": s.highlight[0], "start_ms": s.highlight[1] - 10_000,
+                       "end_ms": s.highlight[1] + 10_000})
+    if s.bad_wifi_video:
+        faults.append({"kind": "bad_wifi_handful", "expect": "no_content",
+                       "video_id": s.bad_wifi_video, "viewer_ids": plan.bad_wifi_handful})
+    bad = sorted(v.viewer_id for v in plan.viewers if v.bad_wifi)
+    faults.append({"kind": "bad_wifi_viewers", "expect": "viewer", "viewer_ids": bad})
+    skewed = sorted(v.viewer_id for v in plan.viewers if v.clock_skew_ms)
+    return {
+        "scenario": s.name, "seed": seed, "viewers": s.viewers,
+        "views": stats["views"], "lines": stats["lines"],
+        "input_records": stats["records"],
+        "parsed_events": stats["events"] + stats["duplicate_events"],
+        "duplicate_events": stats["duplicate_events"],
+        "dead_letters": sum(dead.values()),
+        "dead_letters_by_reason": dict(sorted(dead.items())),
+        "skewed_viewers": skewed,
+        "faults": faults,
+    }
+
+
+def default_seed(seed: Optional[int]) -> int:
+    return 7 if seed is None else seed

@@ -1,0 +1,186 @@
+"""Sources and sinks: NDJSON files in; Parquet and JSONL out. Rows live here, next to their schema."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import glob
+import os
+from typing import Iterable, NamedTuple, Optional
+
+import apache_beam as beam
+import orjson
+import pyarrow as pa
+from apache_beam.io import fileio
+from apache_beam.metrics import Metrics
+
+from transforms.model import Alert, DeadLetter, MetricRow, RawRecord, View
+from transforms.parse import METRICS_NAMESPACE
+
+VIEWS = "views"
+METRICS = "metrics"
+ALERTS = "alerts"
+DEAD_LETTERS = "dead_letter"
+SUMMARY = "run_summary.json"
+
+_STALL = pa.struct([("start_ms", pa.int64()), ("duration_ms", pa.int64()),
+                    ("playhead_ms", pa.int64()), ("rendition", pa.string()),
+                    ("bitrate_bps", pa.int64())])
+_RANGE = pa.struct([("start_ms", pa.int64()), ("end_ms", pa.int64()), ("rendition", pa.string())])
+
+VIEW_SCHEMA = pa.schema([
+    ("view_key", pa.string()), ("view_id", pa.string()), ("video_id", pa.string()),
+    ("viewer_id", pa.string()), ("start_ms", pa.int64()), ("end_ms", pa.int64()),
+    ("events", pa.int64()), ("duplicate_events", pa.int64()),
+    ("watch_ms", pa.int64()), ("playing_ms", pa.int64()), ("play_requested", pa.bool_()),
+    ("startup_ms", pa.int64()), ("exited_before_start", pa.bool_()),
+    ("playback_failure", pa.bool_()), ("startup_failure", pa.bool_()),
+    ("business_error", pa.bool_()), ("error_code", pa.string()),
+    ("rebuffer_count", pa.int64()), ("rebuffer_ms", pa.int64()),
+    ("rebuffer_pct", pa.float64()), ("rebuffer_per_min", pa.float64()),
+    ("seek_count", pa.int64()), ("seek_ms", pa.int64()), ("seek_latency_ms", pa.float64()),
+    ("max_playhead_ms", pa.int64()), ("avg_bitrate_bps", pa.float64()),
+    ("max_bitrate_bps", pa.int64()), ("upshifts", pa.int64()), ("downshifts", pa.int64()),
+    ("force_ended", pa.bool_()), ("stalls", pa.list_(_STALL)), ("played", pa.list_(_RANGE)),
+    ("cdn", pa.string()), ("asn", pa.string()), ("country", pa.string()),
+    ("browser", pa.string()), ("os", pa.string()), ("device", pa.string()),
+    ("player_name", pa.string()), ("player_version", pa.string()),
+    ("rendition", pa.string()), ("stream_type", pa.string()),
+    ("video_duration_ms", pa.int64()),
+])
+
+METRIC_SCHEMA = pa.schema([
+    ("minute_ms", pa.int64()), ("dimension", pa.string()), ("value", pa.string()),
+    ("views", pa.int64()), ("watch_ms", pa.int64()), ("rebuffer_ms", pa.int64()),
+    ("rebuffer_count", pa.int64()), ("startup_p50_ms", pa.float64()),
+    ("startup_p95_ms", pa.float64()), ("rebuffer_pct", pa.float64()),
+    ("rebuffer_per_min", pa.float64()), ("playback_failure_pct", pa.float64()),
+    ("ebvs_pct", pa.float64()),
+])
+
+
+def view_row(view: View) -> dict:
+    row = {f.name: getattr(view, f.name) for f in dataclasses.fields(View)
+           if f.name not in ("stalls", "played")}
+    row["stalls"] = [dataclasses.asdict(s) for s in view.stalls]
+    row["played"] = [dataclasses.asdict(r) for r in view.played]
+    row["rebuffer_pct"] = view.rebuffer_pct
+    row["rebuffer_per_min"] = view.rebuffer_per_min
+    row["seek_latency_ms"] = view.seek_latency_ms
+    return row
+
+
+def metric_row(row: MetricRow) -> dict:
+    return dataclasses.asdict(row)
+
+
+def _json_default(value):
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def alert_json(alert: Alert) -> str:
+    record = dataclasses.asdict(alert)
+    record["breakdown"] = {name: dict(values) for name, values in alert.breakdown}
+    return orjson.dumps(record, default=_json_default).decode("utf-8")
+
+
+def dead_letter_json(dead: DeadLetter) -> str:
+    return orjson.dumps(dataclasses.asdict(dead)).decode("utf-8")
+
+
+class _ReadLinesFn(beam.DoFn):
+    """One RawRecord per non-blank line, its source ``path:line``."""
+
+    def __init__(self) -> None:
+        self._blank = Metrics.counter(METRICS_NAMESPACE, "blank_lines")
+
+    def process(self, readable: fileio.ReadableFile) -> Iterable[RawRecord]:
+        path = readable.metadata.path
+        with readable.open() as handle:
+            for number, line in enumerate(iter(handle.readline, b""), 1):
+                payload = line.rstrip(b"\r\n")
+                if not payload.strip():
+                    self._blank.inc()
+                    continue
+                yield RawRecord(payload, f"{path}:{number}")
+
+
+class ReadBeaconFiles(beam.PTransform):
+    """Read NDJSON beacon files.
+
+    Input:  PBegin.
+    Output: PCollection[RawRecord], one per non-blank line (gzip/bzip2 files
+            are decompressed by extension). Blank lines are counted, not parsed.
+
+    Args:
+      pattern: a local or gs:// glob.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self._pattern = pattern
+
+    def expand(self, root: beam.pvalue.PBegin) -> beam.PCollection:
+        return (root
+                | "MatchFiles" >> fileio.MatchFiles(self._pattern)
+                | "OpenFiles" >> fileio.ReadMatches()
+                | "SplitLines" >> beam.ParDo(_ReadLinesFn()))
+
+
+class Sinks(NamedTuple):
+    """Where each output goes; tests pass None to skip a sink."""
+
+    views: Optional[beam.PTransform]
+    metrics: Optional[beam.PTransform]
+    alerts: Optional[beam.PTransform]
+    dead_letters: Optional[beam.PTransform]
+    extra_alerts: Optional[beam.PTransform] = None
+
+
+class _WriteJsonLines(beam.PTransform):
+    def __init__(self, prefix: str, to_json, single_file: bool) -> None:
+        super().__init__()
+        self._prefix, self._to_json, self._single = prefix, to_json, single_file
+
+    def expand(self, items: beam.PCollection):
+        lines = items | "ToJson" >> beam.Map(self._to_json)
+        if self._single:
+            return lines | "Write" >> beam.io.WriteToText(
+                self._prefix, shard_name_template="", num_shards=1)
+        return lines | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
+
+
+class _WriteParquet(beam.PTransform):
+    def __init__(self, prefix: str, to_row, schema: pa.Schema) -> None:
+        super().__init__()
+        self._prefix, self._to_row, self._schema = prefix, to_row, schema
+
+    def expand(self, items: beam.PCollection):
+        return (items
+                | "ToRow" >> beam.Map(self._to_row)
+                | "Write" >> beam.io.WriteToParquet(
+                    self._prefix, self._schema, codec="snappy", file_name_suffix=".parquet"))
+
+
+def file_sinks(output: str, alerts_path: Optional[str] = None) -> Sinks:
+    """The default sinks: Parquet views/metrics, JSONL alerts and dead letters."""
+    join = (lambda name: f"{output}/{name}")
+    return Sinks(
+        views=_WriteParquet(join(VIEWS), view_row, VIEW_SCHEMA),
+        metrics=_WriteParquet(join(METRICS), metric_row, METRIC_SCHEMA),
+        alerts=_WriteJsonLines(join(f"{ALERTS}.jsonl"), alert_json, single_file=True),
+        dead_letters=_WriteJsonLines(join(DEAD_LETTERS), dead_letter_json, single_file=False),
+        extra_alerts=(_WriteJsonLines(alerts_path, alert_json, single_file=True)
+                      if alerts_path else None),
+    )
+
+
+def clear_outputs(output: str) -> None:
+    """Remove a previous run's files from a local output directory (ours only)."""
+    os.makedirs(output, exist_ok=True)
+    for pattern in (f"{VIEWS}-*.parquet", f"{METRICS}-*.parquet", f"{ALERTS}.jsonl",
+                    f"{DEAD_LETTERS}-*.jsonl", SUMMARY, "score.json"):
+        for path in glob.glob(os.path.join(output, pattern)):
+            os.remove(path)

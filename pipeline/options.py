@@ -1,0 +1,44 @@
+"""QoeOptions: stallwatch's own pipeline flags (Beam's are accepted alongside)."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.thresholds import Thresholds
+
+_T = Thresholds()
+
+
+class QoeOptions(PipelineOptions):
+    """Flags of ``stallwatch run``. None is required at parse time (a required
+    flag would break every TestPipeline); QoeConfig.from_options validates."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add = parser.add_argument
+        add("--source", default=None,
+            help="Beacons: a file, directory or glob of NDJSON (or file://..., gs://...).")
+        add("--output", default=None, help="Directory for views, metrics, alerts, dead letters.")
+        add("--alerts", default=None,
+            help="Extra alert sink: a JSONL file path (written besides OUTPUT/alerts.jsonl).")
+        add("--inactivity_s", type=int, default=3600,
+            help="Seconds without beacons after which a view is final (Mux: 3600).")
+        add("--max_stall_s", type=int, default=300,
+            help="Continuous rebuffering (s) that force-ends a view (Mux: 300).")
+        add("--max_message_bytes", type=int, default=1_048_576,
+            help="Messages larger than this are dead-lettered as 'oversize'.")
+        add("--metrics_bucket_s", type=int, default=60, help="Width of metric time buckets (s).")
+        add("--min_viewers", type=int, default=_T.min_viewers,
+            help="Distinct affected viewers an alert needs.")
+        add("--bucket_ms", type=int, default=_T.bucket_ms,
+            help="Playhead bucket (ms) of the content detector; windows are 2 buckets.")
+        add("--content_alpha", type=float, default=_T.content_alpha,
+            help="False-alarm rate per video of the content test.")
+        add("--min_rate_ratio", type=float, default=_T.min_rate_ratio,
+            help="Observed/baseline stall rate an alert also needs.")
+        add("--delivery_bucket_s", type=int, default=_T.delivery_bucket_ms // 1000,
+            help="Wall-clock bucket (s) of the delivery detector.")
+        add("--delivery_alpha", type=float, default=_T.delivery_alpha,
+            help="False-alarm rate per dimension of the delivery test.")
+        add("--viewer_alpha", type=float, default=_T.viewer_alpha,
+            help="False-alarm rate over all viewers of the viewer test.")

@@ -1,0 +1,83 @@
+"""Score a run's alerts against a generated workload's truth.json."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Iterable
+
+# A content alert matches a fault when its interval overlaps the faulty
+# segment (with this slack) and is no wider than MAX_WIDTH_MS.
+SLACK_MS = 5_000
+MAX_WIDTH_MS = 30_000
+
+
+def read_alerts(output: str) -> list[dict]:
+    alerts = []
+    for path in sorted(glob.glob(os.path.join(output, "alerts*.jsonl"))):
+        with open(path, encoding="utf-8") as f:
+            alerts.extend(json.loads(line) for line in f if line.strip())
+    return alerts
+
+
+def _content_match(alert: dict, fault: dict) -> bool:
+    return (alert["cause"] == "content" and alert["video_id"] == fault["video_id"]
+            and alert["start_ms"] <= fault["end_ms"] + SLACK_MS
+            and alert["end_ms"] >= fault["start_ms"] - SLACK_MS
+            and alert["end_ms"] - alert["start_ms"] <= MAX_WIDTH_MS)
+
+
+def _in_negative(alert: dict, fault: dict) -> bool:
+    if alert["cause"] != "content" or alert["video_id"] != fault["video_id"]:
+        return False
+    if "start_ms" in fault:
+        return (alert["start_ms"] <= fault["end_ms"] + SLACK_MS
+                and alert["end_ms"] >= fault["start_ms"] - SLACK_MS)
+    return True
+
+
+def score(alerts: Iterable[dict], truth: dict) -> dict:
+    """Precision/recall per cause and the verdict on every injected fault."""
+    alerts = list(alerts)
+    content = [a for a in alerts if a["cause"] == "content"]
+    rows, matched = [], set()
+    for fault in truth["faults"]:
+        expect = fault["expect"]
+        if expect == "content":
+            hits = [a for a in content if _content_match(a, fault)]
+            matched.update(a["alert_id"] for a in hits)
+            ok = bool(hits) and (fault["rendition"] is None
+                                 or any(a["rendition"] == fault["rendition"] for a in hits))
+            found = ", ".join(f"{a['start_ms']}-{a['end_ms']} ms rendition={a['rendition']}"
+                              for a in hits) or "missed"
+        elif expect == "delivery":
+            hits = [a for a in alerts if a["cause"] == "delivery"
+                    and a["dimension"] == fault["dimension"] and a["value"] == fault["value"]
+                    and a["start_ts"] <= fault["end_ts"] and a["end_ts"] >= fault["start_ts"]]
+            ok = bool(hits)
+            found = f"{len(hits)} delivery alert(s)" if hits else "missed"
+        elif expect == "no_content":
+            hits = [a for a in content if _in_negative(a, fault)]
+            ok = not hits
+            found = "silent" if ok else f"{len(hits)} false content alert(s)"
+        else:  # viewer
+            flagged = {a["viewer_id"] for a in alerts if a["cause"] == "viewer"}
+            truth_ids = set(fault["viewer_ids"])
+            ok = bool(truth_ids) and len(flagged & truth_ids) >= 0.8 * len(truth_ids)
+            found = f"{len(flagged & truth_ids)}/{len(truth_ids)} flagged, {len(flagged - truth_ids)} other"
+        rows.append({"kind": fault["kind"], "expect": expect, "ok": ok, "found": found,
+                     "what": fault.get("video_id") or fault.get("value") or "viewers"})
+    expected_content = [f for f in truth["faults"] if f["expect"] == "content"]
+    recalled = sum(1 for r in rows if r["expect"] == "content" and r["ok"])
+    true_content = sum(1 for a in content if a["alert_id"] in matched)
+    viewer_truth = set(next((f["viewer_ids"] for f in truth["faults"] if f["expect"] == "viewer"), []))
+    viewer_flags = {a["viewer_id"] for a in alerts if a["cause"] == "viewer"}
+    return {
+        "content_precision": true_content / len(content) if content else 1.0,
+        "content_recall": recalled / len(expected_content) if expected_content else 1.0,
+        "viewer_precision": (len(viewer_flags & viewer_truth) / len(viewer_flags)) if viewer_flags else 1.0,
+        "viewer_recall": (len(viewer_flags & viewer_truth) / len(viewer_truth)) if viewer_truth else 1.0,
+        "faults": rows,
+        "all_ok": all(r["ok"] for r in rows),
+    }

@@ -1,0 +1,118 @@
+"""Human-readable summary of a finished run (what `stallwatch run` prints)."""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import json
+import os
+from typing import Optional
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import io
+
+
+def _clock(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%H:%M:%S")
+
+
+def _playhead(ms: int) -> str:
+    return f"{ms // 60_000}:{ms % 60_000 / 1000:04.1f}"
+
+
+def headline(output: str) -> Optional[dict]:
+    """QoE headline metrics over all views of a run (None when no views)."""
+    paths = sorted(glob.glob(os.path.join(output, f"{io.VIEWS}-*.parquet")))
+    if not paths:
+        return None
+    table = pq.read_table(paths, columns=["watch_ms", "rebuffer_ms", "rebuffer_count",
+                                          "startup_ms", "exited_before_start",
+                                          "playback_failure", "viewer_id"])
+    views = table.num_rows
+    if not views:
+        return None
+    watch = pc.sum(table["watch_ms"]).as_py() or 0
+    rebuffer = pc.sum(table["rebuffer_ms"]).as_py() or 0
+    count = pc.sum(table["rebuffer_count"]).as_py() or 0
+    startup = pc.drop_null(table["startup_ms"])
+    quantiles = pc.quantile(startup, q=[0.5, 0.95]).to_pylist() if len(startup) else [None, None]
+    return {
+        "views": views,
+        "viewers": pc.count_distinct(table["viewer_id"]).as_py(),
+        "watch_hours": watch / 3_600_000,
+        "startup_p50_s": quantiles[0] / 1000 if quantiles[0] is not None else None,
+        "startup_p95_s": quantiles[1] / 1000 if quantiles[1] is not None else None,
+        "rebuffer_pct": 100.0 * rebuffer / watch if watch else 0.0,
+        "rebuffer_per_min": count * 60_000 / watch if watch else 0.0,
+        "ebvs_pct": 100.0 * pc.sum(table["exited_before_start"]).as_py() / views,
+        "failure_pct": 100.0 * pc.sum(table["playback_failure"]).as_py() / views,
+    }
+
+
+def describe_alert(a: dict) -> str:
+    if a["cause"] == "content":
+        where = f"{a['video_id']}" + (f" [{a['rendition']}]" if a["rendition"] else "")
+        return (f"content   {where:<18} playhead {_playhead(a['start_ms'])}-{_playhead(a['end_ms'])}"
+                f"  {a['affected_viewers']}/{a['exposed_viewers']} viewers stalled"
+                f"  (baseline {a['baseline_rate']:.2%}, p={a['p_value']:.1e})")
+    if a["cause"] == "delivery":
+        where = f"{a['dimension']}={a['value']}"
+        return (f"delivery  {where:<18} {_clock(a['start_ts'])}-{_clock(a['end_ts'])} UTC"
+                f"  {a['affected_viewers']}/{a['exposed_viewers']} active views stalled"
+                f"  (others {a['baseline_rate']:.1%}, p={a['p_value']:.1e})")
+    return (f"viewer    {a['viewer_id']:<18} {a['stalls']} stalls, {a['observed_rate']:.2f}/min"
+            f" vs {a['baseline_rate']:.3f}/min for everyone")
+
+
+def render(summary: dict, output: str, alerts: list[dict], max_viewer_lines: int = 5) -> str:
+    lines = []
+    s = summary
+    lines.append(f"stallwatch: {s['input_records']:,} records -> {s['parsed_events']:,} events, "
+                 f"{s['dead_letters']:,} dead letters, {s['duplicates_dropped']:,} duplicates dropped "
+                 f"({s['runner']}, {s['wall_time_s']:.1f} s)")
+    if s["dead_letters_by_reason"]:
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(s["dead_letters_by_reason"].items(),
+                                                          key=lambda kv: -kv[1]))
+        lines.append(f"  dead letters by reason: {reasons}")
+    h = headline(output)
+    if h:
+        startup = (f"startup p50 {h['startup_p50_s']:.2f} s, p95 {h['startup_p95_s']:.2f} s"
+                   if h["startup_p50_s"] is not None else "startup n/a")
+        lines.append(f"views: {h['views']:,} by {h['viewers']:,} viewers, {h['watch_hours']:,.1f} h watched")
+        lines.append(f"QoE:   {startup} | rebuffering {h['rebuffer_pct']:.2f}% of watch time, "
+                     f"{h['rebuffer_per_min']:.3f}/min | EBVS {h['ebvs_pct']:.1f}% | "
+                     f"playback failures {h['failure_pct']:.1f}%")
+    counts = s["alerts"]
+    lines.append(f"alerts: {counts['content']} content, {counts['delivery']} delivery, "
+                 f"{counts['viewer']} viewer")
+    order = {"content": 0, "delivery": 1, "viewer": 2}
+    viewer_lines = 0
+    for a in sorted(alerts, key=lambda a: (order[a["cause"]], -a["affected_viewers"], -a["stalls"])):
+        if a["cause"] == "viewer":
+            viewer_lines += 1
+            if viewer_lines > max_viewer_lines:
+                continue
+        lines.append("  " + describe_alert(a))
+    if viewer_lines > max_viewer_lines:
+        lines.append(f"  ... and {viewer_lines - max_viewer_lines} more viewer alerts")
+    lines.append(f"outputs in {output}/: views-*.parquet, metrics-*.parquet, alerts.jsonl, "
+                 f"dead_letter-*.jsonl, run_summary.json")
+    return "\n".join(lines)
+
+
+def render_score(result: dict) -> str:
+    lines = ["injected faults vs alerts:"]
+    for row in result["faults"]:
+        mark = "ok  " if row["ok"] else "FAIL"
+        lines.append(f"  {mark} {row['kind']:<24} {row['what']:<12} expect {row['expect']:<10} -> {row['found']}")
+    lines.append(f"content alerts: precision {result['content_precision']:.2f}, "
+                 f"recall {result['content_recall']:.2f}; viewer alerts: precision "
+                 f"{result['viewer_precision']:.2f}, recall {result['viewer_recall']:.2f}")
+    return "\n".join(lines)
+
+
+def load_summary(output: str) -> dict:
+    with open(os.path.join(output, io.SUMMARY), encoding="utf-8") as f:
+        return json.load(f)

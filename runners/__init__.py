@@ -1,0 +1,1 @@
+"""Launch presets: argv lists per runner, printed by ``python -m runners NAME``."""

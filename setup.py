@@ -1,0 +1,22 @@
+"""stallwatch: streaming video QoE analytics on Apache Beam."""
+
+import setuptools
+
+BEAM_VERSION = "2.77.0"  # keep identical in the Flex Template Dockerfile
+
+setuptools.setup(
+    name="stallwatch",
+    version="0.1.0",
+    description="Video QoE analytics on Apache Beam: beacons -> views -> stall clusters",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "transforms",
+                                               "transforms.*", "runners", "runners.*"]),
+    install_requires=[
+        f"apache-beam[gcp]=={BEAM_VERSION}",
+        "google-cloud-pubsub>=2.20",
+        "pyarrow>=14",
+        "orjson>=3.9",
+    ],
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
+    entry_points={"console_scripts": ["stallwatch=pipeline.cli:main"]},
+)

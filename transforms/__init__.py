@@ -1,0 +1,10 @@
+"""stallwatch transforms: parse, sessionize, aggregate and detect."""
+
+from transforms.metrics import AggregateMetrics
+from transforms.parse import ParseBeacons, ParsedBeacons
+from transforms.sessionize import SessionizeViews
+from transforms.stalls import DetectStallClusters
+from transforms.thresholds import Thresholds
+
+__all__ = ["AggregateMetrics", "DetectStallClusters", "ParseBeacons", "ParsedBeacons",
+           "SessionizeViews", "Thresholds"]

@@ -1,0 +1,234 @@
+"""Typed, frozen event model shared by every stallwatch transform.
+
+Times are epoch milliseconds (``*_ms``) unless a name says otherwise; playhead
+positions are milliseconds from the start of the media (``playhead_ms``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Optional
+
+
+class EventKind(str, enum.Enum):
+    """The beacon v1 event vocabulary (see docs/beacons.md)."""
+
+    VIEWSTART = "viewstart"
+    PLAYERREADY = "playerready"
+    PLAY = "play"
+    PLAYING = "playing"
+    PAUSE = "pause"
+    SEEKING = "seeking"
+    SEEKED = "seeked"
+    WAITING = "waiting"
+    STALLED = "stalled"
+    REBUFFERSTART = "rebufferstart"
+    REBUFFEREND = "rebufferend"
+    TIMEUPDATE = "timeupdate"
+    HEARTBEAT = "heartbeat"
+    RENDITIONCHANGE = "renditionchange"
+    ERROR = "error"
+    ENDED = "ended"
+    VIEWEND = "viewend"
+
+
+# Events that may omit playhead_ms; every other event requires it.
+PLAYHEADLESS_KINDS = frozenset(
+    {EventKind.VIEWSTART, EventKind.PLAYERREADY, EventKind.VIEWEND})
+
+
+class Cause(str, enum.Enum):
+    """What a stall cluster is attributed to."""
+
+    CONTENT = "content"
+    DELIVERY = "delivery"
+    VIEWER = "viewer"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One message as read from a source, before parsing.
+
+    ``source`` names its position (``path:line`` for files, message id or
+    shard/sequence for streams) so a dead letter can be traced back.
+    """
+
+    payload: bytes
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Beacon:
+    """A validated player event. ``event_ms`` is the client clock."""
+
+    view_id: str
+    video_id: str
+    kind: EventKind
+    event_ms: int
+    playhead_ms: Optional[int] = None
+    viewer_id: Optional[str] = None
+    event_id: Optional[str] = None
+    seq: Optional[int] = None
+    rendition: Optional[str] = None
+    bitrate_bps: Optional[int] = None
+    cdn: Optional[str] = None
+    asn: Optional[str] = None
+    country: Optional[str] = None
+    browser: Optional[str] = None
+    os: Optional[str] = None
+    device: Optional[str] = None
+    player_name: Optional[str] = None
+    player_version: Optional[str] = None
+    stream_type: Optional[str] = None
+    video_duration_ms: Optional[int] = None
+    error_code: Optional[str] = None
+    error_message: Optional[str] = None
+    fatal: Optional[bool] = None
+    business_error: bool = False
+    source: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input record that could not become a Beacon.
+
+    ``reason`` is a stable code (``invalid_json``, ``missing_field:ts``, ...;
+    the full list is in docs/beacons.md). ``payload`` is the original input,
+    UTF-8 decoded with replacement characters where it was not valid UTF-8.
+    """
+
+    stage: str
+    reason: str
+    payload: str
+    detail: str
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stall:
+    """One rebuffering episode inside a view."""
+
+    start_ms: int          # wall clock (client) when the stall began
+    duration_ms: int
+    playhead_ms: int       # media position where playback stopped
+    rendition: Optional[str]
+    bitrate_bps: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlayedRange:
+    """A playhead interval [start_ms, end_ms] a view played through."""
+
+    start_ms: int
+    end_ms: int
+    rendition: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class View:
+    """One playback attempt with its QoE metrics (Mux Data semantics).
+
+    See docs/metrics.md for the definition of every field.
+    """
+
+    view_key: str                 # view_id@first_event_ms: unique per view
+    view_id: str
+    video_id: str
+    viewer_id: str
+    start_ms: int
+    end_ms: int
+    events: int
+    duplicate_events: int
+    watch_ms: int
+    playing_ms: int
+    play_requested: bool
+    startup_ms: Optional[int]
+    exited_before_start: bool
+    playback_failure: bool
+    startup_failure: bool
+    business_error: bool
+    error_code: Optional[str]
+    rebuffer_count: int
+    rebuffer_ms: int
+    seek_count: int
+    seek_ms: int
+    max_playhead_ms: int
+    avg_bitrate_bps: Optional[float]
+    max_bitrate_bps: Optional[int]
+    upshifts: int
+    downshifts: int
+    force_ended: bool             # cut after max_stall_s of continuous rebuffering
+    stalls: tuple[Stall, ...]
+    played: tuple[PlayedRange, ...]
+    cdn: Optional[str] = None
+    asn: Optional[str] = None
+    country: Optional[str] = None
+    browser: Optional[str] = None
+    os: Optional[str] = None
+    device: Optional[str] = None
+    player_name: Optional[str] = None
+    player_version: Optional[str] = None
+    rendition: Optional[str] = None   # the rendition played longest
+    stream_type: Optional[str] = None
+    video_duration_ms: Optional[int] = None
+
+    @property
+    def rebuffer_pct(self) -> float:
+        return 100.0 * self.rebuffer_ms / self.watch_ms if self.watch_ms else 0.0
+
+    @property
+    def rebuffer_per_min(self) -> float:
+        return self.rebuffer_count * 60_000.0 / self.watch_ms if self.watch_ms else 0.0
+
+    @property
+    def seek_latency_ms(self) -> Optional[float]:
+        return self.seek_ms / self.seek_count if self.seek_count else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Alert:
+    """A stall cluster attributed to a cause. Serialized as one JSON line.
+
+    Fields that do not apply to a cause are None: ``start_ms``/``end_ms`` and
+    ``rendition`` for content, ``dimension``/``value`` for delivery,
+    ``viewer_id`` for viewer alerts.
+    """
+
+    alert_id: str
+    cause: Cause
+    video_id: Optional[str]
+    rendition: Optional[str]
+    start_ms: Optional[int]
+    end_ms: Optional[int]
+    dimension: Optional[str]
+    value: Optional[str]
+    viewer_id: Optional[str]
+    start_ts: int
+    end_ts: int
+    affected_viewers: int
+    exposed_viewers: int
+    stalls: int
+    baseline_rate: float
+    observed_rate: float
+    p_value: float
+    breakdown: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MetricRow:
+    """Per-minute QoE aggregate for one dimension value (views ending then)."""
+
+    minute_ms: int
+    dimension: str        # "all", "video_id", "cdn", "asn", ...
+    value: str
+    views: int
+    watch_ms: int
+    rebuffer_ms: int
+    rebuffer_count: int
+    startup_p50_ms: Optional[float]
+    startup_p95_ms: Optional[float]
+    rebuffer_pct: float
+    rebuffer_per_min: float
+    playback_failure_pct: float
+    ebvs_pct: float

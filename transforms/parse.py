@@ -1,0 +1,295 @@
+"""ParseBeacons: raw beacon v1 messages to typed Beacons plus dead letters."""
+
+from __future__ import annotations
+
+import datetime
+import typing
+from typing import Any, Iterable, Optional, Union
+
+import apache_beam as beam
+import orjson
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import TimestampedValue
+
+from transforms.model import (PLAYHEADLESS_KINDS, Beacon, DeadLetter, EventKind,
+                              RawRecord)
+
+STAGE = "ParseBeacons"
+DEAD_LETTERS = "dead_letters"
+METRICS_NAMESPACE = "stallwatch"
+
+# Sanity bounds: values outside them are client bugs, not data.
+MIN_TS_MS = 946_684_800_000        # 2000-01-01T00:00:00Z
+MAX_TS_MS = 4_102_444_800_000      # 2100-01-01T00:00:00Z
+MAX_PLAYHEAD_MS = 7 * 86_400_000   # a week-long stream
+MAX_DURATION_MS = 30 * 86_400_000
+MAX_BITRATE_BPS = 1_000_000_000
+MAX_ID_CHARS = 256
+MAX_TEXT_CHARS = 2_048
+DEAD_PAYLOAD_CHARS = 65_536        # an oversize payload is kept up to this
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_ONE_MS = datetime.timedelta(milliseconds=1)
+_KINDS = {k.value: k for k in EventKind}
+_ID_FIELDS = ("view_id", "video_id")
+_OPTIONAL_ID_FIELDS = ("viewer_id", "event_id")
+_DIMENSION_FIELDS = ("rendition", "cdn", "asn", "country", "browser", "os",
+                     "device", "player_name", "player_version", "error_code")
+_STREAM_TYPES = ("on-demand", "live")
+
+Parsed = Union[Beacon, DeadLetter]
+
+
+class Rejected(ValueError):
+    """A record that breaks the beacon contract; ``reason`` is the stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _dead(reason: str, payload: str, detail: str, source: str) -> DeadLetter:
+    return DeadLetter(stage=STAGE, reason=reason, payload=payload,
+                      detail=detail, source=source)
+
+
+def parse_message(raw: RawRecord, max_message_bytes: int) -> list[Parsed]:
+    """Split one message into its records and validate each one.
+
+    Every record of the message yields exactly one Beacon or DeadLetter: an
+    array counts each element, and a message that is not JSON counts as one.
+
+    Args:
+      raw: the message and where it came from.
+      max_message_bytes: larger messages are rejected whole as ``oversize``.
+
+    Returns:
+      One Beacon or DeadLetter per record, in message order.
+    """
+    size = len(raw.payload)
+    if size > max_message_bytes:
+        text = raw.payload[:DEAD_PAYLOAD_CHARS].decode("utf-8", "replace")
+        return [_dead("oversize", text,
+                      f"{size} bytes > limit {max_message_bytes}", raw.source)]
+    try:
+        text = raw.payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [_dead("not_utf8", raw.payload.decode("utf-8", "replace"),
+                      str(exc), raw.source)]
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return [_dead("invalid_json", text, str(exc), raw.source)]
+
+    defaults: dict[str, Any] = {}
+    if isinstance(message, dict) and "events" in message:
+        events = message["events"]
+        if not isinstance(events, list):
+            return [_dead("wrong_type:events", text,
+                          f"events is {type(events).__name__}, not a list",
+                          raw.source)]
+        defaults = {k: v for k, v in message.items() if k != "events"}
+    elif isinstance(message, list):
+        events = message
+    elif isinstance(message, dict):
+        return [_parse_record(message, text, raw.source)]
+    else:
+        return [_dead("not_an_object", text,
+                      f"message is a JSON {type(message).__name__}", raw.source)]
+
+    if not events:
+        return [_dead("empty_batch", text, "no events in the message", raw.source)]
+    out: list[Parsed] = []
+    for index, element in enumerate(events):
+        source = f"{raw.source}#{index}"
+        if not isinstance(element, dict):
+            out.append(_dead("not_an_object", _dump(element),
+                             f"event is a JSON {type(element).__name__}", source))
+            continue
+        record = {**defaults, **element} if defaults else element
+        out.append(_parse_record(record, _dump(record), source))
+    return out
+
+
+def _dump(value: Any) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
+def _parse_record(record: dict, payload: str, source: str) -> Parsed:
+    try:
+        return to_beacon(record, source)
+    except Rejected as exc:
+        return _dead(exc.reason, payload, str(exc), source)
+
+
+def to_beacon(record: dict, source: str = "") -> Beacon:
+    """Validate one event object against beacon v1.
+
+    Raises:
+      Rejected: with a stable reason code when the record breaks the contract.
+    """
+    ids = {name: _id(record, name, required=True) for name in _ID_FIELDS}
+    kind_name = record.get("event")
+    if kind_name is None:
+        raise Rejected("missing_field:event", "event is required")
+    if not isinstance(kind_name, str):
+        raise Rejected("wrong_type:event", f"event is {type(kind_name).__name__}")
+    kind = _KINDS.get(kind_name)
+    if kind is None:
+        raise Rejected("unknown_event", f"unknown event {kind_name[:64]!r}")
+    event_ms = parse_ts(record.get("ts"))
+    playhead = _number(record, "playhead_ms", 0, MAX_PLAYHEAD_MS)
+    if playhead is None and kind not in PLAYHEADLESS_KINDS:
+        raise Rejected("missing_field:playhead_ms",
+                       f"playhead_ms is required on {kind.value}")
+    fatal = _flag(record, "fatal")
+    if fatal is None and kind is EventKind.ERROR:
+        fatal = True
+    stream_type = _text(record, "stream_type", MAX_ID_CHARS)
+    if stream_type is not None and stream_type not in _STREAM_TYPES:
+        raise Rejected("invalid_value:stream_type",
+                       f"stream_type must be one of {_STREAM_TYPES}")
+    dims = {name: _text(record, name, MAX_ID_CHARS) for name in _DIMENSION_FIELDS}
+    return Beacon(
+        kind=kind,
+        event_ms=event_ms,
+        playhead_ms=playhead,
+        viewer_id=_id(record, "viewer_id", required=False),
+        event_id=_id(record, "event_id", required=False),
+        seq=_number(record, "seq", 0, 2**62),
+        bitrate_bps=_number(record, "bitrate_bps", 0, MAX_BITRATE_BPS),
+        stream_type=stream_type,
+        video_duration_ms=_number(record, "video_duration_ms", 0, MAX_DURATION_MS),
+        error_message=_text(record, "error_message", MAX_TEXT_CHARS),
+        fatal=fatal,
+        business_error=bool(_flag(record, "business_error")),
+        source=source,
+        **ids,
+        **dims,
+    )
+
+
+def parse_ts(value: Any) -> int:
+    """Client timestamp to epoch ms: a number of ms, or an ISO-8601 string.
+
+    Raises:
+      Rejected: missing, wrongly typed, unparseable or outside 2000..2100.
+    """
+    if value is None:
+        raise Rejected("missing_field:ts", "ts is required")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise Rejected("wrong_type:ts", f"ts is {type(value).__name__}")
+    if isinstance(value, str):
+        try:
+            parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise Rejected("invalid_timestamp", str(exc)) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+        ms = (parsed - _EPOCH) // _ONE_MS          # exact integer arithmetic
+    else:
+        if value != value:  # NaN cannot come from JSON, but guard anyway
+            raise Rejected("out_of_range:ts", "ts is NaN")
+        ms = int(value)
+    if not MIN_TS_MS <= ms < MAX_TS_MS:
+        raise Rejected("out_of_range:ts",
+                       f"ts {value!r} is not epoch ms between 2000 and 2100")
+    return ms
+
+
+def _id(record: dict, name: str, required: bool) -> Optional[str]:
+    value = record.get(name)
+    if value is None:
+        if required:
+            raise Rejected(f"missing_field:{name}", f"{name} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise Rejected(f"wrong_type:{name}", f"{name} is {type(value).__name__}")
+    text = str(value)
+    if not text or len(text) > MAX_ID_CHARS:
+        raise Rejected(f"invalid_value:{name}",
+                       f"{name} must have 1..{MAX_ID_CHARS} characters")
+    return text
+
+
+def _text(record: dict, name: str, max_chars: int) -> Optional[str]:
+    value = record.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise Rejected(f"wrong_type:{name}", f"{name} is {type(value).__name__}")
+    return str(value)[:max_chars]
+
+
+def _number(record: dict, name: str, low: int, high: int) -> Optional[int]:
+    value = record.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Rejected(f"wrong_type:{name}", f"{name} is {type(value).__name__}")
+    if not low <= value <= high:
+        raise Rejected(f"out_of_range:{name}", f"{name}={value!r} not in [{low}, {high}]")
+    return int(round(value))
+
+
+def _flag(record: dict, name: str) -> Optional[bool]:
+    value = record.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise Rejected(f"wrong_type:{name}", f"{name} is {type(value).__name__}")
+    return value
+
+
+class _ParseFn(beam.DoFn):
+    """Thin adapter over parse_message; counts every record it routes."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._max_bytes = max_message_bytes
+        self._records = Metrics.counter(METRICS_NAMESPACE, "input_records")
+        self._parsed = Metrics.counter(METRICS_NAMESPACE, "parsed_events")
+        self._dead = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
+
+    def process(self, raw: RawRecord) -> Iterable[Any]:
+        results = parse_message(raw, self._max_bytes)
+        self._records.inc(len(results))
+        for item in results:
+            if isinstance(item, Beacon):
+                self._parsed.inc()
+                yield TimestampedValue(item, item.event_ms / 1000.0)
+            else:
+                self._dead.inc()
+                Metrics.counter(METRICS_NAMESPACE, f"dead_letter:{item.reason}").inc()
+                yield pvalue.TaggedOutput(DEAD_LETTERS, item)
+
+
+class ParsedBeacons(typing.NamedTuple):
+    beacons: beam.PCollection        # of Beacon, timestamped at event_ms
+    dead_letters: beam.PCollection   # of DeadLetter
+
+
+class ParseBeacons(beam.PTransform):
+    """Validate raw beacon v1 messages.
+
+    Input:  PCollection[RawRecord], one message each (JSON object, array of
+            objects, or an ``{"events": [...], ...defaults}`` envelope).
+    Output: ParsedBeacons(beacons=PCollection[Beacon] timestamped at the
+            client ``ts``, dead_letters=PCollection[DeadLetter]). Every record
+            lands in exactly one of the two.
+
+    Args:
+      max_message_bytes: messages larger than this are dead-lettered whole.
+    """
+
+    def __init__(self, max_message_bytes: int = 1_048_576) -> None:
+        super().__init__()
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be > 0, got {max_message_bytes}")
+        self._max_bytes = max_message_bytes
+
+    def expand(self, raw: beam.PCollection) -> ParsedBeacons:
+        results = (raw
+                   | "Validate" >> beam.ParDo(_ParseFn(self._max_bytes))
+                   .with_outputs(DEAD_LETTERS, main="beacons"))
+        return ParsedBeacons(results.beacons, results[DEAD_LETTERS])

@@ -1,0 +1,362 @@
+"""Pure per-view QoE computation: a playback state machine over one view's beacons.
+
+No Beam here: ``summarize_views`` takes the beacons of one view_id (any order,
+duplicates allowed) and returns one or more Views (more than one when the
+video changes or a stall force-ends the view). docs/metrics.md defines every
+metric; this module is the executable form of that document.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from typing import Iterable, Optional
+
+from transforms.model import Beacon, EventKind, PlayedRange, Stall, View
+
+K = EventKind
+
+# Tie-break for events with the same timestamp and no seq: the order a player
+# emits them in.
+_RANK = {k: i for i, k in enumerate((
+    K.VIEWSTART, K.PLAYERREADY, K.PLAY, K.SEEKING, K.SEEKED, K.WAITING,
+    K.STALLED, K.REBUFFERSTART, K.REBUFFEREND, K.PLAYING, K.RENDITIONCHANGE,
+    K.TIMEUPDATE, K.HEARTBEAT, K.PAUSE, K.ERROR, K.ENDED, K.VIEWEND))}
+
+# A playhead may advance this much faster than wall clock between two events
+# (2x playback) plus this slack, else the jump was an unreported seek.
+_MAX_RATE = 2.0
+_JUMP_SLACK_MS = 15_000
+# A heartbeat whose playhead moved this far past the stall position ends it.
+_RESUME_MS = 250
+
+_DIMENSIONS = ("cdn", "asn", "country", "browser", "os", "device",
+               "player_name", "player_version", "stream_type", "video_duration_ms")
+
+
+class _S(enum.Enum):
+    INIT = 0       # loaded, no play intent yet
+    STARTUP = 1    # play requested, no first frame yet
+    PLAYING = 2
+    PAUSED = 3
+    SEEKING = 4
+    STALLED = 5
+    ENDED = 6
+
+
+def dedupe(beacons: list[Beacon]) -> tuple[list[Beacon], int]:
+    """Drop redelivered beacons: same event_id, same seq, or identical content.
+
+    Returns the unique beacons (first occurrence kept) and how many were dropped.
+    """
+    seen: set = set()
+    out: list[Beacon] = []
+    for b in beacons:
+        if b.event_id is not None:
+            key = ("id", b.event_id)
+        elif b.seq is not None:
+            key = ("seq", b.seq)
+        else:
+            key = ("raw", b.kind, b.event_ms, b.playhead_ms)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(b)
+    return out, len(beacons) - len(out)
+
+
+def order(beacons: list[Beacon]) -> list[Beacon]:
+    """Sort by seq when every beacon has one (clocks jump, seq does not), else by ts."""
+    if beacons and all(b.seq is not None for b in beacons):
+        return sorted(beacons, key=lambda b: (b.seq, b.event_ms))
+    return sorted(beacons, key=lambda b: (b.event_ms, b.seq if b.seq is not None else -1,
+                                          _RANK[b.kind]))
+
+
+def summarize_views(view_id: str, beacons: Iterable[Beacon],
+                    max_stall_ms: int = 300_000) -> list[View]:
+    """All Views in the beacons of one view_id (one session of it).
+
+    Args:
+      view_id: the key.
+      beacons: its beacons, in any order, possibly with duplicates.
+      max_stall_ms: continuous rebuffering that force-ends the view.
+    """
+    unique, dropped = dedupe(list(beacons))
+    events = order(unique)
+    views: list[View] = []
+    start = 0
+    while start < len(events):
+        machine = _ViewMachine(view_id, max_stall_ms)
+        consumed = machine.run(events, start)
+        views.append(machine.finish(dropped if not views else 0))
+        start = consumed
+    return views
+
+
+class _ViewMachine:
+    """Walks events in order; each interval between events is charged to the state."""
+
+    def __init__(self, view_id: str, max_stall_ms: int) -> None:
+        self.view_id = view_id
+        self.max_stall_ms = max_stall_ms
+        self.state = _S.INIT
+        self.first: Optional[Beacon] = None
+        self.last_ms = 0
+        self.count = 0
+        self.dims: dict = {}
+        self.viewer_id: Optional[str] = None
+        self.play_ms: Optional[int] = None
+        self.first_frame = False
+        self.startup_ms: Optional[int] = None
+        self.failure = self.startup_failure = self.business = False
+        self.error_code: Optional[str] = None
+        self.watch_ms = self.playing_ms = 0
+        self.stalls: list[Stall] = []
+        # (wall ms, playhead, rendition, bitrate) at the start of the open stall
+        self.stall_start: Optional[tuple[int, int, Optional[str], Optional[int]]] = None
+        self.stall_ms = 0
+        self.seek_count = self.seek_ms = 0
+        self.seek_started = 0
+        self.seek_from_pause = False
+        self.seek_target: Optional[int] = None
+        self.playhead: Optional[int] = None
+        self.max_playhead = 0
+        self.rendition: Optional[str] = None
+        self.bitrate: Optional[int] = None
+        self.max_bitrate: Optional[int] = None
+        self.up = self.down = 0
+        self.time_at_rendition: collections.Counter = collections.Counter()
+        self.bitrate_ms = 0.0
+        self.bitrate_time = 0
+        self.ranges: list[PlayedRange] = []
+        self.force_ended = False
+        self.end_ms: Optional[int] = None
+
+    # -- driving ---------------------------------------------------------
+    def run(self, events: list[Beacon], start: int) -> int:
+        """Consume events from ``start``; return the index where the next view begins."""
+        for i in range(start, len(events)):
+            b = events[i]
+            if self.first is None:
+                self.first = b
+                self.last_ms = b.event_ms
+            elif b.video_id != self.first.video_id:
+                return i                      # a new video in the same player: new view
+            if (self.state is _S.STALLED and self.stall_start is not None
+                    and b.event_ms - self.stall_start[0] > self.max_stall_ms):
+                cut = self.stall_start[0] + self.max_stall_ms
+                self._advance(cut, None)
+                self._close_stall(cut)
+                self.force_ended = True
+                self.end_ms = cut
+                return i
+            self._advance(b.event_ms, b.playhead_ms)
+            self._apply(b)
+            self.count += 1
+        return len(events)
+
+    def _advance(self, now_ms: int, playhead: Optional[int]) -> None:
+        """Charge [last_ms, now_ms) to the current state and track the playhead."""
+        elapsed = max(0, now_ms - self.last_ms)
+        state = self.state
+        if state in (_S.STARTUP, _S.PLAYING, _S.STALLED, _S.SEEKING):
+            self.watch_ms += elapsed
+        if state is _S.PLAYING:
+            self.playing_ms += elapsed
+            if self.rendition is not None:
+                self.time_at_rendition[self.rendition] += elapsed
+            if self.bitrate is not None:
+                self.bitrate_ms += self.bitrate * elapsed
+                self.bitrate_time += elapsed
+            if playhead is not None and self.playhead is not None:
+                moved = playhead - self.playhead
+                if 0 < moved <= elapsed * _MAX_RATE + _JUMP_SLACK_MS:
+                    self._played(self.playhead, playhead)
+        self.last_ms = max(self.last_ms, now_ms)
+
+    def _played(self, start: int, end: int) -> None:
+        self.ranges.append(PlayedRange(start, end, self.rendition))
+
+    # -- transitions -----------------------------------------------------
+    def _apply(self, b: Beacon) -> None:
+        kind, now, ph = b.kind, b.event_ms, b.playhead_ms
+        self._note_dimensions(b)
+        if kind is K.PLAY:
+            if self.state in (_S.INIT, _S.STARTUP) or (self.state is _S.PAUSED and not self.first_frame):
+                if self.play_ms is None:
+                    self.play_ms = now
+                self.state = _S.STARTUP
+            elif self.state in (_S.PAUSED, _S.ENDED):
+                self.state = _S.PLAYING
+        elif kind is K.PLAYING:
+            self._resume(now)
+        elif kind is K.PAUSE:
+            self._close_stall(now)
+            self._close_seek(now)
+            if self.state is not _S.ENDED:
+                self.state = _S.PAUSED
+        elif kind is K.SEEKING:
+            self._close_stall(now)
+            if self.first_frame and self.state is not _S.SEEKING:
+                self.seek_count += 1
+                self.seek_from_pause = self.state is _S.PAUSED
+                self.seek_started = now
+                self.state = _S.SEEKING
+            self.seek_target = ph
+        elif kind is K.SEEKED:
+            self.seek_target = ph
+            if self.state is _S.SEEKING and self.seek_from_pause:
+                self._close_seek(now)
+                self.state = _S.PAUSED
+        elif kind in (K.WAITING, K.STALLED, K.REBUFFERSTART):
+            # Waiting during startup or a seek is startup time / seek latency.
+            if self.state is _S.PLAYING or (kind is K.REBUFFERSTART and self.state is _S.PAUSED
+                                            and self.first_frame):
+                self._open_stall(now, ph if ph is not None else self.playhead)
+        elif kind is K.REBUFFEREND:
+            if self.state is _S.STALLED:
+                self._close_stall(now)
+                self.state = _S.PLAYING
+        elif kind in (K.TIMEUPDATE, K.HEARTBEAT):
+            self._on_progress(now, ph)
+        elif kind is K.ERROR:
+            self._on_error(b)
+        elif kind in (K.ENDED, K.VIEWEND):
+            self._close_stall(now)
+            self._close_seek(now)
+            self.state = _S.ENDED
+        if ph is not None:
+            self.playhead = ph
+            self.max_playhead = max(self.max_playhead, ph)
+
+    def _resume(self, now: int) -> None:
+        if not self.first_frame:
+            self.first_frame = True
+            if self.play_ms is not None:
+                self.startup_ms = now - self.play_ms
+            else:
+                self.play_ms = now     # no play intent seen: startup unknown
+        self._close_stall(now)
+        self._close_seek(now)
+        self.state = _S.PLAYING
+
+    def _on_progress(self, now: int, ph: Optional[int]) -> None:
+        if ph is None or self.playhead is None:
+            return
+        if self.state is _S.STALLED and self.stall_start and ph > self.stall_start[1] + _RESUME_MS:
+            self._close_stall(now)
+            self.state = _S.PLAYING
+        elif self.state is _S.SEEKING and self.seek_target is not None and ph > self.seek_target + _RESUME_MS:
+            self._close_seek(now)
+            self.state = _S.PLAYING
+        elif self.state in (_S.INIT, _S.STARTUP) and ph > self.playhead + _RESUME_MS:
+            self._resume(now)     # the player skipped "playing"; the playhead moves
+
+    def _on_error(self, b: Beacon) -> None:
+        if b.business_error:
+            self.business = True
+        elif b.fatal:
+            self.failure = True
+            self.startup_failure = self.startup_failure or not self.first_frame
+            self.error_code = self.error_code or b.error_code
+        if b.fatal:
+            self._close_stall(b.event_ms)
+            self._close_seek(b.event_ms)
+            self.state = _S.ENDED
+
+    def _open_stall(self, now: int, ph: Optional[int]) -> None:
+        position = ph if ph is not None else 0
+        self.stall_start = (now, position, self.rendition, self.bitrate)
+        self.state = _S.STALLED
+        self._played(position, position)
+
+    def _close_stall(self, now: int) -> None:
+        if self.stall_start is None:
+            return
+        started, position, rendition, bitrate = self.stall_start
+        duration = min(max(0, now - started), self.max_stall_ms)
+        self.stalls.append(Stall(started, duration, position, rendition, bitrate))
+        self.stall_ms += duration
+        self.stall_start = None
+
+    def _close_seek(self, now: int) -> None:
+        if self.state is _S.SEEKING:
+            self.seek_ms += max(0, now - self.seek_started)
+
+    def _note_dimensions(self, b: Beacon) -> None:
+        if self.viewer_id is None and b.viewer_id is not None:
+            self.viewer_id = b.viewer_id
+        for name in _DIMENSIONS:
+            value = getattr(b, name)
+            if value is not None and name not in self.dims:
+                self.dims[name] = value
+        if b.rendition is not None:
+            self.rendition = b.rendition
+        if b.bitrate_bps is not None:
+            if self.bitrate is not None and b.bitrate_bps != self.bitrate:
+                if b.bitrate_bps > self.bitrate:
+                    self.up += 1
+                else:
+                    self.down += 1
+            self.bitrate = b.bitrate_bps
+            self.max_bitrate = max(self.max_bitrate or 0, b.bitrate_bps)
+
+    # -- result ----------------------------------------------------------
+    def finish(self, duplicates: int) -> View:
+        end = self.end_ms if self.end_ms is not None else self.last_ms
+        if self.stall_start is not None:           # the viewer left while stalled
+            self._close_stall(end)
+        self._close_seek(end)
+        first = self.first
+        assert first is not None
+        rendition = (self.time_at_rendition.most_common(1)[0][0]
+                     if self.time_at_rendition else self.rendition)
+        avg_bitrate = self.bitrate_ms / self.bitrate_time if self.bitrate_time else (
+            float(self.bitrate) if self.bitrate is not None else None)
+        play_requested = self.play_ms is not None
+        return View(
+            view_key=f"{self.view_id}@{first.event_ms}",
+            view_id=self.view_id,
+            video_id=first.video_id,
+            viewer_id=self.viewer_id or f"view:{self.view_id}",
+            start_ms=first.event_ms,
+            end_ms=end,
+            events=self.count,
+            duplicate_events=duplicates,
+            watch_ms=self.watch_ms,
+            playing_ms=self.playing_ms,
+            play_requested=play_requested,
+            startup_ms=self.startup_ms,
+            exited_before_start=play_requested and not self.first_frame and not self.failure,
+            playback_failure=self.failure,
+            startup_failure=self.startup_failure,
+            business_error=self.business,
+            error_code=self.error_code,
+            rebuffer_count=len(self.stalls),
+            rebuffer_ms=self.stall_ms,
+            seek_count=self.seek_count,
+            seek_ms=self.seek_ms,
+            max_playhead_ms=self.max_playhead,
+            avg_bitrate_bps=avg_bitrate,
+            max_bitrate_bps=self.max_bitrate,
+            upshifts=self.up,
+            downshifts=self.down,
+            force_ended=self.force_ended,
+            stalls=tuple(self.stalls),
+            played=merge_ranges(self.ranges),
+            rendition=rendition,
+            **self.dims,
+        )
+
+
+def merge_ranges(ranges: Iterable[PlayedRange]) -> tuple[PlayedRange, ...]:
+    """Union of played intervals per rendition, sorted by (rendition, start)."""
+    out: list[PlayedRange] = []
+    for r in sorted(ranges, key=lambda r: (r.rendition or "", r.start_ms, r.end_ms)):
+        if out and out[-1].rendition == r.rendition and r.start_ms <= out[-1].end_ms:
+            if r.end_ms > out[-1].end_ms:
+                out[-1] = PlayedRange(out[-1].start_ms, r.end_ms, r.rendition)
+        else:
+            out.append(r)
+    return tuple(out)
