@@ -254,13 +254,14 @@ class _ViewMachine:
             self._resume(now)     # the player skipped "playing"; the playhead moves
 
     def _on_error(self, b: Beacon) -> None:
+        fatal = b.fatal is not False          # an error is fatal unless it says otherwise
         if b.business_error:
             self.business = True
-        elif b.fatal:
+        elif fatal:
             self.failure = True
             self.startup_failure = self.startup_failure or not self.first_frame
             self.error_code = self.error_code or b.error_code
-        if b.fatal:
+        if fatal:
             self._close_stall(b.event_ms)
             self._close_seek(b.event_ms)
             self.state = _S.ENDED

@@ -1,0 +1,79 @@
+"""Factories for hand-built test data. Times are seconds from T0."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from transforms.model import Beacon, EventKind, PlayedRange, Stall, View
+from transforms.viewstate import summarize_views
+
+T0_MS = 1_793_556_000_000   # 2026-11-01T18:00:00Z
+
+
+def ms(at_s: float) -> int:
+    return T0_MS + int(round(at_s * 1000))
+
+
+def ev(kind: str, at_s: float, ph_s: Optional[float] = None, view: str = "v1",
+       video: str = "vid", viewer: str = "u1", **fields) -> Beacon:
+    """A beacon ``kind`` at ``at_s`` with the playhead at ``ph_s`` seconds."""
+    return Beacon(view_id=view, video_id=video, kind=EventKind(kind), event_ms=ms(at_s),
+                  playhead_ms=None if ph_s is None else int(round(ph_s * 1000)),
+                  viewer_id=viewer, **fields)
+
+
+def one_view(*beacons: Beacon, max_stall_s: int = 300) -> View:
+    views = summarize_views(beacons[0].view_id, list(beacons), max_stall_s * 1000)
+    assert len(views) == 1, views
+    return views[0]
+
+
+def watched(view: str, viewer: str, video: str = "vid", *, start_s: float = 0,
+            from_s: float = 0, to_s: float = 600, stall_at_s: Optional[float] = None,
+            stall_for_s: float = 4, hb_s: float = 10, **dims) -> list[Beacon]:
+    """A plain view: play, first frame after 1 s, heartbeats, an optional stall, ended.
+
+    ``start_s`` is the wall-clock start; the playhead goes ``from_s`` -> ``to_s``.
+    """
+    out = [ev("viewstart", start_s, view=view, video=video, viewer=viewer, **dims),
+           ev("play", start_s, from_s, view=view, video=video, viewer=viewer),
+           ev("playing", start_s + 1, from_s, view=view, video=video, viewer=viewer)]
+    t, ph = start_s + 1, from_s
+    stalled = False
+    while ph < to_s:
+        step = min(hb_s, to_s - ph)
+        if stall_at_s is not None and not stalled and ph <= stall_at_s < ph + step:
+            t += stall_at_s - ph
+            ph = stall_at_s
+            out.append(ev("waiting", t, ph, view=view, video=video, viewer=viewer))
+            t += stall_for_s
+            out.append(ev("playing", t, ph, view=view, video=video, viewer=viewer))
+            stalled = True
+            continue
+        t += step
+        ph += step
+        out.append(ev("heartbeat", t, ph, view=view, video=video, viewer=viewer))
+    out.append(ev("ended", t, ph, view=view, video=video, viewer=viewer))
+    return out
+
+
+def make_view(view: str, viewer: str, video: str = "vid", *, start_s: float = 0,
+              end_s: Optional[float] = None, played: tuple[tuple[float, float, Optional[str]], ...] = ((0, 600, None),),
+              stalls: tuple[tuple[float, float], ...] = (), rendition: Optional[str] = None,
+              **dims) -> View:
+    """A View built directly: ``played`` as (from_s, to_s, rendition) playhead
+    ranges, ``stalls`` as (wall_s, playhead_s)."""
+    stall_objs = tuple(Stall(ms(w), 3000, int(p * 1000), rendition, None) for w, p in stalls)
+    ranges = tuple(PlayedRange(int(a * 1000), int(b * 1000), r or rendition) for a, b, r in played)
+    ranges += tuple(PlayedRange(s.playhead_ms, s.playhead_ms, rendition) for s in stall_objs)
+    end = end_s if end_s is not None else start_s + max(b for _, b, _ in played)
+    return View(
+        view_key=f"{view}@{ms(start_s)}", view_id=view, video_id=video, viewer_id=viewer,
+        start_ms=ms(start_s), end_ms=ms(end), events=10, duplicate_events=0,
+        watch_ms=int((end - start_s) * 1000), playing_ms=int((end - start_s) * 1000),
+        play_requested=True, startup_ms=1000, exited_before_start=False,
+        playback_failure=False, startup_failure=False, business_error=False, error_code=None,
+        rebuffer_count=len(stall_objs), rebuffer_ms=3000 * len(stall_objs), seek_count=0,
+        seek_ms=0, max_playhead_ms=int(max(b for _, b, _ in played) * 1000),
+        avg_bitrate_bps=None, max_bitrate_bps=None, upshifts=0, downshifts=0,
+        force_ended=False, stalls=stall_objs, played=ranges, rendition=rendition, **dims)

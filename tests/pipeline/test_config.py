@@ -1,0 +1,83 @@
+"""Flags -> QoeConfig: every bad value is one clear ConfigError."""
+
+import os
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.config import ConfigError, to_config
+from pipeline.main import check_flags
+
+
+@pytest.fixture
+def beacons(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.ndjson").write_text("{}\n")
+    return d
+
+
+def cfg(*flags):
+    return to_config(PipelineOptions(list(flags)))
+
+
+def test_to_config__directory_becomes_a_glob_of_its_ndjson(beacons, tmp_path):
+    c = cfg(f"--source={beacons}", f"--output={tmp_path / 'out'}")
+    assert c.source_pattern == os.path.join(str(beacons), "*.ndjson*")
+    assert c.output == str(tmp_path / "out") and c.alerts_path is None
+
+
+def test_to_config__file_uri_and_glob(beacons, tmp_path):
+    c = cfg(f"--source=file://{beacons}/*.ndjson", f"--output={tmp_path}")
+    assert c.source_pattern == f"{beacons}/*.ndjson"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("pubsub://projects/p/subscriptions/s", "Pub/Sub sources (pubsub://...) are not supported yet"),
+    ("kinesis://beacons", "Kinesis sources (kinesis://...) are not supported yet"),
+    ("http://example.com/x", "unsupported source scheme http://"),
+    ("/nonexistent/dir/*.ndjson", "no files match"),
+])
+def test_to_config__unusable_sources(source, message, tmp_path):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace(".", r"\.").replace("/", "/")):
+        cfg(f"--source={source}", f"--output={tmp_path}")
+
+
+def test_to_config__missing_flags_name_the_flag(beacons, tmp_path):
+    with pytest.raises(ConfigError, match="--source is required"):
+        cfg(f"--output={tmp_path}")
+    with pytest.raises(ConfigError, match="--output is required"):
+        cfg(f"--source={beacons}")
+
+
+def test_to_config__output_that_is_a_file(beacons):
+    with pytest.raises(ConfigError, match="not a directory"):
+        cfg(f"--source={beacons}", f"--output={beacons / 'a.ndjson'}")
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--inactivity_s=0", "--inactivity_s must be > 0"),
+    ("--max_stall_s=-3", "--max_stall_s must be > 0"),
+    ("--min_viewers=0", "--min_viewers must be >= 1"),
+    ("--content_alpha=2", "--content_alpha must be in"),
+])
+def test_to_config__bad_numbers(flag, message, beacons, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        cfg(f"--source={beacons}", f"--output={tmp_path}", flag)
+
+
+def test_to_config__alert_sinks(beacons, tmp_path):
+    c = cfg(f"--source={beacons}", f"--output={tmp_path}", f"--alerts={tmp_path}/a.jsonl")
+    assert c.alerts_path == f"{tmp_path}/a.jsonl"
+    with pytest.raises(ConfigError, match="Pub/Sub alert sinks are not supported yet"):
+        cfg(f"--source={beacons}", f"--output={tmp_path}", "--alerts=pubsub://projects/p/topics/t")
+
+
+def test_check_flags__unknown_flag_is_rejected():
+    with pytest.raises(ConfigError, match="unknown option --sourse"):
+        check_flags(["--sourse=x"])
+
+
+def test_check_flags__beam_flags_pass():
+    check_flags(["--runner=DirectRunner", "--direct_num_workers=1", "--source=x"])

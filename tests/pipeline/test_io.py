@@ -1,0 +1,49 @@
+"""File source and sink rows: positions, compression, schemas."""
+
+import gzip
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing import test_pipeline, util
+
+from pipeline import io
+from tests.builders import ev, make_view, one_view
+from transforms.alerting import breakdown
+from transforms.model import Alert, Cause, DeadLetter
+
+
+def test_read_beacon_files__positions_blank_lines_and_gzip(tmp_path):
+    (tmp_path / "a.ndjson").write_bytes(b'{"x":1}\n\n  \n{"x":2}\r\n')
+    with gzip.open(tmp_path / "b.ndjson.gz", "wb") as f:
+        f.write(b'{"y":1}\n')
+    with test_pipeline.TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        records = p | io.ReadBeaconFiles(str(tmp_path / "*.ndjson*"))
+        util.assert_that(records | beam.Map(lambda r: (r.payload, r.source.rsplit("/", 1)[1])),
+                         util.equal_to([(b'{"x":1}', "a.ndjson:1"), (b'{"x":2}', "a.ndjson:4"),
+                                        (b'{"y":1}', "b.ndjson.gz:1")]))
+
+
+def test_view_row__fits_the_parquet_schema():
+    views = [one_view(ev("play", 0, 0), ev("playing", 1, 0, rendition="720p", bitrate_bps=2_800_000),
+                      ev("waiting", 5, 4), ev("playing", 7, 4), ev("ended", 10, 7)),
+             make_view("v2", "u2", cdn="cdn-a", stalls=((10, 5),))]
+    table = pa.Table.from_pylist([io.view_row(v) for v in views], schema=io.VIEW_SCHEMA)
+    assert table.num_rows == 2
+    assert table.column("stalls").to_pylist()[0][0]["playhead_ms"] == 4000
+    assert set(io.VIEW_SCHEMA.names) == set(io.view_row(views[0]))
+
+
+def test_alert_json__is_flat_json_with_a_breakdown_object():
+    alert = Alert(alert_id="abc", cause=Cause.CONTENT, video_id="v", rendition=None, start_ms=1,
+                  end_ms=2, dimension=None, value=None, viewer_id=None, start_ts=3, end_ts=4,
+                  affected_viewers=5, exposed_viewers=6, stalls=5, baseline_rate=0.1,
+                  observed_rate=0.8, p_value=1e-9, breakdown=breakdown(cdn=["a", "a", "b"]))
+    record = json.loads(io.alert_json(alert))
+    assert record["cause"] == "content" and record["breakdown"] == {"cdn": {"a": 2, "b": 1}}
+
+
+def test_dead_letter_json__keeps_the_payload_verbatim():
+    dead = DeadLetter("ParseBeacons", "invalid_json", '<script>alert(1)</script>', "x", "f:1")
+    assert json.loads(io.dead_letter_json(dead))["payload"] == "<script>alert(1)</script>"

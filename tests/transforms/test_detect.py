@@ -1,0 +1,128 @@
+"""DetectStallClusters on hand-built views: what it must find and must not."""
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing import test_pipeline, util
+
+from tests.builders import make_view
+from transforms.alerting import alert_id
+from transforms.model import Cause
+from transforms.stalls import DetectStallClusters
+from transforms.thresholds import Thresholds
+
+
+def _check(views, check, thresholds=None):
+    with test_pipeline.TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        alerts = p | beam.Create(views) | DetectStallClusters(thresholds)
+        util.assert_that(alerts, check)
+
+
+def _audience(n, video="vid", stall_at=None, stallers=(), prefix="u", start_s=0, **dims):
+    """n viewers play 0-600 s of a video; those in ``stallers`` stall at ``stall_at`` s."""
+    return [make_view(f"{prefix}{i}-view", f"{prefix}{i}", video, start_s=start_s + 7 * i,
+                      stalls=((start_s + 7 * i + stall_at, stall_at),) if i in stallers else (),
+                      **dims)
+            for i in range(n)]
+
+
+def _content(alerts):
+    return [a for a in alerts if a.cause is Cause.CONTENT]
+
+
+def test_detect__content_cluster_with_a_tight_interval():
+    views = _audience(40, stall_at=300.5, stallers=range(12), cdn="cdn-a")
+    views += [make_view(f"x{i}", f"x{i}", start_s=3, stalls=((100 + 50 * i, 50 + 120 * i),))
+              for i in range(3)]                               # scattered background stalls
+
+    def check(alerts):
+        [a] = _content(alerts)
+        assert a.video_id == "vid" and a.rendition is None
+        assert 300_000 <= a.start_ms <= a.end_ms <= 301_000
+        assert a.affected_viewers == 12 and a.exposed_viewers == 43
+        assert a.p_value < 1e-6 and a.observed_rate > 3 * a.baseline_rate
+        assert dict(dict(a.breakdown)["cdn"]) == {"cdn-a": 12}
+    _check(views, check)
+
+
+def test_detect__same_finding_same_alert_id_whatever_the_input_order():
+    views = _audience(40, stall_at=300.5, stallers=range(12))
+    # stalls in 5 s bucket 60 -> first flagged two-bucket window is 59
+    expected = [alert_id("content", "vid", None, 59)]
+    for ordered in (views, list(reversed(views))):
+        _check(ordered, lambda alerts: util.equal_to(expected)([a.alert_id for a in alerts]))
+
+
+def test_detect__a_title_with_three_viewers_is_not_enough():
+    _check(_audience(3, stall_at=180, stallers=range(3)), util.equal_to([]))
+
+
+def test_detect__four_stalled_viewers_stay_below_min_viewers():
+    _check(_audience(40, stall_at=180, stallers=range(4)), util.equal_to([]))
+
+
+def test_detect__min_viewers_is_configurable():
+    def check(alerts):
+        assert len(_content(alerts)) == 1
+    _check(_audience(40, stall_at=180, stallers=range(4)), check, Thresholds(min_viewers=4))
+
+
+def test_detect__rendition_specific_fault():
+    views = _audience(30, stall_at=300, stallers=range(10), rendition="1080p")
+    views += _audience(30, prefix="w", rendition="480p")
+
+    def check(alerts):
+        [a] = _content(alerts)
+        assert a.rendition == "1080p" and a.affected_viewers == 10
+    _check(views, check)
+
+
+def test_detect__fault_on_every_rendition_is_video_wide():
+    views = _audience(30, stall_at=300, stallers=range(10), rendition="1080p")
+    views += _audience(30, prefix="w", stall_at=300, stallers=range(10), rendition="480p")
+
+    def check(alerts):
+        [a] = _content(alerts)
+        assert a.rendition is None and a.affected_viewers == 20
+    _check(views, check)
+
+
+def test_detect__cdn_outage_in_a_premiere_is_delivery_not_content():
+    # 60 viewers watch a premiere with aligned playheads (playhead = wall time);
+    # at 300 s the cdn-b half stalls together, as do cdn-b viewers of other videos.
+    views = []
+    for i in range(60):
+        cdn = "cdn-b" if i % 2 else "cdn-a"
+        stalls = ((300 + i % 5, 300 + i % 5),) if cdn == "cdn-b" else ()
+        views.append(make_view(f"p{i}", f"p{i}", "premiere", start_s=0, stalls=stalls, cdn=cdn))
+    for i in range(40):
+        cdn = "cdn-b" if i % 2 else "cdn-a"
+        stalls = ((310, 100 + 7 * i),) if cdn == "cdn-b" else ()
+        views.append(make_view(f"o{i}", f"o{i}", f"other{i % 8}", start_s=0, stalls=stalls, cdn=cdn))
+
+    def check(alerts):
+        assert _content(alerts) == []
+        [d] = [a for a in alerts if a.cause is Cause.DELIVERY]
+        assert (d.dimension, d.value) == ("cdn", "cdn-b")
+        assert d.affected_viewers == 50 and d.start_ts <= views[0].start_ms + 300_000 < d.end_ts
+    _check(views, check)
+
+
+def test_detect__bad_wifi_viewer_is_flagged_and_creates_no_content_alert():
+    views = _audience(60, stall_at=200, stallers=range(4))          # 4: not enough alone
+    for j in range(3):                                              # one viewer stalls everywhere
+        views.append(make_view(f"bad-{j}", "bad", "vid", start_s=1000 * j,
+                               stalls=tuple((1000 * j + s, s) for s in (50, 200, 330, 470))))
+
+    def check(alerts):
+        assert _content(alerts) == []
+        [v] = [a for a in alerts if a.cause is Cause.VIEWER]
+        assert v.viewer_id == "bad" and v.stalls == 12
+    _check(views, check)
+
+
+def test_thresholds__validate():
+    import pytest
+    for bad in ({"min_viewers": 0}, {"content_alpha": 1.5}, {"min_rate_ratio": 0.5},
+                {"delivery_dimensions": ()}, {"prior_viewer_windows": -1}):
+        with pytest.raises(ValueError):
+            Thresholds(**bad)

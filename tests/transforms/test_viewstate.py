@@ -1,0 +1,178 @@
+"""The per-view state machine: startup, stalls, seeks, pauses, failures, duplicates."""
+
+import dataclasses
+import random
+
+from tests.builders import ev, ms, one_view, watched
+from transforms.model import PlayedRange, Stall
+from transforms.viewstate import summarize_views
+
+
+def test_view__startup_watch_and_playing_time():
+    v = one_view(ev("viewstart", 0), ev("play", 0.5, 0), ev("playing", 1.7, 0),
+                 ev("heartbeat", 11.7, 10), ev("ended", 21.7, 20), ev("viewend", 22))
+    assert v.startup_ms == 1200
+    assert v.playing_ms == 20_000
+    assert v.watch_ms == 21_200          # startup + playing; nothing after ended
+    assert v.max_playhead_ms == 20_000
+    assert not v.exited_before_start and not v.playback_failure
+    assert v.played == (PlayedRange(0, 20_000, None),)
+
+
+def test_view__waiting_during_startup_is_startup_not_rebuffer():
+    v = one_view(ev("play", 0, 0), ev("waiting", 0.1, 0), ev("playing", 3, 0), ev("ended", 13, 10))
+    assert v.startup_ms == 3000 and v.rebuffer_count == 0 and v.rebuffer_ms == 0
+
+
+def test_view__waiting_after_first_frame_is_a_stall():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("heartbeat", 11, 10),
+                 ev("waiting", 13, 12), ev("playing", 17, 12), ev("ended", 27, 22))
+    assert v.stalls == (Stall(ms(13), 4000, 12_000, None, None),)
+    assert v.rebuffer_ms == 4000 and v.watch_ms == 27_000
+    assert round(v.rebuffer_pct, 3) == round(100 * 4000 / 27_000, 3)
+    assert round(v.rebuffer_per_min, 4) == round(60_000 / 27_000, 4)
+
+
+def test_view__sdk_rebuffer_events_make_a_stall():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("rebufferstart", 5, 4),
+                 ev("rebufferend", 7.5, 4), ev("ended", 10, 6.5))
+    assert [(s.playhead_ms, s.duration_ms) for s in v.stalls] == [(4000, 2500)]
+
+
+def test_view__waiting_and_rebufferstart_together_are_one_stall():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("waiting", 5, 4),
+                 ev("rebufferstart", 5.01, 4), ev("rebufferend", 8, 4), ev("playing", 8, 4))
+    assert v.rebuffer_count == 1 and v.rebuffer_ms == 3000
+
+
+def test_view__seek_wait_is_seek_latency_not_rebuffer():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("heartbeat", 11, 10),
+                 ev("seeking", 12, 300), ev("waiting", 12.1, 300), ev("seeked", 14, 300),
+                 ev("playing", 14.5, 300), ev("heartbeat", 24.5, 310))
+    assert v.rebuffer_count == 0
+    assert v.seek_count == 1 and v.seek_ms == 2500 and v.seek_latency_ms == 2500
+    assert v.watch_ms == 24_500
+    # the skipped part was never played ("seeking" reports the target, so the
+    # last second before the seek is not known to have been played either)
+    assert v.played == (PlayedRange(0, 10_000, None), PlayedRange(300_000, 310_000, None))
+
+
+def test_view__scrubbing_is_one_seek():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("seeking", 5, 100),
+                 ev("seeking", 5.5, 200), ev("seeking", 6, 250), ev("seeked", 6.5, 250),
+                 ev("playing", 7, 250))
+    assert v.seek_count == 1 and v.seek_ms == 2000
+
+
+def test_view__seek_while_paused_ends_at_seeked():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("pause", 5, 4), ev("seeking", 10, 60),
+                 ev("seeked", 10.4, 60), ev("play", 30, 60), ev("playing", 30.2, 60),
+                 ev("ended", 40.2, 70))
+    assert v.seek_count == 1 and v.seek_ms == 400
+    assert v.watch_ms == 1000 + 4000 + 400 + 200 + 10_000    # the pause is not watch time
+
+
+def test_view__stall_ends_when_the_playhead_moves_again():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("waiting", 5, 4),
+                 ev("heartbeat", 15, 4), ev("heartbeat", 25, 10), ev("ended", 35, 20))
+    assert [(s.playhead_ms, s.duration_ms) for s in v.stalls] == [(4000, 20_000)]
+
+
+def test_view__pause_is_not_watch_time_and_waiting_while_paused_is_ignored():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("pause", 11, 10),
+                 ev("waiting", 50, 10), ev("play", 611, 10), ev("playing", 611.5, 10),
+                 ev("ended", 621.5, 20))
+    # startup 1 s + playing 10 s + resume 0.5 s + playing 10 s; the 600 s pause excluded
+    assert v.watch_ms == 21_500 and v.rebuffer_count == 0
+
+
+def test_view__exit_before_video_start():
+    v = one_view(ev("viewstart", 0), ev("play", 0, 0), ev("waiting", 0.2, 0), ev("viewend", 9))
+    assert v.exited_before_start and v.startup_ms is None and not v.playback_failure
+    assert v.watch_ms == 9000
+
+
+def test_view__no_play_intent_is_not_an_exit_before_start():
+    v = one_view(ev("viewstart", 0), ev("playerready", 1), ev("viewend", 30))
+    assert not v.play_requested and not v.exited_before_start and v.watch_ms == 0
+
+
+def test_view__fatal_error_before_first_frame_is_a_startup_failure_not_ebvs():
+    v = one_view(ev("play", 0, 0), ev("error", 2, 0, error_code="E_SRC"), ev("viewend", 3))
+    assert v.playback_failure and v.startup_failure and not v.exited_before_start
+    assert v.error_code == "E_SRC"
+
+
+def test_view__fatal_error_mid_play_is_a_playback_failure_only():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("error", 30, 29, error_code="NET"))
+    assert v.playback_failure and not v.startup_failure
+
+
+def test_view__business_and_non_fatal_errors_are_not_failures():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0),
+                 ev("error", 5, 4, fatal=False, error_code="WARN"),
+                 ev("error", 9, 8, fatal=True, business_error=True), ev("viewend", 10))
+    assert not v.playback_failure and v.business_error
+
+
+def test_view__duplicates_by_event_id_seq_or_content_count_once():
+    base = [ev("play", 0, 0, event_id="a"), ev("playing", 1, 0, event_id="b"),
+            ev("waiting", 5, 4, seq=7), ev("playing", 7, 4, seq=8), ev("heartbeat", 17, 14)]
+    dupes = [ev("playing", 1, 0, event_id="b"), ev("waiting", 5, 4, seq=7), ev("heartbeat", 17, 14)]
+    v = one_view(*(base + dupes))
+    assert v.duplicate_events == 3 and v.events == 5 and v.rebuffer_count == 1
+
+
+def test_view__arrival_order_does_not_matter():
+    beacons = watched("v1", "u1", to_s=300, stall_at_s=120)
+    shuffled = beacons[:]
+    random.Random(3).shuffle(shuffled)
+    assert one_view(*shuffled) == one_view(*beacons)
+
+
+def test_view__seq_orders_events_when_the_client_clock_jumps():
+    # The device clock jumps back 30 s after the stall; seq keeps the real order.
+    v = one_view(ev("play", 0, 0, seq=0), ev("playing", 1, 0, seq=1), ev("waiting", 5, 4, seq=2),
+                 ev("playing", 7, 4, seq=3), ev("heartbeat", -20, 12, seq=4))
+    assert v.rebuffer_count == 1 and v.startup_ms == 1000
+
+
+def test_view__five_minute_stall_force_ends_the_view():
+    beacons = [ev("play", 0, 0), ev("playing", 1, 0), ev("waiting", 10, 9)]
+    beacons += [ev("heartbeat", 10 + 10 * i, 9) for i in range(1, 35)]     # stuck for 340 s
+    beacons += [ev("playing", 400, 9), ev("heartbeat", 410, 19)]
+    first, second = summarize_views("v1", beacons, max_stall_ms=300_000)
+    assert first.force_ended and first.rebuffer_ms == 300_000 and first.end_ms == ms(310)
+    assert not second.force_ended and second.start_ms == ms(310 + 10)
+
+
+def test_view__video_change_starts_a_new_view():
+    beacons = watched("v1", "u1", video="a", to_s=30) + watched("v1", "u1", video="b",
+                                                                 start_s=40, to_s=30)
+    views = summarize_views("v1", beacons)
+    assert [v.video_id for v in views] == ["a", "b"]
+    assert len({v.view_key for v in views}) == 2
+
+
+def test_view__bitrate_switches_and_time_weighted_average():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0, rendition="480p", bitrate_bps=1_000_000),
+                 ev("renditionchange", 11, 10, rendition="720p", bitrate_bps=3_000_000),
+                 ev("renditionchange", 41, 40, rendition="480p", bitrate_bps=1_000_000),
+                 ev("ended", 51, 50))
+    assert (v.upshifts, v.downshifts, v.max_bitrate_bps) == (1, 1, 3_000_000)
+    assert v.avg_bitrate_bps == (10 * 1e6 + 30 * 3e6 + 10 * 1e6) * 1000 / 50_000
+    assert v.rendition == "720p"
+
+
+def test_view__stall_keeps_the_rendition_it_started_on():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0, rendition="1080p"),
+                 ev("waiting", 5, 4), ev("renditionchange", 6, 4, rendition="480p"),
+                 ev("playing", 9, 4))
+    assert v.stalls[0].rendition == "1080p"
+
+
+def test_view__dimensions_and_missing_viewer_id():
+    beacons = [dataclasses.replace(b, viewer_id=None, cdn="cdn-a", country="DE")
+               for b in watched("v9", "x", to_s=20)]
+    v = one_view(*beacons)
+    assert v.viewer_id == "view:v9" and v.cdn == "cdn-a" and v.country == "DE"
