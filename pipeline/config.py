@@ -38,19 +38,24 @@ class QoeConfig:
         return not self.output.startswith("gs://")
 
 
+def _file_uri(uri: str, what: str, instead: str) -> tuple[str, str]:
+    """(scheme, path) of a file-like URI; planned stream schemes get a clear 'not yet'."""
+    scheme = urlparse(uri).scheme if "://" in uri else ""
+    if scheme in _PLANNED_SCHEMES:
+        raise ConfigError(f"{_PLANNED_SCHEMES[scheme]} {what} ({scheme}://...) are not supported yet; "
+                          f"use {instead}")
+    if scheme not in _FILE_SCHEMES:
+        raise ConfigError(f"unsupported {what[:-1]} scheme {scheme}://; use {instead}")
+    return scheme, uri[len("file://"):] if scheme == "file" else uri
+
+
 def source_pattern(uri: Optional[str]) -> str:
     """A file glob for a SOURCE URI; raises ConfigError for anything else."""
     if not uri:
         raise ConfigError("--source is required (a file, directory or glob of NDJSON beacons)")
-    scheme = urlparse(uri).scheme if "://" in uri else ""
-    if scheme in _PLANNED_SCHEMES:
-        raise ConfigError(f"{_PLANNED_SCHEMES[scheme]} sources ({scheme}://...) are not supported yet; "
-                          "use a file, directory or glob of NDJSON beacons")
-    if scheme not in _FILE_SCHEMES:
-        raise ConfigError(f"unsupported source scheme {scheme}://; use a path, file://, or gs://")
+    scheme, path = _file_uri(uri, "sources", "a file, directory or glob of NDJSON beacons")
     if scheme == "gs":
         return uri.rstrip("/") + "/*" if uri.endswith("/") else uri
-    path = uri[len("file://"):] if scheme == "file" else uri
     if os.path.isdir(path):
         path = os.path.join(path, "*.ndjson*") if glob.glob(os.path.join(path, "*.ndjson*")) \
             else os.path.join(path, "*")
@@ -73,13 +78,7 @@ def _output(uri: Optional[str]) -> str:
 def _alerts(uri: Optional[str]) -> Optional[str]:
     if not uri:
         return None
-    scheme = urlparse(uri).scheme if "://" in uri else ""
-    if scheme in _PLANNED_SCHEMES:
-        raise ConfigError(f"{_PLANNED_SCHEMES[scheme]} alert sinks are not supported yet; "
-                          "use a JSONL file path")
-    if scheme not in _FILE_SCHEMES:
-        raise ConfigError(f"unsupported alerts sink {uri}")
-    return uri[len("file://"):] if scheme == "file" else uri
+    return _file_uri(uri, "alert sinks", "a JSONL file path")[1]
 
 
 def to_config(options: PipelineOptions) -> QoeConfig:

@@ -8,6 +8,7 @@ import apache_beam as beam
 
 from transforms.alerting import alert_id, breakdown, unexplained_stalls
 from transforms.model import Alert, Cause, PlayedRange, View
+from transforms.spans import add_span, coverage_at, coverage_totals, merge_diff, merge_first
 from transforms.stats import binomial_sf
 from transforms.thresholds import Thresholds
 from transforms.viewers import sum_pairs
@@ -98,8 +99,7 @@ class _ProfileCombineFn(beam.CombineFn):
     def add_input(self, acc: Profile, item) -> Profile:
         viewer_id, windows, stalls = item
         for first, last in windows:
-            acc.diff[first] = acc.diff.get(first, 0) + 1
-            acc.diff[last + 1] = acc.diff.get(last + 1, 0) - 1
+            add_span(acc.diff, first, last)
         for s in stalls:
             bucket = s.playhead_ms // self._bucket_ms
             for w in (bucket - 1, bucket):
@@ -110,12 +110,8 @@ class _ProfileCombineFn(beam.CombineFn):
         accs = iter(accs)
         out = next(accs)
         for acc in accs:
-            for w, delta in acc.diff.items():
-                out.diff[w] = out.diff.get(w, 0) + delta
-            for w, viewers in acc.stalled.items():
-                target = out.stalled.setdefault(w, {})
-                for viewer, s in viewers.items():
-                    target.setdefault(viewer, s)
+            merge_diff(out.diff, acc.diff)
+            merge_first(out.stalled, acc.stalled)
         return out
 
     def extract_output(self, acc: Profile) -> Profile:
@@ -125,26 +121,9 @@ class _ProfileCombineFn(beam.CombineFn):
 def exposure_totals(profile: Profile) -> tuple[dict[int, int], int, int, int]:
     """(exposure at windows with stalls, total viewer-windows, windows with
     exposure, total stalled viewer-windows)."""
-    wanted = sorted(profile.stalled)
-    at: dict[int, int] = {}
-    total = covered = 0
-    running = 0
-    steps = sorted(profile.diff.items())
-    j = 0
-    for i, (w, delta) in enumerate(steps):
-        while j < len(wanted) and wanted[j] < w:
-            at[wanted[j]] = running
-            j += 1
-        running += delta
-        if i + 1 < len(steps) and running > 0:
-            length = steps[i + 1][0] - w
-            total += running * length
-            covered += length
-    while j < len(wanted):
-        at[wanted[j]] = running
-        j += 1
+    total, covered = coverage_totals(profile.diff)
     stalled = sum(len(v) for v in profile.stalled.values())
-    return at, total, covered, stalled
+    return coverage_at(profile.diff, profile.stalled), total, covered, stalled
 
 
 def profile_rate(key_profile: tuple[tuple[str, str], Profile]) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import apache_beam as beam
 
 from transforms.alerting import alert_id, breakdown
 from transforms.model import Alert, Cause, View
+from transforms.spans import add_span, coverage_at, merge_diff, merge_first
 from transforms.stats import binomial_sf
 from transforms.thresholds import Thresholds
 
@@ -35,9 +36,7 @@ class _DimensionCombineFn(beam.CombineFn):
 
     def add_input(self, acc: _DimensionAcc, item) -> _DimensionAcc:
         value, first, last, stalls = item
-        diff = acc.active.setdefault(value, {})
-        diff[first] = diff.get(first, 0) + 1
-        diff[last + 1] = diff.get(last + 1, 0) - 1
+        add_span(acc.active.setdefault(value, {}), first, last)
         for bucket, viewer, video in stalls:
             acc.stalled.setdefault((value, bucket), {}).setdefault(viewer, video)
         return acc
@@ -47,38 +46,18 @@ class _DimensionCombineFn(beam.CombineFn):
         out = next(accs)
         for acc in accs:
             for value, diff in acc.active.items():
-                target = out.active.setdefault(value, {})
-                for bucket, delta in diff.items():
-                    target[bucket] = target.get(bucket, 0) + delta
-            for cell, viewers in acc.stalled.items():
-                merged = out.stalled.setdefault(cell, {})
-                for viewer, video in viewers.items():
-                    merged.setdefault(viewer, video)
+                merge_diff(out.active.setdefault(value, {}), diff)
+            merge_first(out.stalled, acc.stalled)
         return out
 
     def extract_output(self, acc: _DimensionAcc) -> _DimensionAcc:
         return acc
 
 
-def _active_counts(diff: dict[int, int], buckets: Iterable[int]) -> dict[int, int]:
-    """Active views at each wanted bucket from a difference array."""
-    wanted = sorted(set(buckets))
-    out: dict[int, int] = {}
-    running = 0
-    steps = sorted(diff.items())
-    i = 0
-    for bucket in wanted:
-        while i < len(steps) and steps[i][0] <= bucket:
-            running += steps[i][1]
-            i += 1
-        out[bucket] = running
-    return out
-
-
 def find_delivery_alerts(dimension: str, acc: _DimensionAcc, t: Thresholds) -> list[Alert]:
     """Test every (value, bucket) against the other values in the same bucket."""
     buckets = {b for (_, b) in acc.stalled}
-    active = {v: _active_counts(diff, buckets) for v, diff in acc.active.items()}
+    active = {v: coverage_at(diff, buckets) for v, diff in acc.active.items()}
     total_n = collections.Counter()
     total_k = collections.Counter()
     for (value, bucket), viewers in acc.stalled.items():

@@ -70,7 +70,7 @@ def test_to_config__bad_numbers(flag, message, beacons, tmp_path):
 def test_to_config__alert_sinks(beacons, tmp_path):
     c = cfg(f"--source={beacons}", f"--output={tmp_path}", f"--alerts={tmp_path}/a.jsonl")
     assert c.alerts_path == f"{tmp_path}/a.jsonl"
-    with pytest.raises(ConfigError, match="Pub/Sub alert sinks are not supported yet"):
+    with pytest.raises(ConfigError, match=r"Pub/Sub alert sinks \(pubsub://...\) are not supported yet"):
         cfg(f"--source={beacons}", f"--output={tmp_path}", "--alerts=pubsub://projects/p/topics/t")
 
 

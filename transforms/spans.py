@@ -1,0 +1,54 @@
+"""Difference arrays: counting how many spans cover each integer point, mergeably.
+
+A span [first, last] adds +1 at ``first`` and -1 at ``last + 1``; the running
+sum at a point is the number of spans covering it. Accumulators of this kind
+merge by adding, which is what a CombineFn needs.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+def add_span(diff: dict[int, int], first: int, last: int) -> None:
+    diff[first] = diff.get(first, 0) + 1
+    diff[last + 1] = diff.get(last + 1, 0) - 1
+
+
+def merge_diff(target: dict[int, int], source: dict[int, int]) -> None:
+    for point, delta in source.items():
+        target[point] = target.get(point, 0) + delta
+
+
+def merge_first(target: dict, source: dict) -> None:
+    """Merge {cell: {member: first value}} maps, keeping the first value per member."""
+    for cell, members in source.items():
+        merged = target.setdefault(cell, {})
+        for member, value in members.items():
+            merged.setdefault(member, value)
+
+
+def coverage_at(diff: dict[int, int], points: Iterable[int]) -> dict[int, int]:
+    """How many spans cover each of ``points``."""
+    out: dict[int, int] = {}
+    steps = sorted(diff.items())
+    running = i = 0
+    for point in sorted(set(points)):
+        while i < len(steps) and steps[i][0] <= point:
+            running += steps[i][1]
+            i += 1
+        out[point] = running
+    return out
+
+
+def coverage_totals(diff: dict[int, int]) -> tuple[int, int]:
+    """(sum of coverage over all points, number of points covered at least once)."""
+    total = covered = running = 0
+    steps = sorted(diff.items())
+    for (point, delta), following in zip(steps, steps[1:]):
+        running += delta
+        if running > 0:
+            length = following[0] - point
+            total += running * length
+            covered += length
+    return total, covered
