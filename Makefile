@@ -13,7 +13,7 @@ WORKLOAD ?= out/workload
 OUTPUT   ?= out/run
 RUNNER   ?= direct
 
-.PHONY: run test test-unit test-integration venv generate clean help
+.PHONY: run test test-unit test-integration venv generate browser clean help
 
 help:
 	@echo "make run    generate a workload and run the pipeline on the DirectRunner"
@@ -39,15 +39,22 @@ run: generate
 	$(BIN)/stallwatch run --source=$(WORKLOAD) --output=$(OUTPUT) \
 		$$($(BIN)/python -m runners $(RUNNER)) && \
 	$(BIN)/stallwatch score --output=$(OUTPUT) --truth=$(WORKLOAD)/truth.json && \
+	$(BIN)/stallwatch report --output=$(OUTPUT) && \
 	echo "make run: done in $$(( $$(date +%s) - start )) s; results in $(OUTPUT)/"
 
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest -q
+
+# Debian's Chromium for the report's browser test (no browser download from elsewhere).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"
 
-test-integration: venv
+test-integration: venv browser
 	$(BIN)/python -m pytest -q -m integration
 
 clean:

@@ -16,7 +16,8 @@ setuptools.setup(
         "google-cloud-pubsub>=2.20",
         "pyarrow>=14",
         "orjson>=3.9",
+        "matplotlib>=3.8",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45"]},
     entry_points={"console_scripts": ["stallwatch=pipeline.cli:main"]},
 )

@@ -19,6 +19,7 @@ commands:
   run       run the pipeline: --source=SOURCE --output=DIR [--alerts=SINK] [Beam options]
   generate  write a generated workload: --out=DIR [--viewers N] [--seed S] [--scenario NAME]
   score     compare a run's alerts with a workload's truth.json: --output=DIR --truth=FILE
+  report    write DIR/report.html (self-contained) from a run's outputs: --output=DIR
 
 'stallwatch COMMAND --help' describes a command's options."""
 
@@ -102,7 +103,20 @@ def _score(argv: Sequence[str]) -> int:
     return 1 if args.strict and not result["all_ok"] else 0
 
 
-COMMANDS = {"run": _run, "generate": _generate, "score": _score}
+def _report(argv: Sequence[str]) -> int:
+    from pipeline import io, report
+    parser = _Parser(prog="stallwatch report", description=(
+        "Write OUTPUT/report.html: one self-contained HTML file (inline SVG charts, no "
+        "scripts, no network) with QoE, time series, alerts and dead letters of a run."))
+    parser.add_argument("--output", required=True, help="The run's output directory.")
+    args = parser.parse_args(list(argv))
+    if not os.path.exists(os.path.join(args.output, io.SUMMARY)):
+        raise CliError(f"--output {args.output}: no {io.SUMMARY} there; run 'stallwatch run' first")
+    print(f"report: {os.path.abspath(report.write_report(args.output))}")
+    return 0
+
+
+COMMANDS = {"run": _run, "generate": _generate, "score": _score, "report": _report}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

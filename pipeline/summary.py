@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import datetime
-import glob
 import json
 import os
 from typing import Optional
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-from pipeline import io
+from pipeline import io, report_data
 
 
 def _clock(ms: int) -> str:
@@ -24,31 +20,7 @@ def _playhead(ms: int) -> str:
 
 def headline(output: str) -> Optional[dict]:
     """QoE headline metrics over all views of a run (None when no views)."""
-    paths = sorted(glob.glob(os.path.join(output, f"{io.VIEWS}-*.parquet")))
-    if not paths:
-        return None
-    table = pq.read_table(paths, columns=["watch_ms", "rebuffer_ms", "rebuffer_count",
-                                          "startup_ms", "exited_before_start",
-                                          "playback_failure", "viewer_id"])
-    views = table.num_rows
-    if not views:
-        return None
-    watch = pc.sum(table["watch_ms"]).as_py() or 0
-    rebuffer = pc.sum(table["rebuffer_ms"]).as_py() or 0
-    count = pc.sum(table["rebuffer_count"]).as_py() or 0
-    startup = pc.drop_null(table["startup_ms"])
-    quantiles = pc.quantile(startup, q=[0.5, 0.95]).to_pylist() if len(startup) else [None, None]
-    return {
-        "views": views,
-        "viewers": pc.count_distinct(table["viewer_id"]).as_py(),
-        "watch_hours": watch / 3_600_000,
-        "startup_p50_s": quantiles[0] / 1000 if quantiles[0] is not None else None,
-        "startup_p95_s": quantiles[1] / 1000 if quantiles[1] is not None else None,
-        "rebuffer_pct": 100.0 * rebuffer / watch if watch else 0.0,
-        "rebuffer_per_min": count * 60_000 / watch if watch else 0.0,
-        "ebvs_pct": 100.0 * pc.sum(table["exited_before_start"]).as_py() / views,
-        "failure_pct": 100.0 * pc.sum(table["playback_failure"]).as_py() / views,
-    }
+    return report_data.qoe(report_data.read_views(output, report_data.QOE_COLUMNS))
 
 
 def describe_alert(a: dict) -> str:
