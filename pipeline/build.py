@@ -25,7 +25,7 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
     PTransform from PBegin to RawRecords) and writing to ``sinks``."""
     parsed = (root
               | "ReadBeacons" >> source
-              | "ParseBeacons" >> ParseBeacons(cfg.max_message_bytes))
+              | "ParseBeacons" >> ParseBeacons(cfg.max_message_bytes, cfg.max_lag_s, cfg.max_lead_s))
     views = parsed.beacons | "SessionizeViews" >> SessionizeViews(cfg.inactivity_s, cfg.max_stall_s)
     metrics = views | "AggregateMetrics" >> AggregateMetrics(cfg.metrics_bucket_ms)
     alerts = views | "DetectStallClusters" >> DetectStallClusters(cfg.thresholds)

@@ -30,6 +30,8 @@ class QoeConfig:
     inactivity_s: int
     max_stall_s: int
     max_message_bytes: int
+    max_lag_s: int
+    max_lead_s: int
     metrics_bucket_ms: int
     thresholds: Thresholds
 
@@ -87,6 +89,9 @@ def to_config(options: PipelineOptions) -> QoeConfig:
     positive = {"--inactivity_s": o.inactivity_s, "--max_stall_s": o.max_stall_s,
                 "--max_message_bytes": o.max_message_bytes,
                 "--metrics_bucket_s": o.metrics_bucket_s}
+    for flag, value in {"--max_lag_s": o.max_lag_s, "--max_lead_s": o.max_lead_s}.items():
+        if value < 0:
+            raise ConfigError(f"{flag} must be >= 0, got {value}")
     for flag, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{flag} must be > 0, got {value}")
@@ -104,6 +109,8 @@ def to_config(options: PipelineOptions) -> QoeConfig:
         inactivity_s=o.inactivity_s,
         max_stall_s=o.max_stall_s,
         max_message_bytes=o.max_message_bytes,
+        max_lag_s=o.max_lag_s,
+        max_lead_s=o.max_lead_s,
         metrics_bucket_ms=o.metrics_bucket_s * 1000,
         thresholds=thresholds,
     )

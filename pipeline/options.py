@@ -27,6 +27,10 @@ class QoeOptions(PipelineOptions):
             help="Continuous rebuffering (s) that force-ends a view (Mux: 300).")
         add("--max_message_bytes", type=int, default=1_048_576,
             help="Messages larger than this are dead-lettered as 'oversize'.")
+        add("--max_lag_s", type=int, default=300,
+            help="Event time is never earlier than arrival minus this (s).")
+        add("--max_lead_s", type=int, default=60,
+            help="Event time is never later than arrival plus this (s).")
         add("--metrics_bucket_s", type=int, default=60, help="Width of metric time buckets (s).")
         add("--min_viewers", type=int, default=_T.min_viewers,
             help="Distinct affected viewers an alert needs.")

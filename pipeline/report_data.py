@@ -87,10 +87,11 @@ def minute_series(metrics: Iterable[dict], dimension: str = "all",
     return sorted(minutes), dict(by_value)
 
 
-def main_range(metrics: Iterable[dict], share: float = 0.99, pad_ms: int = 5 * 60_000) -> tuple[int, int, int]:
-    """(first, last) minute holding ``share`` of the views, padded, and the number
-    of views outside it: a device whose clock is days off must not squash the
-    time axis of everyone else."""
+def main_range(metrics: Iterable[dict], share: float = 0.99,
+               pad_ms: Optional[int] = None) -> tuple[int, int, int]:
+    """(first, last) minute holding ``share`` of the views, padded (by default a
+    quarter of its width, at least 5 min), and the number of views outside it:
+    a device whose clock is days off must not squash everyone's time axis."""
     per_minute = sorted((r["minute_ms"], r["views"]) for r in metrics if r["dimension"] == "all")
     total = sum(v for _, v in per_minute)
     if not total:
@@ -108,6 +109,8 @@ def main_range(metrics: Iterable[dict], share: float = 0.99, pad_ms: int = 5 * 6
         if seen > cut:
             hi = minute
             break
+    if pad_ms is None:
+        pad_ms = max(5 * 60_000, (hi - lo) // 4)
     lo, hi = lo - pad_ms, hi + pad_ms
     outside = sum(v for m, v in per_minute if not lo <= m <= hi)
     return lo, hi, outside

@@ -56,16 +56,25 @@ class RawRecord:
 
     payload: bytes
     source: str
+    arrival_ms: Optional[int] = None   # when the source received it (publish/arrival time)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Beacon:
-    """A validated player event. ``event_ms`` is the client clock."""
+    """A validated player event.
+
+    ``client_ms`` is the beacon's ``ts`` as the device sent it; ``event_ms`` is
+    the event time the pipeline uses: ``client_ms`` bounded to the window
+    [arrival - max_lag, arrival + max_lead] around the arrival time (see
+    docs/beacons.md). Durations inside a view use ``client_ms`` (one device,
+    one clock); placement on the shared timeline uses ``event_ms``.
+    """
 
     view_id: str
     video_id: str
     kind: EventKind
     event_ms: int
+    client_ms: Optional[int] = None   # None: same as event_ms (no arrival time known)
     playhead_ms: Optional[int] = None
     viewer_id: Optional[str] = None
     event_id: Optional[str] = None
@@ -132,7 +141,7 @@ class View:
     See docs/metrics.md for the definition of every field.
     """
 
-    view_key: str                 # view_id@first_event_ms: unique per view
+    view_key: str                 # view_id@first client ms: unique per view
     view_id: str
     video_id: str
     viewer_id: str

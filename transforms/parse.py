@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import typing
 from typing import Any, Iterable, Optional, Union
@@ -54,7 +55,24 @@ def _dead(reason: str, payload: str, detail: str, source: str) -> DeadLetter:
                       detail=detail, source=source)
 
 
-def parse_message(raw: RawRecord, max_message_bytes: int) -> list[Parsed]:
+@dataclasses.dataclass(frozen=True)
+class TimeBounds:
+    """How far a client ``ts`` may stray from the arrival time (ms)."""
+
+    max_lag_ms: int = 300_000     # batching, retries, offline buffering
+    max_lead_ms: int = 60_000     # a device clock slightly ahead
+
+    def bound(self, client_ms: int, arrival_ms: Optional[int]) -> int:
+        if arrival_ms is None:
+            return client_ms
+        return min(max(client_ms, arrival_ms - self.max_lag_ms), arrival_ms + self.max_lead_ms)
+
+
+NO_BOUNDS = TimeBounds()
+
+
+def parse_message(raw: RawRecord, max_message_bytes: int,
+                  bounds: TimeBounds = NO_BOUNDS) -> list[Parsed]:
     """Split one message into its records and validate each one.
 
     Every record of the message yields exactly one Beacon or DeadLetter: an
@@ -63,6 +81,7 @@ def parse_message(raw: RawRecord, max_message_bytes: int) -> list[Parsed]:
     Args:
       raw: the message and where it came from.
       max_message_bytes: larger messages are rejected whole as ``oversize``.
+      bounds: how event time is bounded around the arrival time.
 
     Returns:
       One Beacon or DeadLetter per record, in message order.
@@ -93,7 +112,7 @@ def parse_message(raw: RawRecord, max_message_bytes: int) -> list[Parsed]:
     elif isinstance(message, list):
         events = message
     elif isinstance(message, dict):
-        return [_parse_record(message, text, raw.source)]
+        return [_parse_record(message, text, raw, bounds)]
     else:
         return [_dead("not_an_object", text,
                       f"message is a JSON {type(message).__name__}", raw.source)]
@@ -108,7 +127,7 @@ def parse_message(raw: RawRecord, max_message_bytes: int) -> list[Parsed]:
                              f"event is a JSON {type(element).__name__}", source))
             continue
         record = {**defaults, **element} if defaults else element
-        out.append(_parse_record(record, _dump(record), source))
+        out.append(_parse_record(record, _dump(record), raw, bounds, source))
     return out
 
 
@@ -116,15 +135,25 @@ def _dump(value: Any) -> str:
     return orjson.dumps(value).decode("utf-8")
 
 
-def _parse_record(record: dict, payload: str, source: str) -> Parsed:
+def _parse_record(record: dict, payload: str, raw: RawRecord, bounds: TimeBounds,
+                  source: Optional[str] = None) -> Parsed:
+    source = raw.source if source is None else source
     try:
-        return to_beacon(record, source)
+        return to_beacon(record, source, raw.arrival_ms, bounds)
     except Rejected as exc:
         return _dead(exc.reason, payload, str(exc), source)
 
 
-def to_beacon(record: dict, source: str = "") -> Beacon:
+def to_beacon(record: dict, source: str = "", arrival_ms: Optional[int] = None,
+              bounds: TimeBounds = NO_BOUNDS) -> Beacon:
     """Validate one event object against beacon v1.
+
+    Args:
+      record: the event (envelope defaults already applied).
+      source: where it came from.
+      arrival_ms: the source's arrival time; when None, a collector-stamped
+        ``received_ms`` field of the record is used if present.
+      bounds: how far event time may stray from the arrival time.
 
     Raises:
       Rejected: with a stable reason code when the record breaks the contract.
@@ -138,7 +167,9 @@ def to_beacon(record: dict, source: str = "") -> Beacon:
     kind = _KINDS.get(kind_name)
     if kind is None:
         raise Rejected("unknown_event", f"unknown event {kind_name[:64]!r}")
-    event_ms = parse_ts(record.get("ts"))
+    client_ms = parse_ts(record.get("ts"))
+    if arrival_ms is None:
+        arrival_ms = _number(record, "received_ms", MIN_TS_MS, MAX_TS_MS)
     playhead = _number(record, "playhead_ms", 0, MAX_PLAYHEAD_MS)
     if playhead is None and kind not in PLAYHEADLESS_KINDS:
         raise Rejected("missing_field:playhead_ms",
@@ -153,7 +184,8 @@ def to_beacon(record: dict, source: str = "") -> Beacon:
     dims = {name: _text(record, name, MAX_ID_CHARS) for name in _DIMENSION_FIELDS}
     return Beacon(
         kind=kind,
-        event_ms=event_ms,
+        event_ms=bounds.bound(client_ms, arrival_ms),
+        client_ms=client_ms,
         playhead_ms=playhead,
         viewer_id=_id(record, "viewer_id", required=False),
         event_id=_id(record, "event_id", required=False),
@@ -245,14 +277,15 @@ def _flag(record: dict, name: str) -> Optional[bool]:
 class _ParseFn(beam.DoFn):
     """Thin adapter over parse_message; counts every record it routes."""
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, bounds: TimeBounds) -> None:
         self._max_bytes = max_message_bytes
+        self._bounds = bounds
         self._records = Metrics.counter(METRICS_NAMESPACE, "input_records")
         self._parsed = Metrics.counter(METRICS_NAMESPACE, "parsed_events")
         self._dead = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
 
     def process(self, raw: RawRecord) -> Iterable[Any]:
-        results = parse_message(raw, self._max_bytes)
+        results = parse_message(raw, self._max_bytes, self._bounds)
         self._records.inc(len(results))
         for item in results:
             if isinstance(item, Beacon):
@@ -280,16 +313,23 @@ class ParseBeacons(beam.PTransform):
 
     Args:
       max_message_bytes: messages larger than this are dead-lettered whole.
+      max_lag_s, max_lead_s: event time is the client ``ts`` clamped to
+        [arrival - max_lag_s, arrival + max_lead_s] when an arrival time is
+        known (the source's, or a collector's ``received_ms``).
     """
 
-    def __init__(self, max_message_bytes: int = 1_048_576) -> None:
+    def __init__(self, max_message_bytes: int = 1_048_576, max_lag_s: int = 300,
+                 max_lead_s: int = 60) -> None:
         super().__init__()
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be > 0, got {max_message_bytes}")
+        if max_lag_s < 0 or max_lead_s < 0:
+            raise ValueError("max_lag_s and max_lead_s must be >= 0")
         self._max_bytes = max_message_bytes
+        self._bounds = TimeBounds(max_lag_s * 1000, max_lead_s * 1000)
 
     def expand(self, raw: beam.PCollection) -> ParsedBeacons:
         results = (raw
-                   | "Validate" >> beam.ParDo(_ParseFn(self._max_bytes))
+                   | "Validate" >> beam.ParDo(_ParseFn(self._max_bytes, self._bounds))
                    .with_outputs(DEAD_LETTERS, main="beacons"))
         return ParsedBeacons(results.beacons, results[DEAD_LETTERS])

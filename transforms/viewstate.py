@@ -9,6 +9,7 @@ metric; this module is the executable form of that document.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import enum
 from typing import Iterable, Optional
 
@@ -34,6 +35,11 @@ _DIMENSIONS = ("cdn", "asn", "country", "browser", "os", "device",
                "player_name", "player_version", "stream_type", "video_duration_ms")
 
 
+def clock(b: Beacon) -> int:
+    """The device's own time of a beacon: consistent within a view, maybe not with the world."""
+    return b.client_ms if b.client_ms is not None else b.event_ms
+
+
 class _S(enum.Enum):
     INIT = 0       # loaded, no play intent yet
     STARTUP = 1    # play requested, no first frame yet
@@ -57,7 +63,7 @@ def dedupe(beacons: list[Beacon]) -> tuple[list[Beacon], int]:
         elif b.seq is not None:
             key = ("seq", b.seq)
         else:
-            key = ("raw", b.kind, b.event_ms, b.playhead_ms)
+            key = ("raw", b.kind, clock(b), b.playhead_ms)
         if key in seen:
             continue
         seen.add(key)
@@ -68,8 +74,8 @@ def dedupe(beacons: list[Beacon]) -> tuple[list[Beacon], int]:
 def order(beacons: list[Beacon]) -> list[Beacon]:
     """Sort by seq when every beacon has one (clocks jump, seq does not), else by ts."""
     if beacons and all(b.seq is not None for b in beacons):
-        return sorted(beacons, key=lambda b: (b.seq, b.event_ms))
-    return sorted(beacons, key=lambda b: (b.event_ms, b.seq if b.seq is not None else -1,
+        return sorted(beacons, key=lambda b: (b.seq, clock(b)))
+    return sorted(beacons, key=lambda b: (clock(b), b.seq if b.seq is not None else -1,
                                           _RANK[b.kind]))
 
 
@@ -132,6 +138,7 @@ class _ViewMachine:
         self.ranges: list[PlayedRange] = []
         self.force_ended = False
         self.end_ms: Optional[int] = None
+        self.offsets: list[int] = []     # event_ms - client_ms of each beacon
 
     # -- driving ---------------------------------------------------------
     def run(self, events: list[Beacon], start: int) -> int:
@@ -140,20 +147,21 @@ class _ViewMachine:
             b = events[i]
             if self.first is None:
                 self.first = b
-                self.last_ms = b.event_ms
+                self.last_ms = clock(b)
             elif b.video_id != self.first.video_id:
                 return i                      # a new video in the same player: new view
             if (self.state is _S.STALLED and self.stall_start is not None
-                    and b.event_ms - self.stall_start[0] > self.max_stall_ms):
+                    and clock(b) - self.stall_start[0] > self.max_stall_ms):
                 cut = self.stall_start[0] + self.max_stall_ms
                 self._advance(cut, None)
                 self._close_stall(cut)
                 self.force_ended = True
                 self.end_ms = cut
                 return i
-            self._advance(b.event_ms, b.playhead_ms)
+            self._advance(clock(b), b.playhead_ms)
             self._apply(b)
             self.count += 1
+            self.offsets.append(b.event_ms - clock(b))
         return len(events)
 
     def _advance(self, now_ms: int, playhead: Optional[int]) -> None:
@@ -180,7 +188,7 @@ class _ViewMachine:
 
     # -- transitions -----------------------------------------------------
     def _apply(self, b: Beacon) -> None:
-        kind, now, ph = b.kind, b.event_ms, b.playhead_ms
+        kind, now, ph = b.kind, clock(b), b.playhead_ms
         self._note_dimensions(b)
         if kind is K.PLAY:
             if self.state in (_S.INIT, _S.STARTUP) or (self.state is _S.PAUSED and not self.first_frame):
@@ -262,8 +270,8 @@ class _ViewMachine:
             self.startup_failure = self.startup_failure or not self.first_frame
             self.error_code = self.error_code or b.error_code
         if fatal:
-            self._close_stall(b.event_ms)
-            self._close_seek(b.event_ms)
+            self._close_stall(clock(b))
+            self._close_seek(clock(b))
             self.state = _S.ENDED
 
     def _open_stall(self, now: int, ph: Optional[int]) -> None:
@@ -316,13 +324,18 @@ class _ViewMachine:
         avg_bitrate = self.bitrate_ms / self.bitrate_time if self.bitrate_time else (
             float(self.bitrate) if self.bitrate is not None else None)
         play_requested = self.play_ms is not None
+        # The device clock orders and times the view; this shift (the median
+        # correction event time applied to its beacons) places it in the world.
+        shift = sorted(self.offsets)[len(self.offsets) // 2] if self.offsets else 0
+        stalls = tuple(dataclasses.replace(s, start_ms=s.start_ms + shift) for s in self.stalls) \
+            if shift else tuple(self.stalls)
         return View(
-            view_key=f"{self.view_id}@{first.event_ms}",
+            view_key=f"{self.view_id}@{clock(first)}",
             view_id=self.view_id,
             video_id=first.video_id,
             viewer_id=self.viewer_id or f"view:{self.view_id}",
-            start_ms=first.event_ms,
-            end_ms=end,
+            start_ms=clock(first) + shift,
+            end_ms=end + shift,
             events=self.count,
             duplicate_events=duplicates,
             watch_ms=self.watch_ms,
@@ -344,7 +357,7 @@ class _ViewMachine:
             upshifts=self.up,
             downshifts=self.down,
             force_ended=self.force_ended,
-            stalls=tuple(self.stalls),
+            stalls=stalls,
             played=merge_ranges(self.ranges),
             rendition=rendition,
             **self.dims,

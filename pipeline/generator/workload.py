@@ -72,8 +72,15 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-def _lines_of(trace: ViewTrace, rng: random.Random) -> list[tuple[int, bytes, int]]:
-    """(server arrival ms, line, records) for one view, in its client's format."""
+def _stamped(message, received_ms: int) -> bytes:
+    """The line a collector writes: the message with its receive time (epoch ms)."""
+    if isinstance(message, list):
+        return _dumps([{**m, "received_ms": received_ms} for m in message])
+    return _dumps({**message, "received_ms": received_ms})
+
+
+def _lines_of(trace: ViewTrace, rng: random.Random) -> list[tuple[int, object, int]]:
+    """(server send ms, message, records) for one view, in its client's format."""
     batches: list[list[dict]] = []
     for event in trace.events:
         if batches and event["ts"] - batches[-1][0]["ts"] < BATCH_MS:
@@ -84,7 +91,7 @@ def _lines_of(trace: ViewTrace, rng: random.Random) -> list[tuple[int, bytes, in
     out = []
     if trace.flavour == "sdk":
         for batch in batches:
-            out.append((batch[-1]["ts"] - skew, _dumps({**trace.common, "events": batch}), len(batch)))
+            out.append((batch[-1]["ts"] - skew, {**trace.common, "events": batch}, len(batch)))
         return out
     iso = rng.random() < 0.1
     as_arrays = rng.random() < 0.4
@@ -94,9 +101,9 @@ def _lines_of(trace: ViewTrace, rng: random.Random) -> list[tuple[int, bytes, in
         for batch in batches:
             chunk = full[i:i + len(batch)]
             i += len(batch)
-            out.append((batch[-1]["ts"] - skew, _dumps(chunk), len(chunk)))
+            out.append((batch[-1]["ts"] - skew, chunk, len(chunk)))
         return out
-    return [(e["ts"] - skew, _dumps(f), 1) for e, f in zip(trace.events, full)]
+    return [(e["ts"] - skew, f, 1) for e, f in zip(trace.events, full)]
 
 
 # Malformed records: (expected dead-letter reason, how to make one from a real event).
@@ -140,10 +147,11 @@ def generate(s: Scenario, seed: int, out_dir: str) -> dict:
         shard = zlib.crc32(trace.view_id.encode()) % s.files
         if len(sample_events) < 200 and trace.flavour == "html5":
             sample_events.append({**trace.common, **trace.events[len(trace.events) // 2]})
-        for arrival, line, records in _lines_of(trace, view_rng):
+        for arrival, message, records in _lines_of(trace, view_rng):
             arrival += view_rng.randint(50, 2_000)
             if s.mess and view_rng.random() < s.reorder_rate:
-                arrival += view_rng.randint(30_000, 300_000)
+                arrival += view_rng.randint(30_000, 270_000)
+            line = _stamped(message, arrival)
             lines.append((arrival, shard, line))
             stats["records"] += records
             if s.mess and view_rng.random() < s.duplicate_rate:

@@ -28,7 +28,8 @@ def reason(payload, **kw):
 def test_parse_message__single_object_becomes_beacon():
     [b] = parse(GOOD)
     assert b == Beacon(view_id="v1", video_id="vid", kind=EventKind.HEARTBEAT,
-                       event_ms=1793556000000, playhead_ms=1500, source="f.ndjson:3")
+                       event_ms=1793556000000, client_ms=1793556000000, playhead_ms=1500,
+                       source="f.ndjson:3")
 
 
 def test_parse_message__array_counts_each_element_and_keeps_order():
@@ -154,3 +155,24 @@ def test_parse_beacons__routes_every_record_and_sets_event_time():
 def test_parse_beacons__rejects_bad_limit():
     with pytest.raises(ValueError):
         ParseBeacons(max_message_bytes=0)
+
+
+@pytest.mark.parametrize("ts, arrival, expected", [
+    (1793556000000, 1793556002000, 1793556000000),                  # 2 s of delivery: kept
+    (1793556000000 + 3 * 86_400_000, 1793556002000, 1793556062000),  # 3 days ahead: arrival + 60 s
+    (1793556000000 - 3_600_000, 1793556002000, 1793555702000),       # 1 h behind: arrival - 300 s
+])
+def test_parse_message__event_time_is_bounded_around_arrival(ts, arrival, expected):
+    from transforms.parse import TimeBounds
+    raw = RawRecord(json.dumps({**GOOD, "ts": ts}).encode(), "s", arrival_ms=arrival)
+    [b] = parse_message(raw, 1 << 20, TimeBounds(300_000, 60_000))
+    assert (b.event_ms, b.client_ms) == (expected, ts)
+
+
+def test_parse_message__collector_received_ms_is_the_arrival_when_the_source_has_none():
+    from transforms.parse import TimeBounds
+    payload = json.dumps({"events": [{**GOOD, "ts": 1793556000000 + 86_400_000}],
+                          "received_ms": 1793556001000}).encode()
+    [b] = parse_message(RawRecord(payload, "s"), 1 << 20, TimeBounds(300_000, 60_000))
+    assert b.event_ms == 1793556061000 and b.client_ms == 1793556000000 + 86_400_000
+    assert reason({**GOOD, "received_ms": "now"}) == "wrong_type:received_ms"

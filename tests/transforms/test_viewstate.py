@@ -176,3 +176,13 @@ def test_view__dimensions_and_missing_viewer_id():
                for b in watched("v9", "x", to_s=20)]
     v = one_view(*beacons)
     assert v.viewer_id == "view:v9" and v.cdn == "cdn-a" and v.country == "DE"
+
+
+def test_view__skewed_device_clock_keeps_durations_and_moves_to_the_real_time():
+    day = 86_400_000
+    beacons = [dataclasses.replace(b, client_ms=b.event_ms + 3 * day)   # device 3 days ahead
+               for b in watched("v1", "u1", to_s=60, stall_at_s=30)]
+    skewed, honest = one_view(*beacons), one_view(*watched("v1", "u1", to_s=60, stall_at_s=30))
+    assert (skewed.start_ms, skewed.end_ms) == (honest.start_ms, honest.end_ms)
+    assert skewed.stalls == honest.stalls and skewed.watch_ms == honest.watch_ms
+    assert skewed.view_key == f"v1@{ms(0) + 3 * day}"
