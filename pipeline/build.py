@@ -15,6 +15,7 @@ class QoeOutputs(NamedTuple):
     beacons: beam.PCollection        # of Beacon
     dead_letters: beam.PCollection   # of DeadLetter
     views: beam.PCollection          # of View
+    late: beam.PCollection           # of Beacon that came after their view was final
     metrics: beam.PCollection        # of MetricRow
     alerts: beam.PCollection         # of Alert
 
@@ -26,15 +27,18 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
     parsed = (root
               | "ReadBeacons" >> source
               | "ParseBeacons" >> ParseBeacons(cfg.max_message_bytes, cfg.max_lag_s, cfg.max_lead_s))
-    views = parsed.beacons | "SessionizeViews" >> SessionizeViews(cfg.inactivity_s, cfg.max_stall_s)
+    sessions = parsed.beacons | "SessionizeViews" >> SessionizeViews(
+        cfg.inactivity_s, cfg.max_stall_s, cfg.complete_s)
+    views = sessions.views
     metrics = views | "AggregateMetrics" >> AggregateMetrics(cfg.metrics_bucket_ms)
     alerts = views | "DetectStallClusters" >> DetectStallClusters(cfg.thresholds)
-    outputs = QoeOutputs(parsed.beacons, parsed.dead_letters, views, metrics, alerts)
+    outputs = QoeOutputs(parsed.beacons, parsed.dead_letters, views, sessions.late, metrics, alerts)
     if sinks is not None:
         for label, pcoll, sink in (("WriteViews", views, sinks.views),
                                    ("WriteMetrics", metrics, sinks.metrics),
                                    ("WriteAlerts", alerts, sinks.alerts),
                                    ("WriteDeadLetters", parsed.dead_letters, sinks.dead_letters),
+                                   ("WriteLateBeacons", sessions.late, sinks.late),
                                    ("WriteAlertSink", alerts, sinks.extra_alerts)):
             if sink is not None:
                 _ = pcoll | label >> sink

@@ -28,6 +28,7 @@ class QoeConfig:
     output: str                      # directory
     alerts_path: Optional[str]
     inactivity_s: int
+    complete_s: int
     max_stall_s: int
     max_message_bytes: int
     max_lag_s: int
@@ -86,7 +87,8 @@ def _alerts(uri: Optional[str]) -> Optional[str]:
 def to_config(options: PipelineOptions) -> QoeConfig:
     """Validate the flags; raises ConfigError naming the flag at fault."""
     o = options.view_as(QoeOptions)
-    positive = {"--inactivity_s": o.inactivity_s, "--max_stall_s": o.max_stall_s,
+    positive = {"--inactivity_s": o.inactivity_s, "--complete_s": o.complete_s,
+                "--max_stall_s": o.max_stall_s,
                 "--max_message_bytes": o.max_message_bytes,
                 "--metrics_bucket_s": o.metrics_bucket_s}
     for flag, value in {"--max_lag_s": o.max_lag_s, "--max_lead_s": o.max_lead_s}.items():
@@ -95,6 +97,8 @@ def to_config(options: PipelineOptions) -> QoeConfig:
     for flag, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{flag} must be > 0, got {value}")
+    if o.complete_s > o.inactivity_s:
+        raise ConfigError(f"--complete_s ({o.complete_s}) must not exceed --inactivity_s ({o.inactivity_s})")
     try:
         thresholds = Thresholds(
             min_viewers=o.min_viewers, bucket_ms=o.bucket_ms, content_alpha=o.content_alpha,
@@ -107,6 +111,7 @@ def to_config(options: PipelineOptions) -> QoeConfig:
         output=_output(o.output),
         alerts_path=_alerts(o.alerts),
         inactivity_s=o.inactivity_s,
+        complete_s=o.complete_s,
         max_stall_s=o.max_stall_s,
         max_message_bytes=o.max_message_bytes,
         max_lag_s=o.max_lag_s,

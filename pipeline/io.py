@@ -14,13 +14,14 @@ import pyarrow as pa
 from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
-from transforms.model import Alert, DeadLetter, MetricRow, RawRecord, View
+from transforms.model import Alert, Beacon, DeadLetter, MetricRow, RawRecord, View
 from transforms.parse import METRICS_NAMESPACE
 
 VIEWS = "views"
 METRICS = "metrics"
 ALERTS = "alerts"
 DEAD_LETTERS = "dead_letter"
+LATE = "late_beacon"
 SUMMARY = "run_summary.json"
 
 _STALL = pa.struct([("start_ms", pa.int64()), ("duration_ms", pa.int64()),
@@ -46,7 +47,7 @@ VIEW_SCHEMA = pa.schema([
     ("browser", pa.string()), ("os", pa.string()), ("device", pa.string()),
     ("player_name", pa.string()), ("player_version", pa.string()),
     ("rendition", pa.string()), ("stream_type", pa.string()),
-    ("video_duration_ms", pa.int64()),
+    ("video_duration_ms", pa.int64()), ("version", pa.int64()),
 ])
 
 METRIC_SCHEMA = pa.schema([
@@ -88,6 +89,10 @@ def alert_json(alert: Alert) -> str:
 
 def dead_letter_json(dead: DeadLetter) -> str:
     return orjson.dumps(dataclasses.asdict(dead)).decode("utf-8")
+
+
+def beacon_json(beacon: Beacon) -> str:
+    return orjson.dumps(dataclasses.asdict(beacon), default=_json_default).decode("utf-8")
 
 
 class _ReadLinesFn(beam.DoFn):
@@ -136,6 +141,7 @@ class Sinks(NamedTuple):
     metrics: Optional[beam.PTransform]
     alerts: Optional[beam.PTransform]
     dead_letters: Optional[beam.PTransform]
+    late: Optional[beam.PTransform] = None
     extra_alerts: Optional[beam.PTransform] = None
 
 
@@ -172,6 +178,7 @@ def file_sinks(output: str, alerts_path: Optional[str] = None) -> Sinks:
         metrics=_WriteParquet(join(METRICS), metric_row, METRIC_SCHEMA),
         alerts=_WriteJsonLines(join(f"{ALERTS}.jsonl"), alert_json, single_file=True),
         dead_letters=_WriteJsonLines(join(DEAD_LETTERS), dead_letter_json, single_file=False),
+        late=_WriteJsonLines(join(LATE), beacon_json, single_file=False),
         extra_alerts=(_WriteJsonLines(alerts_path, alert_json, single_file=True)
                       if alerts_path else None),
     )
@@ -181,6 +188,7 @@ def clear_outputs(output: str) -> None:
     """Remove a previous run's files from a local output directory (ours only)."""
     os.makedirs(output, exist_ok=True)
     for pattern in (f"{VIEWS}-*.parquet", f"{METRICS}-*.parquet", f"{ALERTS}.jsonl",
-                    f"{DEAD_LETTERS}-*.jsonl", SUMMARY, "score.json"):
+                    f"{DEAD_LETTERS}-*.jsonl", f"{LATE}-*.jsonl", SUMMARY, "score.json",
+                    "report.html"):
         for path in glob.glob(os.path.join(output, pattern)):
             os.remove(path)

@@ -23,6 +23,8 @@ class QoeOptions(PipelineOptions):
             help="Extra alert sink: a JSONL file path (written besides OUTPUT/alerts.jsonl).")
         add("--inactivity_s", type=int, default=3600,
             help="Seconds without beacons after which a view is final (Mux: 3600).")
+        add("--complete_s", type=int, default=60,
+            help="Seconds without beacons after which a view is emitted (Mux: 60).")
         add("--max_stall_s", type=int, default=300,
             help="Continuous rebuffering (s) that force-ends a view (Mux: 300).")
         add("--max_message_bytes", type=int, default=1_048_576,

@@ -64,9 +64,9 @@ class Beacon:
     """A validated player event.
 
     ``client_ms`` is the beacon's ``ts`` as the device sent it; ``event_ms`` is
-    the event time the pipeline uses: ``client_ms`` bounded to the window
-    [arrival - max_lag, arrival + max_lead] around the arrival time (see
-    docs/beacons.md). Durations inside a view use ``client_ms`` (one device,
+    the event time the pipeline uses: ``client_ms`` if it lies within
+    [arrival - max_lag, arrival + max_lead] of the arrival time, else the
+    arrival time (see docs/beacons.md). Durations inside a view use ``client_ms`` (one device,
     one clock); placement on the shared timeline uses ``event_ms``.
     """
 
@@ -181,6 +181,7 @@ class View:
     rendition: Optional[str] = None   # the rendition played longest
     stream_type: Optional[str] = None
     video_duration_ms: Optional[int] = None
+    version: int = 1                  # a re-emitted view_key with a higher version replaces it
 
     @property
     def rebuffer_pct(self) -> float:

@@ -63,9 +63,12 @@ class TimeBounds:
     max_lead_ms: int = 60_000     # a device clock slightly ahead
 
     def bound(self, client_ms: int, arrival_ms: Optional[int]) -> int:
-        if arrival_ms is None:
+        """The client time when it is plausible, else the arrival time: a ts
+        outside [arrival - max_lag, arrival + max_lead] says nothing reliable,
+        while the arrival is a close upper bound of when the event happened."""
+        if arrival_ms is None or arrival_ms - self.max_lag_ms <= client_ms <= arrival_ms + self.max_lead_ms:
             return client_ms
-        return min(max(client_ms, arrival_ms - self.max_lag_ms), arrival_ms + self.max_lead_ms)
+        return arrival_ms
 
 
 NO_BOUNDS = TimeBounds()
@@ -313,9 +316,9 @@ class ParseBeacons(beam.PTransform):
 
     Args:
       max_message_bytes: messages larger than this are dead-lettered whole.
-      max_lag_s, max_lead_s: event time is the client ``ts`` clamped to
-        [arrival - max_lag_s, arrival + max_lead_s] when an arrival time is
-        known (the source's, or a collector's ``received_ms``).
+      max_lag_s, max_lead_s: event time is the client ``ts`` when it lies in
+        [arrival - max_lag_s, arrival + max_lead_s], else the arrival time,
+        when an arrival time is known (the source's, or ``received_ms``).
     """
 
     def __init__(self, max_message_bytes: int = 1_048_576, max_lag_s: int = 300,

@@ -1,64 +1,181 @@
-"""SessionizeViews: beacons grouped into views with per-view QoE metrics."""
+"""SessionizeViews: beacons grouped into views with per-view QoE metrics, batch or streaming."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import typing
 from typing import Iterable
 
 import apache_beam as beam
+from apache_beam import coders, pvalue
 from apache_beam.metrics import Metrics
-from apache_beam.transforms import window
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from transforms.model import Beacon, View
 from transforms.parse import METRICS_NAMESPACE
 from transforms.viewstate import summarize_views
 
+LATE = "late"
 
-class _SummarizeFn(beam.DoFn):
-    """Adapter over the pure ``summarize_views``; counts views and duplicates."""
 
-    def __init__(self, max_stall_ms: int) -> None:
+def _digest(view: View) -> str:
+    return hashlib.sha1(repr(dataclasses.replace(view, version=0)).encode("utf-8")).hexdigest()[:16]
+
+
+class _ViewStateFn(beam.DoFn):
+    """Holds the beacons of one view_id until its view is complete, then emits it.
+
+    State (per view_id): BEACONS, the bag of its beacons; LAST, the latest
+    event time seen; EMITTED, {view_key: (version, digest)} of what went out;
+    CLOSED, the last event time of a finalized view (a tombstone).
+    Timers (event time): COMPLETE at LAST + complete_ms, EXPIRE at
+    LAST + inactivity_ms, FORGET at CLOSED + inactivity_ms.
+
+    Worked timeline (complete 60 s, inactivity 60 min):
+
+      t=0 s    first beacon       BEACONS=[b0], COMPLETE@60 s, EXPIRE@3600 s
+      t=30 s   beacon             COMPLETE@90 s, EXPIRE@3630 s
+      wm 90 s  COMPLETE fires     views summarized, emitted as version 1
+      t=600 s  play after pause   COMPLETE@660 s, EXPIRE@4200 s (same view)
+      wm 660 s COMPLETE fires     the view changed: version 2, same view_key
+      wm 4200 s EXPIRE fires      anything unsent goes out; BEACONS, EMITTED,
+                                  LAST cleared; CLOSED=600 s, FORGET@7800 s
+      a beacon for t <= 4200 s now: too late, goes to the LATE output
+      a beacon for t > 4200 s: a new view of the same view_id
+      wm 7800 s FORGET fires      CLOSED cleared: nothing is left for the key
+
+    In batch the watermark jumps to the end once all input is in: COMPLETE
+    fires once with every beacon, so each view comes out exactly once.
+    """
+
+    BEACONS = userstate.BagStateSpec("beacons", coders.PickleCoder())
+    LAST = userstate.ReadModifyWriteStateSpec("last", coders.VarIntCoder())
+    EMITTED = userstate.ReadModifyWriteStateSpec("emitted", coders.PickleCoder())
+    CLOSED = userstate.ReadModifyWriteStateSpec("closed", coders.VarIntCoder())
+    COMPLETE = userstate.TimerSpec("complete", TimeDomain.WATERMARK)
+    EXPIRE = userstate.TimerSpec("expire", TimeDomain.WATERMARK)
+    FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, complete_ms: int, inactivity_ms: int, max_stall_ms: int) -> None:
+        self._complete_ms = complete_ms
+        self._inactivity_ms = inactivity_ms
         self._max_stall_ms = max_stall_ms
         self._views = Metrics.counter(METRICS_NAMESPACE, "views")
+        self._updates = Metrics.counter(METRICS_NAMESPACE, "view_updates")
         self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates_dropped")
+        self._late = Metrics.counter(METRICS_NAMESPACE, "late_beacons")
 
-    def process(self, element: tuple[str, Iterable[Beacon]]) -> Iterable[View]:
-        view_id, beacons = element
-        for view in summarize_views(view_id, beacons, self._max_stall_ms):
-            self._views.inc()
-            self._duplicates.inc(view.duplicate_events)
-            yield view
+    def process(self, element: tuple[str, Beacon],
+                beacons=beam.DoFn.StateParam(BEACONS),
+                last=beam.DoFn.StateParam(LAST),
+                closed=beam.DoFn.StateParam(CLOSED),
+                complete=beam.DoFn.TimerParam(COMPLETE),
+                expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterable:
+        _, beacon = element
+        tombstone = closed.read()
+        if tombstone is not None and beacon.event_ms <= tombstone + self._inactivity_ms:
+            self._late.inc()              # its view was finalized: never silently lost
+            yield pvalue.TaggedOutput(LATE, beacon)
+            return
+        beacons.add(beacon)
+        latest = max(last.read() or beacon.event_ms, beacon.event_ms)
+        last.write(latest)
+        complete.set(Timestamp(micros=(latest + self._complete_ms) * 1000))
+        expire.set(Timestamp(micros=(latest + self._inactivity_ms) * 1000))
+
+    @userstate.on_timer(COMPLETE)
+    def on_complete(self, key=beam.DoFn.KeyParam,
+                    beacons=beam.DoFn.StateParam(BEACONS),
+                    emitted=beam.DoFn.StateParam(EMITTED),
+                    fired=beam.DoFn.TimestampParam) -> Iterable[View]:
+        yield from self._emit(key, beacons, emitted, fired)
+
+    @userstate.on_timer(EXPIRE)
+    def on_expire(self, key=beam.DoFn.KeyParam,
+                  beacons=beam.DoFn.StateParam(BEACONS),
+                  last=beam.DoFn.StateParam(LAST),
+                  emitted=beam.DoFn.StateParam(EMITTED),
+                  closed=beam.DoFn.StateParam(CLOSED),
+                  forget=beam.DoFn.TimerParam(FORGET),
+                  fired=beam.DoFn.TimestampParam) -> Iterable[View]:
+        yield from self._emit(key, beacons, emitted, fired)
+        latest = last.read()
+        beacons.clear()
+        emitted.clear()
+        last.clear()
+        if latest is not None:
+            closed.write(latest)
+            forget.set(Timestamp(micros=(latest + 2 * self._inactivity_ms) * 1000))
+
+    @userstate.on_timer(FORGET)
+    def on_forget(self, closed=beam.DoFn.StateParam(CLOSED)) -> Iterable[View]:
+        closed.clear()
+        return ()
+
+    def _emit(self, key: str, beacons, emitted, fired) -> Iterable[View]:
+        """Emit the views of the buffered beacons that changed since last time.
+
+        EMITTED maps view_key -> (version, digest, duplicates already counted).
+        """
+        sent: dict[str, tuple[int, str, int]] = emitted.read() or {}
+        changed = False
+        views = summarize_views(key, beacons.read(), self._max_stall_ms, self._inactivity_ms)
+        for view in views:
+            digest = _digest(view)
+            version, previous, counted = sent.get(view.view_key, (0, None, 0))
+            if digest == previous:
+                continue
+            (self._updates if version else self._views).inc()
+            self._duplicates.inc(view.duplicate_events - counted)
+            sent[view.view_key] = (version + 1, digest, view.duplicate_events)
+            changed = True
+            yield TimestampedValue(dataclasses.replace(view, version=version + 1), fired)
+        if changed:
+            emitted.write(sent)
+
+
+class SessionizedViews(typing.NamedTuple):
+    views: beam.PCollection          # of View: a view_key again with a higher version is an update
+    late: beam.PCollection           # of Beacon that arrived after their view was finalized
 
 
 class SessionizeViews(beam.PTransform):
-    """Turn beacons into one summary per view.
+    """Turn beacons into one summary per view, emitted when the view is complete.
 
-    Input:  PCollection[Beacon], timestamped at the client ``ts``.
-    Output: PCollection[View] in the global window, one per view. A view is
-            the beacons of one ``view_id`` until ``inactivity_s`` pass without
-            any; a video change or ``max_stall_s`` of continuous rebuffering
-            starts a new one.
+    Input:  PCollection[Beacon], timestamped at their (bounded) event time.
+    Output: SessionizedViews(views=PCollection[View], late=PCollection[Beacon]).
+            A view is the beacons of one ``view_id`` until ``inactivity_s`` pass
+            without any; a video change or ``max_stall_s`` of continuous
+            rebuffering starts a new one. In streaming a view is emitted once
+            ``complete_s`` pass without beacons and re-emitted, same
+            ``view_key`` with ``version`` + 1, when later beacons change it;
+            in batch each view comes out once, as version 1.
 
     Args:
-      inactivity_s: silence (seconds) after which a view is final and further
-        beacons of the same view_id open a new view (Mux: 60 min).
-      max_stall_s: continuous rebuffering (seconds) that force-ends a view
-        (Mux: 5 min).
+      inactivity_s: silence (s) after which a view is final; later beacons
+        for its time go to ``late``, beacons after it open a new view (Mux: 3600).
+      max_stall_s: continuous rebuffering (s) that force-ends a view (Mux: 300).
+      complete_s: silence (s) after which a view is emitted (Mux: 60).
     """
 
-    def __init__(self, inactivity_s: int = 3600, max_stall_s: int = 300) -> None:
+    def __init__(self, inactivity_s: int = 3600, max_stall_s: int = 300,
+                 complete_s: int = 60) -> None:
         super().__init__()
-        if inactivity_s <= 0:
-            raise ValueError(f"inactivity_s must be > 0, got {inactivity_s}")
-        if max_stall_s <= 0:
-            raise ValueError(f"max_stall_s must be > 0, got {max_stall_s}")
-        self._inactivity_s = inactivity_s
-        self._max_stall_ms = max_stall_s * 1000
+        for name, value in (("inactivity_s", inactivity_s), ("max_stall_s", max_stall_s),
+                            ("complete_s", complete_s)):
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if complete_s > inactivity_s:
+            raise ValueError("complete_s must not exceed inactivity_s")
+        self._fn = _ViewStateFn(complete_s * 1000, inactivity_s * 1000, max_stall_s * 1000)
 
-    def expand(self, beacons: beam.PCollection) -> beam.PCollection:
-        return (beacons
-                | "KeyByView" >> beam.Map(lambda b: (b.view_id, b))
-                    .with_output_types(tuple[str, Beacon])
-                | "InactivityWindows" >> beam.WindowInto(window.Sessions(self._inactivity_s))
-                | "GroupPerView" >> beam.GroupByKey()
-                | "Summarize" >> beam.ParDo(_SummarizeFn(self._max_stall_ms))
-                | "Rewindow" >> beam.WindowInto(window.GlobalWindows()))
+    def expand(self, beacons: beam.PCollection) -> SessionizedViews:
+        results = (beacons
+                   | "KeyByView" >> beam.Map(lambda b: (b.view_id, b))
+                       .with_output_types(tuple[str, Beacon])
+                   | "KeepViewState" >> beam.ParDo(self._fn).with_outputs(LATE, main="views"))
+        return SessionizedViews(results.views, results[LATE])

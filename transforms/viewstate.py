@@ -80,20 +80,21 @@ def order(beacons: list[Beacon]) -> list[Beacon]:
 
 
 def summarize_views(view_id: str, beacons: Iterable[Beacon],
-                    max_stall_ms: int = 300_000) -> list[View]:
-    """All Views in the beacons of one view_id (one session of it).
+                    max_stall_ms: int = 300_000, inactivity_ms: int = 3_600_000) -> list[View]:
+    """All Views in the beacons of one view_id.
 
     Args:
       view_id: the key.
       beacons: its beacons, in any order, possibly with duplicates.
-      max_stall_ms: continuous rebuffering that force-ends the view.
+      max_stall_ms: continuous rebuffering that force-ends a view.
+      inactivity_ms: a gap this long between beacons starts a new view.
     """
     unique, dropped = dedupe(list(beacons))
     events = order(unique)
     views: list[View] = []
     start = 0
     while start < len(events):
-        machine = _ViewMachine(view_id, max_stall_ms)
+        machine = _ViewMachine(view_id, max_stall_ms, inactivity_ms)
         consumed = machine.run(events, start)
         views.append(machine.finish(dropped if not views else 0))
         start = consumed
@@ -103,9 +104,10 @@ def summarize_views(view_id: str, beacons: Iterable[Beacon],
 class _ViewMachine:
     """Walks events in order; each interval between events is charged to the state."""
 
-    def __init__(self, view_id: str, max_stall_ms: int) -> None:
+    def __init__(self, view_id: str, max_stall_ms: int, inactivity_ms: int) -> None:
         self.view_id = view_id
         self.max_stall_ms = max_stall_ms
+        self.inactivity_ms = inactivity_ms
         self.state = _S.INIT
         self.first: Optional[Beacon] = None
         self.last_ms = 0
@@ -150,6 +152,8 @@ class _ViewMachine:
                 self.last_ms = clock(b)
             elif b.video_id != self.first.video_id:
                 return i                      # a new video in the same player: new view
+            elif clock(b) - self.last_ms > self.inactivity_ms:
+                return i                      # idle too long: the view was final
             if (self.state is _S.STALLED and self.stall_start is not None
                     and clock(b) - self.stall_start[0] > self.max_stall_ms):
                 cut = self.stall_start[0] + self.max_stall_ms

@@ -1,0 +1,99 @@
+"""State per view_id is released on schedule: it does not grow with finished views.
+
+The DoFn is driven directly with in-memory state cells and event-time timers,
+so the test can look inside the state between watermark steps.
+"""
+
+from apache_beam.utils.timestamp import Timestamp
+
+from tests.builders import T0_MS, watched
+from transforms.sessionize import _ViewStateFn
+
+INACTIVITY_MS = 3_600_000
+
+
+class Cell:
+    def __init__(self):
+        self.value = None
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+    def clear(self):
+        self.value = None
+
+
+class Bag(Cell):
+    def add(self, item):
+        self.value = (self.value or []) + [item]
+
+    def read(self):
+        return list(self.value or [])
+
+
+class Timer(Cell):
+    def set(self, ts):
+        self.value = ts.micros // 1000
+
+
+class Harness:
+    def __init__(self):
+        self.fn = _ViewStateFn(60_000, INACTIVITY_MS, 300_000)
+        self.keys: dict[str, dict] = {}
+        self.out = []
+
+    def state(self, key):
+        return self.keys.setdefault(key, {n: Bag() if n == "beacons" else
+                                          Timer() if n in ("complete", "expire", "forget") else Cell()
+                                          for n in ("beacons", "last", "emitted", "closed",
+                                                    "complete", "expire", "forget")})
+
+    def feed(self, beacon):
+        s = self.state(beacon.view_id)
+        self.out += list(self.fn.process((beacon.view_id, beacon), beacons=s["beacons"], last=s["last"],
+                                         closed=s["closed"], complete=s["complete"], expire=s["expire"]))
+
+    def advance(self, watermark_ms):
+        while True:
+            due = [(t.value, name, key) for key, s in self.keys.items()
+                   for name, t in ((n, s[n]) for n in ("complete", "expire", "forget"))
+                   if t.value is not None and t.value <= watermark_ms]
+            if not due:
+                return
+            at, name, key = min(due)
+            s = self.keys[key]
+            s[name].clear()
+            fired = Timestamp(micros=at * 1000)
+            if name == "complete":
+                self.out += list(self.fn.on_complete(key, s["beacons"], s["emitted"], fired))
+            elif name == "expire":
+                self.out += list(self.fn.on_expire(key, s["beacons"], s["last"], s["emitted"],
+                                                   s["closed"], s["forget"], fired))
+            else:
+                self.fn.on_forget(s["closed"])
+
+    def live_keys(self):
+        return sum(1 for s in self.keys.values() if any(c.value is not None for c in s.values()))
+
+
+def test_view_state__released_on_schedule_not_kept_per_finished_view():
+    h = Harness()
+    starts_s = [i * 20 for i in range(600)]                   # a view every 20 s for 200 min
+    for i, start in enumerate(starts_s):
+        for b in watched(f"v{i}", f"u{i}", start_s=start, to_s=60):
+            h.feed(b)
+    last_ms = [T0_MS + (start + 62) * 1000 for start in starts_s]   # each view's last beacon
+    for minutes in (60, 150, 240, 330):
+        watermark = T0_MS + minutes * 60_000
+        h.advance(watermark)
+        # only views whose last beacon is < 2 x inactivity old still hold anything
+        assert h.live_keys() == sum(1 for t in last_ms if t + 2 * INACTIVITY_MS > watermark)
+        # and what they hold after expiry is a single tombstone, not their beacons
+        expired = [s for s in h.keys.values() if s["closed"].value is not None]
+        assert all(not s["beacons"].read() and s["emitted"].value is None for s in expired)
+    h.advance(T0_MS + 10 * 3_600_000)
+    assert h.live_keys() == 0
+    assert len(h.out) == 600 and {tv.value.version for tv in h.out} == {1}
