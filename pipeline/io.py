@@ -134,6 +134,25 @@ class ReadBeaconFiles(beam.PTransform):
                 | "SplitLines" >> beam.ParDo(_ReadLinesFn()))
 
 
+class ReplayBeaconFiles(beam.PTransform):
+    """Files replayed as a stream (see pipeline/replay.py).
+
+    Input:  PBegin.
+    Output: unbounded PCollection[RawRecord] timestamped at arrival, from the
+            TestStreamService at ``endpoint`` (DirectRunner only).
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__()
+        self._endpoint = endpoint
+
+    def expand(self, root: beam.pvalue.PBegin) -> beam.PCollection:
+        from apache_beam.testing.test_stream import TestStream
+        from pipeline.replay import CODER, TAG
+        return (root | "Replay" >> TestStream(coder=CODER, endpoint=self._endpoint,
+                                              output_tags=[TAG]))[TAG]
+
+
 class Sinks(NamedTuple):
     """Where each output goes; tests pass None to skip a sink."""
 

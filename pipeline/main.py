@@ -72,7 +72,8 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     if standard.runner is None:
         standard.runner = "DirectRunner"
     if standard.streaming:
-        raise ConfigError("--streaming is not supported yet: file sources run in batch")
+        raise ConfigError("--streaming is not available yet: views already run in streaming, "
+                          "detection and sinks do not (issue #3); run without --streaming")
     if cfg.local_output:
         io.clear_outputs(cfg.output)
     started = time.monotonic()
