@@ -27,6 +27,8 @@ class Cell:
 
 
 class Bag(Cell):
+    """Holds what the DoFn adds (pickled beacons)."""
+
     def add(self, item):
         self.value = (self.value or []) + [item]
 
