@@ -70,7 +70,7 @@ def render(summary: dict, output: str, alerts: list[dict], max_viewer_lines: int
     if viewer_lines > max_viewer_lines:
         lines.append(f"  ... and {viewer_lines - max_viewer_lines} more viewer alerts")
     lines.append(f"outputs in {output}/: views-*.parquet, metrics-*.parquet, alerts.jsonl, "
-                 f"dead_letter-*.jsonl, run_summary.json")
+                 f"dead_letter-*.jsonl, late_beacon-*.jsonl, run_summary.json")
     return "\n".join(lines)
 
 
