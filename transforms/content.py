@@ -8,7 +8,8 @@ import apache_beam as beam
 
 from transforms.alerting import alert_id, breakdown, unexplained_stalls
 from transforms.model import Alert, Cause, PlayedRange, View
-from transforms.spans import add_span, coverage_at, coverage_totals, merge_diff, merge_first
+from transforms.spans import (add_span, coverage_at, coverage_totals, merge_diff, merge_first,
+                              runs)
 from transforms.stats import binomial_sf
 from transforms.thresholds import Thresholds
 from transforms.viewers import sum_pairs
@@ -154,19 +155,9 @@ def find_content_clusters(keyed: tuple[tuple[str, str], Profile],
         if p < alpha:
             flagged.append((w, p, baseline, observed, n))
     alerts = []
-    for run in _adjacent_runs(sorted(flagged)):
+    for run in runs(sorted(flagged), max_step=1):       # overlapping or touching windows
         alerts.append(_content_alert(video_id, level or None, run, profile, t))
     return alerts
-
-
-def _adjacent_runs(cells: list) -> list[list]:
-    runs: list[list] = []
-    for cell in cells:
-        if runs and cell[0] - runs[-1][-1][0] <= 1:
-            runs[-1].append(cell)
-        else:
-            runs.append([cell])
-    return runs
 
 
 def core_interval(positions: list[int], share: float = _CORE_SHARE) -> tuple[int, int]:

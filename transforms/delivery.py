@@ -9,7 +9,7 @@ import apache_beam as beam
 
 from transforms.alerting import alert_id, breakdown
 from transforms.model import Alert, Cause, View
-from transforms.spans import add_span, coverage_at, merge_diff, merge_first
+from transforms.spans import add_span, coverage_at, merge_diff, merge_first, runs
 from transforms.stats import binomial_sf
 from transforms.thresholds import Thresholds
 
@@ -85,20 +85,9 @@ def find_delivery_alerts(dimension: str, acc: _DimensionAcc, t: Thresholds) -> l
             flagged[value].append((bucket, p, reference, observed))
     alerts = []
     for value, cells in flagged.items():
-        for run in _runs(sorted(cells)):
+        for run in runs(sorted(cells), max_step=2):      # bridge a single quiet bucket
             alerts.append(_delivery_alert(dimension, value, run, acc, active[value], t))
     return alerts
-
-
-def _runs(cells: list[tuple[int, float, float, float]]) -> list[list[tuple[int, float, float, float]]]:
-    """Group flagged buckets into runs, bridging a single quiet bucket."""
-    runs: list[list] = []
-    for cell in cells:
-        if runs and cell[0] - runs[-1][-1][0] <= 2:
-            runs[-1].append(cell)
-        else:
-            runs.append([cell])
-    return runs
 
 
 def _delivery_alert(dimension: str, value: str, run, acc: _DimensionAcc,

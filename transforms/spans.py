@@ -52,3 +52,15 @@ def coverage_totals(diff: dict[int, int]) -> tuple[int, int]:
             total += running * length
             covered += length
     return total, covered
+
+
+def runs(cells: Iterable[tuple], max_step: int) -> list[list[tuple]]:
+    """Group cells sorted by their first item (an index) into runs whose
+    consecutive indexes are at most ``max_step`` apart."""
+    out: list[list[tuple]] = []
+    for cell in cells:
+        if out and cell[0] - out[-1][-1][0] <= max_step:
+            out[-1].append(cell)
+        else:
+            out.append([cell])
+    return out

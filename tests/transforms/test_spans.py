@@ -22,3 +22,10 @@ def test_merge_first__keeps_the_first_value_per_member():
     target = {1: {"u1": "a"}}
     merge_first(target, {1: {"u1": "b", "u2": "c"}, 2: {"u3": "d"}})
     assert target == {1: {"u1": "a", "u2": "c"}, 2: {"u3": "d"}}
+
+
+def test_runs__group_by_index_gap():
+    from transforms.spans import runs
+    cells = [(1, "a"), (2, "b"), (4, "c"), (7, "d")]
+    assert [[c[1] for c in r] for r in runs(cells, max_step=1)] == [["a", "b"], ["c"], ["d"]]
+    assert [[c[1] for c in r] for r in runs(cells, max_step=2)] == [["a", "b", "c"], ["d"]]
