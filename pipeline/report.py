@@ -61,7 +61,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 def _where(a: dict) -> str:
     if a["cause"] == "content":
         rendition = f" [{a['rendition']}]" if a.get("rendition") else ""
-        return f"{a['video_id']}{rendition} @ {summary._playhead(a['start_ms'])}–{summary._playhead(a['end_ms'])}"
+        return f"{a['video_id']}{rendition} @ {summary.playhead_text(a['start_ms'])}–{summary.playhead_text(a['end_ms'])}"
     if a["cause"] == "delivery":
         return f"{a['dimension']}={a['value']}"
     return f"viewer {a['viewer_id']}"

@@ -14,7 +14,7 @@ def _clock(ms: int) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%H:%M:%S")
 
 
-def _playhead(ms: int) -> str:
+def playhead_text(ms: int) -> str:
     return f"{ms // 60_000}:{ms % 60_000 / 1000:04.1f}"
 
 
@@ -26,7 +26,7 @@ def headline(output: str) -> Optional[dict]:
 def describe_alert(a: dict) -> str:
     if a["cause"] == "content":
         where = f"{a['video_id']}" + (f" [{a['rendition']}]" if a["rendition"] else "")
-        return (f"content   {where:<18} playhead {_playhead(a['start_ms'])}-{_playhead(a['end_ms'])}"
+        return (f"content   {where:<18} playhead {playhead_text(a['start_ms'])}-{playhead_text(a['end_ms'])}"
                 f"  {a['affected_viewers']}/{a['exposed_viewers']} viewers stalled"
                 f"  (baseline {a['baseline_rate']:.2%}, p={a['p_value']:.1e})")
     if a["cause"] == "delivery":
