@@ -147,11 +147,12 @@ def _breakdown_lines(a: dict) -> str:
 
 
 def _content_section(views, a: dict) -> str:
+    rows = report_data.video_rows(views, a["video_id"])
     lo = max(0, a["start_ms"] - ZOOM_MS)
-    zoom = report_data.content_profile(views, a, ZOOM_BUCKET_MS, lo, a["end_ms"] + ZOOM_MS)
-    duration = max([a["end_ms"] + ZOOM_MS] + report_data.max_playheads(views, a["video_id"]))
+    zoom = report_data.content_profile(rows, a, ZOOM_BUCKET_MS, lo, a["end_ms"] + ZOOM_MS)
+    duration = max([a["end_ms"] + ZOOM_MS] + [r["max_playhead_ms"] for r in rows])
     bucket = max(5_000, -(-duration // CONTEXT_BUCKETS) // 1000 * 1000)
-    whole = report_data.content_profile(views, a, bucket, 0, duration + 1)
+    whole = report_data.content_profile(rows, a, bucket, 0, duration + 1)
     scope = f"rendition {a['rendition']}" if a.get("rendition") else "all renditions"
     return "".join([
         _figure(charts.playhead_profile(zoom["bucket_starts_ms"], zoom["stalls"], zoom["exposure"],

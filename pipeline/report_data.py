@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from pipeline import io
 from transforms.metrics import percentile
-from transforms.spans import add_span, coverage_at
+from transforms.spans import add_span, coverage_at, merge_spans
 
 BREAKDOWN_DIMENSIONS = ("cdn", "asn", "country", "browser", "rendition")
 QOE_COLUMNS = ["watch_ms", "rebuffer_ms", "rebuffer_count", "startup_ms",
@@ -124,24 +124,21 @@ def top_values(metrics: Iterable[dict], dimension: str, top: int) -> list[str]:
     return [v for v, _ in views.most_common(top)]
 
 
-def _video_rows(views: pa.Table, video_id: str) -> list[dict]:
+def video_rows(views: pa.Table, video_id: str) -> list[dict]:
+    """The views of one video as rows (read once per alert section)."""
     return views.filter(pc.equal(views["video_id"], video_id)).to_pylist()
 
 
-def max_playheads(views: pa.Table, video_id: str) -> list[int]:
-    return views.filter(pc.equal(views["video_id"], video_id))["max_playhead_ms"].to_pylist()
-
-
-def content_profile(views: pa.Table, alert: dict, bucket_ms: int,
+def content_profile(rows: list[dict], alert: dict, bucket_ms: int,
                     lo_ms: int, hi_ms: int) -> dict:
-    """Per playhead bucket in [lo_ms, hi_ms): distinct viewers whose stall
-    started there, and distinct viewers who played through it (exposure).
-    Limited to the alert's rendition when it has one."""
+    """Per playhead bucket in [lo_ms, hi_ms) of the alert's video (``rows``):
+    distinct viewers whose stall started there, and distinct viewers who played
+    through it (exposure). Limited to the alert's rendition when it has one."""
     rendition = alert.get("rendition")
     first, last = lo_ms // bucket_ms, (hi_ms - 1) // bucket_ms
     stalled: dict[int, set] = collections.defaultdict(set)
     spans_by_viewer: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
-    for row in _video_rows(views, alert["video_id"]):
+    for row in rows:
         viewer = row["viewer_id"]
         for s in row["stalls"]:
             if rendition is None or s["rendition"] == rendition:
@@ -151,23 +148,13 @@ def content_profile(views: pa.Table, alert: dict, bucket_ms: int,
                 spans_by_viewer[viewer].append((r["start_ms"] // bucket_ms, r["end_ms"] // bucket_ms))
     diff: dict[int, int] = {}
     for spans in spans_by_viewer.values():
-        for a, b in _merge(spans):
+        for a, b in merge_spans(spans):
             add_span(diff, a, b)
     buckets = list(range(first, last + 1))
     exposure = coverage_at(diff, buckets)
     return {"bucket_starts_ms": [b * bucket_ms for b in buckets],
             "stalls": [len(stalled.get(b, ())) for b in buckets],
             "exposure": [exposure[b] for b in buckets]}
-
-
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
 
 
 def delivery_profile(views: pa.Table, alert: dict, pad_ms: int = 30 * 60_000,

@@ -9,7 +9,7 @@ import apache_beam as beam
 from transforms.alerting import alert_id, breakdown, unexplained_stalls
 from transforms.model import Alert, Cause, PlayedRange, View
 from transforms.spans import (add_span, coverage_at, coverage_totals, merge_diff, merge_first,
-                              runs)
+                              merge_spans, runs)
 from transforms.stats import binomial_sf
 from transforms.thresholds import Thresholds
 from transforms.viewers import sum_pairs
@@ -80,14 +80,7 @@ def level_contributions(keyed: tuple[str, Iterable[Track]], bucket_ms: int):
 
 def _window_spans(ranges: Iterable[PlayedRange], bucket_ms: int) -> tuple[tuple[int, int], ...]:
     """Merged [first, last] window indexes touched; window w = buckets w and w+1."""
-    spans = sorted((r.start_ms // bucket_ms - 1, r.end_ms // bucket_ms) for r in ranges)
-    merged: list[list[int]] = []
-    for first, last in spans:
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], last)
-        else:
-            merged.append([first, last])
-    return tuple((a, b) for a, b in merged)
+    return tuple(merge_spans((r.start_ms // bucket_ms - 1, r.end_ms // bucket_ms) for r in ranges))
 
 
 class _ProfileCombineFn(beam.CombineFn):

@@ -10,6 +10,17 @@ from __future__ import annotations
 from typing import Iterable
 
 
+def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Union of integer spans [first, last]; touching spans (next = last + 1) merge too."""
+    out: list[list[int]] = []
+    for first, last in sorted(spans):
+        if out and first <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], last)
+        else:
+            out.append([first, last])
+    return [(a, b) for a, b in out]
+
+
 def add_span(diff: dict[int, int], first: int, last: int) -> None:
     diff[first] = diff.get(first, 0) + 1
     diff[last + 1] = diff.get(last + 1, 0) - 1

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import zlib
-from typing import Optional
 
 from pipeline.generator import simulate
 from pipeline.generator.scenario import MINUTE, ORIGIN_MS, Scenario
@@ -219,6 +218,3 @@ def _truth(s: Scenario, seed: int, plan: _Plan, stats: dict, dead: dict[str, int
         "faults": faults,
     }
 
-
-def default_seed(seed: Optional[int]) -> int:
-    return 7 if seed is None else seed

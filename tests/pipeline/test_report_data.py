@@ -20,7 +20,8 @@ def test_content_profile__distinct_stalled_and_exposed_viewers_per_bucket():
         make_view("c", "u3", played=((20, 30, None),), stalls=((40, 25),)),      # joined at 20 s
     ])
     alert = {"video_id": "vid", "rendition": None}
-    p = report_data.content_profile(views, alert, bucket_ms=10_000, lo_ms=0, hi_ms=30_000)
+    p = report_data.content_profile(report_data.video_rows(views, "vid"), alert,
+                                    bucket_ms=10_000, lo_ms=0, hi_ms=30_000)
     assert p["bucket_starts_ms"] == [0, 10_000, 20_000]
     assert p["stalls"] == [0, 1, 1]          # u1 counted once in [10, 20); u3 at 25 s
     assert p["exposure"] == [2, 1, 2]        # u1+u2 | u1 | u1+u3 (u3's 20 s is bucket 2)
@@ -31,7 +32,8 @@ def test_content_profile__rendition_alert_counts_that_rendition_only():
         make_view("a", "u1", played=((0, 30, "1080p"),), stalls=((12, 12),), rendition="1080p"),
         make_view("b", "u2", played=((0, 30, "480p"),), stalls=((12, 12),), rendition="480p"),
     ])
-    p = report_data.content_profile(views, {"video_id": "vid", "rendition": "1080p"}, 10_000, 0, 30_000)
+    p = report_data.content_profile(report_data.video_rows(views, "vid"),
+                                    {"video_id": "vid", "rendition": "1080p"}, 10_000, 0, 30_000)
     assert p["stalls"] == [0, 1, 0] and p["exposure"] == [1, 1, 1]
 
 
