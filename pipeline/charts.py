@@ -30,7 +30,8 @@ matplotlib.rcParams.update({
 
 def _svg(fig) -> str:
     buf = _io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    # No Date metadata: with the fixed hashsalt, the same data gives the same bytes.
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]           # drop the XML prolog and doctype
