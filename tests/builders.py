@@ -77,3 +77,23 @@ def make_view(view: str, viewer: str, video: str = "vid", *, start_s: float = 0,
         seek_ms=0, max_playhead_ms=int(max(b for _, b, _ in played) * 1000),
         avg_bitrate_bps=None, max_bitrate_bps=None, upshifts=0, downshifts=0,
         force_ended=False, stalls=stall_objs, played=ranges, rendition=rendition, **dims)
+
+
+def as_member(view: View, complete_s: int = 60):
+    """A view as the sessionizer hands it to the detectors: a Member stamped
+    when it would have been emitted (``complete_s`` after its end)."""
+    from apache_beam.transforms.window import TimestampedValue
+    from transforms.rolling import Member
+    return TimestampedValue(Member(view.view_key, (view.version, 0), view.end_ms, view),
+                            (view.end_ms + complete_s * 1000) / 1000.0)
+
+
+def final_alerts(alerts):
+    """The current state of each alert_id (highest version), retracted ones dropped."""
+    from transforms.model import AlertStatus
+    latest = {}
+    for a in alerts:
+        if a.alert_id not in latest or a.version > latest[a.alert_id].version:
+            latest[a.alert_id] = a
+    return sorted((a for a in latest.values() if a.status is not AlertStatus.RETRACTED),
+                  key=lambda a: a.alert_id)

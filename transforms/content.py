@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Iterable, NamedTuple, Optional
 
-import apache_beam as beam
-
 from transforms.alerting import alert_id, breakdown, unexplained_stalls
 from transforms.model import Alert, Cause, PlayedRange, View
-from transforms.spans import (add_span, coverage_at, coverage_totals, merge_diff, merge_first,
-                              merge_spans, runs)
+from transforms.spans import add_span, coverage_at, coverage_totals, merge_spans, runs
 from transforms.stats import binomial_sf
 from transforms.thresholds import Thresholds
 from transforms.viewers import sum_pairs
@@ -83,33 +80,15 @@ def _window_spans(ranges: Iterable[PlayedRange], bucket_ms: int) -> tuple[tuple[
     return tuple(merge_spans((r.start_ms // bucket_ms - 1, r.end_ms // bucket_ms) for r in ranges))
 
 
-class _ProfileCombineFn(beam.CombineFn):
-    def __init__(self, bucket_ms: int) -> None:
-        self._bucket_ms = bucket_ms
-
-    def create_accumulator(self) -> Profile:
-        return Profile()
-
-    def add_input(self, acc: Profile, item) -> Profile:
-        viewer_id, windows, stalls = item
-        for first, last in windows:
-            add_span(acc.diff, first, last)
-        for s in stalls:
-            bucket = s.playhead_ms // self._bucket_ms
-            for w in (bucket - 1, bucket):
-                acc.stalled.setdefault(w, {}).setdefault(viewer_id, s)
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[Profile]) -> Profile:
-        accs = iter(accs)
-        out = next(accs)
-        for acc in accs:
-            merge_diff(out.diff, acc.diff)
-            merge_first(out.stalled, acc.stalled)
-        return out
-
-    def extract_output(self, acc: Profile) -> Profile:
-        return acc
+def add_to_profile(acc: Profile, item, bucket_ms: int) -> None:
+    """Add one viewer's (viewer_id, windows, stalls) to a profile."""
+    viewer_id, windows, stalls = item
+    for first, last in windows:
+        add_span(acc.diff, first, last)
+    for s in stalls:
+        bucket = s.playhead_ms // bucket_ms
+        for w in (bucket - 1, bucket):
+            acc.stalled.setdefault(w, {}).setdefault(viewer_id, s)
 
 
 def exposure_totals(profile: Profile) -> tuple[dict[int, int], int, int, int]:
@@ -218,39 +197,29 @@ def _only_this_rendition(whole: Alert, part: Alert, t: Thresholds) -> bool:
     return not elevated
 
 
-class DetectContentProblems(beam.PTransform):
-    """Find playhead intervals of a video (or one rendition) where stalls pile up.
+def content_alerts(views: Iterable[View], flagged: set[str], windows, t: Thresholds) -> list[Alert]:
+    """Playhead intervals of a video (or one rendition) where stalls pile up.
 
-    Input:  PCollection[View] (global window).
-    Side:   flagged viewer ids (their stalls are ignored) and delivery windows
-            (stalls they explain are ignored).
-    Output: PCollection[Alert] with cause=content. Method in docs/detection.md:
-            distinct stalled viewers per two-bucket playhead window against the
-            viewers exposed to it, one-sided binomial test against the video's
-            own baseline (shrunk toward the global rate), Bonferroni over the
-            video's windows, then a rendition check.
+    ``flagged`` viewers' stalls and stalls a delivery window explains are
+    ignored (their exposure counts). Method in docs/detection.md: distinct
+    stalled viewers per two-bucket playhead window against the viewers
+    exposed to it, one-sided binomial test against the video's own baseline
+    (shrunk toward the global rate), Bonferroni over the video's windows,
+    then a rendition check. Views are taken in the order given (sorted by
+    the caller), so the result is deterministic.
     """
-
-    def __init__(self, thresholds: Thresholds, flagged_viewers, delivery_windows) -> None:
-        super().__init__()
-        self._t = thresholds
-        self._flagged = flagged_viewers
-        self._windows = delivery_windows
-
-    def expand(self, views: beam.PCollection) -> beam.PCollection:
-        t = self._t
-        profiles = (views
-                    | "KeyByVideoViewer" >> beam.Map(view_track, self._flagged, self._windows)
-                    | "GroupPerVideoViewer" >> beam.GroupByKey()
-                    | "ToLevels" >> beam.FlatMap(level_contributions, t.bucket_ms)
-                    | "CombineProfiles" >> beam.CombinePerKey(_ProfileCombineFn(t.bucket_ms)))
-        global_rate = (profiles
-                       | "AllRenditionsOnly" >> beam.Filter(lambda kv: kv[0][1] == ALL_RENDITIONS)
-                       | "ProfileRates" >> beam.Map(profile_rate)
-                       | "GlobalRate" >> beam.CombineGlobally(sum_pairs))
-        return (profiles
-                | "TestWindows" >> beam.FlatMap(
-                    find_content_clusters, beam.pvalue.AsSingleton(global_rate), t)
-                | "KeyByVideo" >> beam.Map(lambda a: (a.video_id, a))
-                | "GroupPerVideo" >> beam.GroupByKey()
-                | "ReconcileRenditions" >> beam.FlatMap(reconcile_renditions, t))
+    tracks: dict[str, list[Track]] = {}
+    for view in views:
+        key, track = view_track(view, flagged, windows)
+        tracks.setdefault(key, []).append(track)
+    profiles: dict[tuple[str, str], Profile] = {}
+    for key in sorted(tracks):
+        for level, item in level_contributions((key, tracks[key]), t.bucket_ms):
+            add_to_profile(profiles.setdefault(level, Profile()), item, t.bucket_ms)
+    global_rate = sum_pairs(profile_rate(kv) for kv in profiles.items()
+                            if kv[0][1] == ALL_RENDITIONS)
+    found: dict[str, list[Alert]] = {}
+    for kv in sorted(profiles.items(), key=lambda kv: kv[0]):
+        for alert in find_content_clusters(kv, global_rate, t):
+            found.setdefault(alert.video_id, []).append(alert)
+    return [a for video in sorted(found) for a in reconcile_renditions((video, found[video]), t)]

@@ -5,11 +5,9 @@ from __future__ import annotations
 import collections
 from typing import Iterable
 
-import apache_beam as beam
-
 from transforms.alerting import alert_id, breakdown
 from transforms.model import Alert, Cause, View
-from transforms.spans import add_span, coverage_at, merge_diff, merge_first, runs
+from transforms.spans import add_span, coverage_at, runs
 from transforms.stats import binomial_sf
 from transforms.thresholds import Thresholds
 
@@ -28,30 +26,12 @@ class _DimensionAcc:
         self.stalled: dict[tuple[str, int], dict[str, str]] = {}
 
 
-class _DimensionCombineFn(beam.CombineFn):
-    """Combines (value, first_bucket, last_bucket, ((bucket, viewer, video), ...))."""
-
-    def create_accumulator(self) -> _DimensionAcc:
-        return _DimensionAcc()
-
-    def add_input(self, acc: _DimensionAcc, item) -> _DimensionAcc:
-        value, first, last, stalls = item
-        add_span(acc.active.setdefault(value, {}), first, last)
-        for bucket, viewer, video in stalls:
-            acc.stalled.setdefault((value, bucket), {}).setdefault(viewer, video)
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[_DimensionAcc]) -> _DimensionAcc:
-        accs = iter(accs)
-        out = next(accs)
-        for acc in accs:
-            for value, diff in acc.active.items():
-                merge_diff(out.active.setdefault(value, {}), diff)
-            merge_first(out.stalled, acc.stalled)
-        return out
-
-    def extract_output(self, acc: _DimensionAcc) -> _DimensionAcc:
-        return acc
+def add_to_dimension(acc: _DimensionAcc, item) -> None:
+    """Add (value, first_bucket, last_bucket, ((bucket, viewer, video), ...))."""
+    value, first, last, stalls = item
+    add_span(acc.active.setdefault(value, {}), first, last)
+    for bucket, viewer, video in stalls:
+        acc.stalled.setdefault((value, bucket), {}).setdefault(viewer, video)
 
 
 def find_delivery_alerts(dimension: str, acc: _DimensionAcc, t: Thresholds) -> list[Alert]:
@@ -123,28 +103,17 @@ def _contributions(view: View, dimensions: tuple[str, ...], bucket_ms: int):
             yield dimension, (str(value), first, last, stalls)
 
 
-class DetectDeliveryProblems(beam.PTransform):
-    """Find CDN / ASN / country values whose viewers stall together.
+def delivery_alerts(views: Iterable[View], t: Thresholds) -> list[Alert]:
+    """CDN / ASN / country values whose viewers stall together.
 
-    Input:  PCollection[View] (global window).
-    Output: PCollection[Alert] with cause=delivery, one per (dimension, value,
-            wall-clock window). In each bucket, the share of a value's active
-            views that stalled is tested (one-sided binomial) against the
-            share among the other values of the same dimension in the same
-            bucket, so a content fault, which hits every CDN alike, cancels out.
-
-    Args:
-      thresholds: see Thresholds.
+    One alert per (dimension, value, wall-clock window). In each bucket, the
+    share of a value's active views that stalled is tested (one-sided
+    binomial) against the share among the other values of the same dimension
+    in the same bucket, so a content fault, which hits every CDN alike,
+    cancels out.
     """
-
-    def __init__(self, thresholds: Thresholds) -> None:
-        super().__init__()
-        self._t = thresholds
-
-    def expand(self, views: beam.PCollection) -> beam.PCollection:
-        t = self._t
-        return (views
-                | "PerDimension" >> beam.FlatMap(
-                    _contributions, t.delivery_dimensions, t.delivery_bucket_ms)
-                | "CombineBuckets" >> beam.CombinePerKey(_DimensionCombineFn())
-                | "TestBuckets" >> beam.FlatMap(lambda kv: find_delivery_alerts(kv[0], kv[1], t)))
+    accs: dict[str, _DimensionAcc] = {}
+    for view in views:
+        for dimension, item in _contributions(view, t.delivery_dimensions, t.delivery_bucket_ms):
+            add_to_dimension(accs.setdefault(dimension, _DimensionAcc()), item)
+    return [a for dimension in sorted(accs) for a in find_delivery_alerts(dimension, accs[dimension], t)]

@@ -46,6 +46,14 @@ class Cause(str, enum.Enum):
     VIEWER = "viewer"
 
 
+class AlertStatus(str, enum.Enum):
+    """Where an alert is in its life (docs/detection.md, "Streaming")."""
+
+    OPEN = "open"            # the evidence holds and stalls are recent
+    CLOSED = "closed"        # no new affected stall for the quiet period
+    RETRACTED = "retracted"  # an earlier evaluation's finding no longer holds
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RawRecord:
     """One message as read from a source, before parsing.
@@ -223,6 +231,11 @@ class Alert:
     observed_rate: float
     p_value: float
     breakdown: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]
+    # Lifecycle: an alert_id is emitted again, with version + 1, whenever its
+    # finding changes; the highest version is the current state.
+    status: AlertStatus = AlertStatus.CLOSED
+    version: int = 1
+    as_of_ms: Optional[int] = None    # event time of the evaluation that produced it
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -242,3 +255,4 @@ class MetricRow:
     rebuffer_per_min: float
     playback_failure_pct: float
     ebvs_pct: float
+    version: int = 1      # a cell re-emitted with a higher version replaces it

@@ -26,19 +26,6 @@ def add_span(diff: dict[int, int], first: int, last: int) -> None:
     diff[last + 1] = diff.get(last + 1, 0) - 1
 
 
-def merge_diff(target: dict[int, int], source: dict[int, int]) -> None:
-    for point, delta in source.items():
-        target[point] = target.get(point, 0) + delta
-
-
-def merge_first(target: dict, source: dict) -> None:
-    """Merge {cell: {member: first value}} maps, keeping the first value per member."""
-    for cell, members in source.items():
-        merged = target.setdefault(cell, {})
-        for member, value in members.items():
-            merged.setdefault(member, value)
-
-
 def coverage_at(diff: dict[int, int], points: Iterable[int]) -> dict[int, int]:
     """How many spans cover each of ``points``."""
     out: dict[int, int] = {}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Iterable, NamedTuple
 
-import apache_beam as beam
-
 from transforms.alerting import alert_id, breakdown, unexplained_stalls
 from transforms.model import Alert, Cause, View
 from transforms.stats import poisson_sf
@@ -76,32 +74,20 @@ def test_viewer(keyed: tuple[str, Iterable[ViewerActivity]],
     )]
 
 
-class DetectViewerProblems(beam.PTransform):
-    """Flag viewers who stall far more often than everyone else.
+def viewer_alerts(views: Iterable[View], windows, t: Thresholds) -> list[Alert]:
+    """Viewers who stall far more often than everyone else.
 
-    Input:  PCollection[View] (global window).
-    Side:   delivery windows (dimension, value, start_ts, end_ts): stalls they
-            explain are not held against the viewer.
-    Output: PCollection[Alert] with cause=viewer, one per flagged viewer: at
-            least ``viewer_min_stalls`` stalls over ``viewer_min_positions``
-            positions and a Poisson tail below viewer_alpha / viewers tested.
+    Stalls a delivery window (dimension, value, start_ts, end_ts) explains are
+    not held against the viewer. One alert per flagged viewer: at least
+    ``viewer_min_stalls`` stalls over ``viewer_min_positions`` positions and
+    a Poisson tail below viewer_alpha / viewers tested.
     """
-
-    def __init__(self, thresholds: Thresholds, delivery_windows: beam.pvalue.AsSingleton) -> None:
-        super().__init__()
-        self._t = thresholds
-        self._windows = delivery_windows
-
-    def expand(self, views: beam.PCollection) -> beam.PCollection:
-        t = self._t
-        keyed = views | "KeyByViewer" >> beam.Map(viewer_activity, self._windows)
-        population = (keyed
-                      | "ActivityOnly" >> beam.Map(lambda kv: (len(kv[1].stall_ms), kv[1].watch_ms))
-                      | "Population" >> beam.CombineGlobally(sum_pairs))
-        per_viewer = keyed | "GroupPerViewer" >> beam.GroupByKey()
-        tested = (per_viewer
-                  | "HasStalls" >> beam.Filter(lambda kv: any(a.stall_ms for a in kv[1]))
-                  | "CountTested" >> beam.combiners.Count.Globally())
-        return per_viewer | "TestViewers" >> beam.FlatMap(
-            test_viewer, beam.pvalue.AsSingleton(population),
-            beam.pvalue.AsSingleton(tested), t)
+    per_viewer: dict[str, list[ViewerActivity]] = {}
+    for view in views:
+        viewer, activity = viewer_activity(view, windows)
+        per_viewer.setdefault(viewer, []).append(activity)
+    population = sum_pairs((len(a.stall_ms), a.watch_ms)
+                           for acts in per_viewer.values() for a in acts)
+    tested = sum(1 for acts in per_viewer.values() if any(a.stall_ms for a in acts))
+    return [a for viewer in sorted(per_viewer)
+            for a in test_viewer((viewer, per_viewer[viewer]), population, tested, t)]

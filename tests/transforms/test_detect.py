@@ -4,7 +4,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline, util
 
-from tests.builders import make_view
+from tests.builders import as_member, final_alerts, make_view
 from transforms.alerting import alert_id
 from transforms.model import Cause
 from transforms.stalls import DetectStallClusters
@@ -13,8 +13,9 @@ from transforms.thresholds import Thresholds
 
 def _check(views, check, thresholds=None):
     with test_pipeline.TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-        alerts = p | beam.Create(views) | DetectStallClusters(thresholds)
-        util.assert_that(alerts, check)
+        alerts = (p | beam.Create(views) | beam.Map(as_member)
+                  | DetectStallClusters(thresholds))
+        util.assert_that(alerts, lambda out: check(final_alerts(out)))
 
 
 def _audience(n, video="vid", stall_at=None, stallers=(), prefix="u", start_s=0, **dims):
