@@ -16,11 +16,15 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.model import Beacon, View
+from transforms.model import Beacon, EventKind, View
 from transforms.parse import METRICS_NAMESPACE
+from transforms.rolling import Member, retraction
 from transforms.viewstate import summarize_views
 
 LATE = "late"
+PROGRESS = "progress"
+# A beacon of these kinds may open a stall: the detectors hear of it at once.
+_STALL_KINDS = frozenset((EventKind.WAITING, EventKind.STALLED, EventKind.REBUFFERSTART))
 
 
 def _digest(view: View) -> str:
@@ -60,11 +64,14 @@ class _ViewStateFn(beam.DoFn):
     LAST = userstate.ReadModifyWriteStateSpec("last", coders.VarIntCoder())
     EMITTED = userstate.ReadModifyWriteStateSpec("emitted", coders.PickleCoder())
     CLOSED = userstate.ReadModifyWriteStateSpec("closed", coders.VarIntCoder())
+    SNAPSHOT = userstate.ReadModifyWriteStateSpec("snapshot", coders.PickleCoder())
     COMPLETE = userstate.TimerSpec("complete", TimeDomain.WATERMARK)
     EXPIRE = userstate.TimerSpec("expire", TimeDomain.WATERMARK)
     FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
 
-    def __init__(self, complete_ms: int, inactivity_ms: int, max_stall_ms: int) -> None:
+    def __init__(self, complete_ms: int, inactivity_ms: int, max_stall_ms: int,
+                 progress_ms: int = 0) -> None:
+        self._progress_ms = progress_ms
         self._complete_ms = complete_ms
         self._inactivity_ms = inactivity_ms
         self._max_stall_ms = max_stall_ms
@@ -77,9 +84,11 @@ class _ViewStateFn(beam.DoFn):
                 beacons=beam.DoFn.StateParam(BEACONS),
                 last=beam.DoFn.StateParam(LAST),
                 closed=beam.DoFn.StateParam(CLOSED),
+                emitted=beam.DoFn.StateParam(EMITTED),
+                snapshot=beam.DoFn.StateParam(SNAPSHOT),
                 complete=beam.DoFn.TimerParam(COMPLETE),
                 expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterable:
-        _, beacon = element
+        key, beacon = element
         tombstone = closed.read()
         if tombstone is not None and beacon.event_ms <= tombstone + self._inactivity_ms:
             self._late.inc()              # its view was finalized: never silently lost
@@ -90,26 +99,55 @@ class _ViewStateFn(beam.DoFn):
         last.write(latest)
         complete.set(Timestamp(micros=(latest + self._complete_ms) * 1000))
         expire.set(Timestamp(micros=(latest + self._inactivity_ms) * 1000))
+        if self._progress_ms > 0:
+            taken_at, _ = snapshot.read() or (None, ())
+            if (beacon.kind in _STALL_KINDS or taken_at is None
+                    or beacon.event_ms >= taken_at + self._progress_ms):
+                yield from self._snapshot(key, beacon.event_ms, beacons, emitted, snapshot)
+
+    def _snapshot(self, key: str, now_ms: int, beacons, emitted, snapshot) -> Iterable:
+        """The view(s) as they stand, for the detectors only (PROGRESS output).
+
+        Ranked (versions sent, events) so a later snapshot or version wins;
+        a view_key an earlier snapshot used and the beacons no longer yield
+        (an earlier beacon came in) is retracted.
+        """
+        sent = emitted.read() or {}
+        _, previous = snapshot.read() or (None, ())
+        views = summarize_views(key, [pickle.loads(b) for b in beacons.read()],
+                                self._max_stall_ms, self._inactivity_ms)
+        keys = {v.view_key for v in views}
+        for view in views:
+            version = sent.get(view.view_key, (0,))[0]
+            yield pvalue.TaggedOutput(PROGRESS, Member(
+                view.view_key, (version, view.events), view.end_ms,
+                dataclasses.replace(view, version=version)))
+        for stale in set(previous) - keys:
+            yield pvalue.TaggedOutput(PROGRESS, retraction(stale, now_ms))
+        snapshot.write((now_ms, tuple(sorted(keys | set(previous)))))
 
     @userstate.on_timer(COMPLETE)
     def on_complete(self, key=beam.DoFn.KeyParam,
                     beacons=beam.DoFn.StateParam(BEACONS),
                     emitted=beam.DoFn.StateParam(EMITTED),
+                    snapshot=beam.DoFn.StateParam(SNAPSHOT),
                     fired=beam.DoFn.TimestampParam) -> Iterable[View]:
-        yield from self._emit(key, beacons, emitted, fired)
+        yield from self._emit(key, beacons, emitted, snapshot, fired)
 
     @userstate.on_timer(EXPIRE)
     def on_expire(self, key=beam.DoFn.KeyParam,
                   beacons=beam.DoFn.StateParam(BEACONS),
                   last=beam.DoFn.StateParam(LAST),
                   emitted=beam.DoFn.StateParam(EMITTED),
+                  snapshot=beam.DoFn.StateParam(SNAPSHOT),
                   closed=beam.DoFn.StateParam(CLOSED),
                   forget=beam.DoFn.TimerParam(FORGET),
                   fired=beam.DoFn.TimestampParam) -> Iterable[View]:
-        yield from self._emit(key, beacons, emitted, fired)
+        yield from self._emit(key, beacons, emitted, snapshot, fired)
         latest = last.read()
         beacons.clear()
         emitted.clear()
+        snapshot.clear()
         last.clear()
         if latest is not None:
             closed.write(latest)
@@ -120,12 +158,14 @@ class _ViewStateFn(beam.DoFn):
         closed.clear()
         return ()
 
-    def _emit(self, key: str, beacons, emitted, fired) -> Iterable[View]:
-        """Emit the views of the buffered beacons that changed since last time.
+    def _emit(self, key: str, beacons, emitted, snapshot, fired) -> Iterable:
+        """Emit the views of the buffered beacons that changed since last time,
+        on the main output and (as Members) on PROGRESS for the detectors.
 
         EMITTED maps view_key -> (version, digest, duplicates already counted).
         """
         sent: dict[str, tuple[int, str, int]] = emitted.read() or {}
+        _, snapped = snapshot.read() or (None, ())
         changed = False
         views = summarize_views(key, [pickle.loads(b) for b in beacons.read()],
                                 self._max_stall_ms, self._inactivity_ms)
@@ -138,37 +178,58 @@ class _ViewStateFn(beam.DoFn):
             self._duplicates.inc(view.duplicate_events - counted)
             sent[view.view_key] = (version + 1, digest, view.duplicate_events)
             changed = True
-            yield TimestampedValue(dataclasses.replace(view, version=version + 1), fired)
-        if changed:
+            view = dataclasses.replace(view, version=version + 1)
+            yield TimestampedValue(view, fired)
+            yield pvalue.TaggedOutput(PROGRESS, TimestampedValue(Member(
+                view.view_key, (view.version, 0), view.end_ms, view), fired))
+        stale = (set(sent) | set(snapped)) - {v.view_key for v in views}
+        for view_key in sorted(stale):
+            yield pvalue.TaggedOutput(PROGRESS, TimestampedValue(
+                retraction(view_key, fired.micros // 1000), fired))
+            sent.pop(view_key, None)
+        if stale and snapped:
+            taken_at, _ = snapshot.read()
+            snapshot.write((taken_at, tuple(sorted(set(snapped) - stale))))
+        if changed or stale:
             emitted.write(sent)
 
 
 class SessionizedViews(typing.NamedTuple):
     views: beam.PCollection          # of View: a view_key again with a higher version is an update
     late: beam.PCollection           # of Beacon that arrived after their view was finalized
+    progress: beam.PCollection       # of Member(View): every version, snapshots, retractions
 
 
 class SessionizeViews(beam.PTransform):
     """Turn beacons into one summary per view, emitted when the view is complete.
 
     Input:  PCollection[Beacon], timestamped at their (bounded) event time.
-    Output: SessionizedViews(views=PCollection[View], late=PCollection[Beacon]).
-            A view is the beacons of one ``view_id`` until ``inactivity_s`` pass
-            without any; a video change or ``max_stall_s`` of continuous
-            rebuffering starts a new one. In streaming a view is emitted once
-            ``complete_s`` pass without beacons and re-emitted, same
-            ``view_key`` with ``version`` + 1, when later beacons change it;
-            in batch each view comes out once, as version 1.
+    Output: SessionizedViews:
+            views, PCollection[View]. A view is the beacons of one ``view_id``
+            until ``inactivity_s`` pass without any; a video change or
+            ``max_stall_s`` of continuous rebuffering starts a new one. In
+            streaming a view is emitted once ``complete_s`` pass without
+            beacons and re-emitted, same ``view_key`` with ``version`` + 1,
+            when later beacons change it; in batch each view comes out once,
+            as version 1.
+            late, PCollection[Beacon] that came after their view was final.
+            progress, PCollection[Member] of View for the detectors: every
+            version above and, with ``progress_s`` > 0, snapshots of views
+            still playing (on each beacon that may open a stall, and at most
+            ``progress_s`` apart otherwise), so detection need not wait for
+            views to end. Snapshots are not views: they never reach ``views``.
 
     Args:
       inactivity_s: silence (s) after which a view is final; later beacons
         for its time go to ``late``, beacons after it open a new view (Mux: 3600).
       max_stall_s: continuous rebuffering (s) that force-ends a view (Mux: 300).
       complete_s: silence (s) after which a view is emitted (Mux: 60).
+      progress_s: event time between snapshots of a playing view (0: none,
+        the batch setting: every view is complete by the time anyone looks).
     """
 
     def __init__(self, inactivity_s: int = 3600, max_stall_s: int = 300,
-                 complete_s: int = 60) -> None:
+                 complete_s: int = 60, progress_s: int = 0) -> None:
         super().__init__()
         for name, value in (("inactivity_s", inactivity_s), ("max_stall_s", max_stall_s),
                             ("complete_s", complete_s)):
@@ -176,11 +237,15 @@ class SessionizeViews(beam.PTransform):
                 raise ValueError(f"{name} must be > 0, got {value}")
         if complete_s > inactivity_s:
             raise ValueError("complete_s must not exceed inactivity_s")
-        self._fn = _ViewStateFn(complete_s * 1000, inactivity_s * 1000, max_stall_s * 1000)
+        if progress_s < 0:
+            raise ValueError(f"progress_s must be >= 0, got {progress_s}")
+        self._fn = _ViewStateFn(complete_s * 1000, inactivity_s * 1000, max_stall_s * 1000,
+                                progress_s * 1000)
 
     def expand(self, beacons: beam.PCollection) -> SessionizedViews:
         results = (beacons
                    | "KeyByView" >> beam.Map(lambda b: (b.view_id, b))
                        .with_output_types(tuple[str, Beacon])
-                   | "KeepViewState" >> beam.ParDo(self._fn).with_outputs(LATE, main="views"))
-        return SessionizedViews(results.views, results[LATE])
+                   | "KeepViewState" >> beam.ParDo(self._fn).with_outputs(
+                       LATE, PROGRESS, main="views"))
+        return SessionizedViews(results.views, results[LATE], results[PROGRESS])

@@ -4,6 +4,9 @@ The DoFn is driven directly with in-memory state cells and event-time timers,
 so the test can look inside the state between watermark steps.
 """
 
+import pytest
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.builders import T0_MS, watched
@@ -42,8 +45,8 @@ class Timer(Cell):
 
 
 class Harness:
-    def __init__(self):
-        self.fn = _ViewStateFn(60_000, INACTIVITY_MS, 300_000)
+    def __init__(self, progress_ms=0):
+        self.fn = _ViewStateFn(60_000, INACTIVITY_MS, 300_000, progress_ms)
         self.keys: dict[str, dict] = {}
         self.out = []
 
@@ -51,12 +54,14 @@ class Harness:
         return self.keys.setdefault(key, {n: Bag() if n == "beacons" else
                                           Timer() if n in ("complete", "expire", "forget") else Cell()
                                           for n in ("beacons", "last", "emitted", "closed",
-                                                    "complete", "expire", "forget")})
+                                                    "snapshot", "complete", "expire", "forget")})
 
     def feed(self, beacon):
         s = self.state(beacon.view_id)
-        self.out += list(self.fn.process((beacon.view_id, beacon), beacons=s["beacons"], last=s["last"],
-                                         closed=s["closed"], complete=s["complete"], expire=s["expire"]))
+        self.out += list(self.fn.process(
+            (beacon.view_id, beacon), beacons=s["beacons"], last=s["last"], closed=s["closed"],
+            emitted=s["emitted"], snapshot=s["snapshot"], complete=s["complete"],
+            expire=s["expire"]))
 
     def advance(self, watermark_ms):
         while True:
@@ -70,10 +75,11 @@ class Harness:
             s[name].clear()
             fired = Timestamp(micros=at * 1000)
             if name == "complete":
-                self.out += list(self.fn.on_complete(key, s["beacons"], s["emitted"], fired))
+                self.out += list(self.fn.on_complete(key, s["beacons"], s["emitted"],
+                                                     s["snapshot"], fired))
             elif name == "expire":
                 self.out += list(self.fn.on_expire(key, s["beacons"], s["last"], s["emitted"],
-                                                   s["closed"], s["forget"], fired))
+                                                   s["snapshot"], s["closed"], s["forget"], fired))
             else:
                 self.fn.on_forget(s["closed"])
 
@@ -81,8 +87,9 @@ class Harness:
         return sum(1 for s in self.keys.values() if any(c.value is not None for c in s.values()))
 
 
-def test_view_state__released_on_schedule_not_kept_per_finished_view():
-    h = Harness()
+@pytest.mark.parametrize("progress_ms", [0, 30_000], ids=["batch", "with-snapshots"])
+def test_view_state__released_on_schedule_not_kept_per_finished_view(progress_ms):
+    h = Harness(progress_ms)
     starts_s = [i * 20 for i in range(600)]                   # a view every 20 s for 200 min
     for i, start in enumerate(starts_s):
         for b in watched(f"v{i}", f"u{i}", start_s=start, to_s=60):
@@ -95,7 +102,13 @@ def test_view_state__released_on_schedule_not_kept_per_finished_view():
         assert h.live_keys() == sum(1 for t in last_ms if t + 2 * INACTIVITY_MS > watermark)
         # and what they hold after expiry is a single tombstone, not their beacons
         expired = [s for s in h.keys.values() if s["closed"].value is not None]
-        assert all(not s["beacons"].read() and s["emitted"].value is None for s in expired)
+        assert all(not s["beacons"].read() and s["emitted"].value is None
+                   and s["snapshot"].value is None for s in expired)
     h.advance(T0_MS + 10 * 3_600_000)
     assert h.live_keys() == 0
-    assert len(h.out) == 600 and {tv.value.version for tv in h.out} == {1}
+    views = [o for o in h.out if not isinstance(o, TaggedOutput)]
+    assert len(views) == 600 and {tv.value.version for tv in views} == {1}
+    members = [o.value.value if isinstance(o.value, TimestampedValue) else o.value
+               for o in h.out if isinstance(o, TaggedOutput)]
+    snapshots = [m for m in members if m.rank[1] > 0]
+    assert bool(snapshots) == bool(progress_ms)
