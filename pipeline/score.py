@@ -14,11 +14,18 @@ MAX_WIDTH_MS = 30_000
 
 
 def read_alerts(output: str) -> list[dict]:
-    alerts = []
+    """The current state of every alert of a run: the highest version of each
+    alert_id (a stream re-emits alerts as they change), retracted ones dropped."""
+    latest: dict[str, dict] = {}
     for path in sorted(glob.glob(os.path.join(output, "alerts*.jsonl"))):
         with open(path, encoding="utf-8") as f:
-            alerts.extend(json.loads(line) for line in f if line.strip())
-    return alerts
+            for line in f:
+                if line.strip():
+                    alert = json.loads(line)
+                    seen = latest.get(alert["alert_id"])
+                    if seen is None or alert.get("version", 1) > seen.get("version", 1):
+                        latest[alert["alert_id"]] = alert
+    return [a for a in latest.values() if a.get("status") != "retracted"]
 
 
 def _content_match(alert: dict, fault: dict) -> bool:

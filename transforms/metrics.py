@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+import dataclasses
+from typing import NamedTuple, Optional
 
 import apache_beam as beam
+from apache_beam import coders
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.utils.timestamp import Duration
 
 from transforms.model import MetricRow, View
+from transforms.rolling import Member, RollingEvaluate, retraction
 
 DIMENSIONS = ("video_id", "cdn", "asn", "country", "browser", "os", "device",
               "rendition", "player_name", "stream_type")
@@ -22,60 +28,58 @@ def percentile(sorted_values: list[float], q: float) -> Optional[float]:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-class _Acc:
-    __slots__ = ("views", "watch_ms", "rebuffer_ms", "rebuffer_count", "failures",
-                 "ebvs", "startups")
+class Contribution(NamedTuple):
+    """What one view adds to a metric cell."""
 
-    def __init__(self) -> None:
-        self.views = self.watch_ms = self.rebuffer_ms = self.rebuffer_count = 0
-        self.failures = self.ebvs = 0
-        self.startups: list[int] = []
-
-
-class _QoeCombineFn(beam.CombineFn):
-    def create_accumulator(self) -> _Acc:
-        return _Acc()
-
-    def add_input(self, acc: _Acc, view: View) -> _Acc:
-        acc.views += 1
-        acc.watch_ms += view.watch_ms
-        acc.rebuffer_ms += view.rebuffer_ms
-        acc.rebuffer_count += view.rebuffer_count
-        acc.failures += view.playback_failure
-        acc.ebvs += view.exited_before_start
-        if view.startup_ms is not None:
-            acc.startups.append(view.startup_ms)
-        return acc
-
-    def merge_accumulators(self, accs: Iterable[_Acc]) -> _Acc:
-        accs = iter(accs)
-        out = next(accs)
-        for a in accs:
-            out.views += a.views
-            out.watch_ms += a.watch_ms
-            out.rebuffer_ms += a.rebuffer_ms
-            out.rebuffer_count += a.rebuffer_count
-            out.failures += a.failures
-            out.ebvs += a.ebvs
-            out.startups.extend(a.startups)
-        return out
-
-    def extract_output(self, acc: _Acc) -> _Acc:
-        return acc
+    watch_ms: int
+    rebuffer_ms: int
+    rebuffer_count: int
+    failure: bool
+    ebvs: bool
+    startup_ms: Optional[int]
 
 
-def to_row(key: tuple[int, str, str], acc: _Acc) -> MetricRow:
-    minute_ms, dimension, value = key
-    startups = sorted(acc.startups)
+def contribution(view: View) -> Contribution:
+    return Contribution(view.watch_ms, view.rebuffer_ms, view.rebuffer_count,
+                        view.playback_failure, view.exited_before_start, view.startup_ms)
+
+
+def cell_key(minute_ms: int, dimension: str, value: str) -> str:
+    """A cell as a state key (a string: state keys need a deterministic coder)."""
+    return f"{minute_ms}\x1f{dimension}\x1f{value}"
+
+
+def to_row(key: str, parts: list[Contribution], version: int = 1) -> MetricRow:
+    """The cell's row; no parts (every view moved to another cell) is a row of zeros."""
+    minute, dimension, value = key.split("\x1f", 2)
+    minute_ms = int(minute)
+    views = len(parts)
+    watch = sum(p.watch_ms for p in parts)
+    rebuffer_ms = sum(p.rebuffer_ms for p in parts)
+    rebuffers = sum(p.rebuffer_count for p in parts)
+    startups = sorted(p.startup_ms for p in parts if p.startup_ms is not None)
     return MetricRow(
-        minute_ms=minute_ms, dimension=dimension, value=value, views=acc.views,
-        watch_ms=acc.watch_ms, rebuffer_ms=acc.rebuffer_ms, rebuffer_count=acc.rebuffer_count,
+        minute_ms=minute_ms, dimension=dimension, value=value, views=views,
+        watch_ms=watch, rebuffer_ms=rebuffer_ms, rebuffer_count=rebuffers,
         startup_p50_ms=percentile(startups, 0.50), startup_p95_ms=percentile(startups, 0.95),
-        rebuffer_pct=100.0 * acc.rebuffer_ms / acc.watch_ms if acc.watch_ms else 0.0,
-        rebuffer_per_min=acc.rebuffer_count * 60_000.0 / acc.watch_ms if acc.watch_ms else 0.0,
-        playback_failure_pct=100.0 * acc.failures / acc.views,
-        ebvs_pct=100.0 * acc.ebvs / acc.views,
+        rebuffer_pct=100.0 * rebuffer_ms / watch if watch else 0.0,
+        rebuffer_per_min=rebuffers * 60_000.0 / watch if watch else 0.0,
+        playback_failure_pct=100.0 * sum(p.failure for p in parts) / views if views else 0.0,
+        ebvs_pct=100.0 * sum(p.ebvs for p in parts) / views if views else 0.0,
+        version=version,
     )
+
+
+def evaluate_cell(key, parts: list[Contribution], as_of: int,
+                  sent: Optional[MetricRow]) -> tuple[list[MetricRow], MetricRow, None]:
+    """RollingEvaluate's evaluator: the cell's row, again with version + 1 if it changed."""
+    version = sent.version + 1 if sent is not None else 1
+    row = to_row(key, parts, version)
+    if sent is not None and dataclasses.replace(sent, version=version) == row:
+        return [], sent, None
+    if sent is None and not parts:
+        return [], None, None
+    return [row], row, None
 
 
 def metric_keys(view: View, minute_ms: int):
@@ -89,25 +93,66 @@ def metric_keys(view: View, minute_ms: int):
             yield (minute, dimension, str(value)), view
 
 
+class _ViewCellsFn(beam.DoFn):
+    """Per view_key: which cells its last version counted in. A new version
+    is sent to its cells, and retracted from cells it no longer belongs to
+    (a resumed view ends in a later minute)."""
+
+    SENT = userstate.ReadModifyWriteStateSpec("sent", coders.PickleCoder())
+    GC = userstate.TimerSpec("gc", TimeDomain.WATERMARK)
+
+    def __init__(self, minute_ms: int, gc_ms: int) -> None:
+        self._minute_ms = minute_ms
+        self._gc_ms = gc_ms
+
+    def process(self, element: tuple[str, View], ts=beam.DoFn.TimestampParam,
+                sent=beam.DoFn.StateParam(SENT), gc=beam.DoFn.TimerParam(GC)):
+        view_key, view = element
+        version, cells = sent.read() or (0, ())
+        if view.version > version:         # else an older version, overtaken on the way
+            yield from self._send(view_key, view, cells, sent, gc, ts)
+
+    def _send(self, view_key: str, view: View, cells, sent, gc, ts):
+        part = contribution(view)
+        current = tuple(cell_key(*key) for key, _ in metric_keys(view, self._minute_ms))
+        for cell in current:
+            yield cell, Member(view_key, (view.version, 0), view.end_ms, part)
+        for cell in set(cells) - set(current):
+            yield cell, retraction(view_key, view.end_ms)
+        sent.write((view.version, current))
+        gc.set(ts + Duration(micros=self._gc_ms * 1000))
+
+    @userstate.on_timer(GC)
+    def on_gc(self, sent=beam.DoFn.StateParam(SENT)):
+        sent.clear()
+        return ()
+
+
 class AggregateMetrics(beam.PTransform):
     """Per-minute QoE per dimension value.
 
-    Input:  PCollection[View] (global window).
+    Input:  PCollection[View], versions of a view_key replacing each other.
     Output: PCollection[MetricRow], one per (minute of view end, dimension,
-            value), with ``dimension="all"`` for the whole audience.
+            value), with ``dimension="all"`` for the whole audience; emitted
+            once the watermark passes the views in it, and again with
+            ``version`` + 1 when a view update changes it (in batch: once).
 
     Args:
       minute_ms: width of a time bucket in ms (60 000 by default).
+      inactivity_ms: how long a view can still be updated (cell state is
+        released twice that long after its last view).
     """
 
-    def __init__(self, minute_ms: int = 60_000) -> None:
+    def __init__(self, minute_ms: int = 60_000, inactivity_ms: int = 3_600_000) -> None:
         super().__init__()
-        if minute_ms <= 0:
-            raise ValueError(f"minute_ms must be > 0, got {minute_ms}")
+        if minute_ms <= 0 or inactivity_ms <= 0:
+            raise ValueError(f"minute_ms and inactivity_ms must be > 0, got {minute_ms}, {inactivity_ms}")
         self._minute_ms = minute_ms
+        self._gc_ms = 2 * inactivity_ms
 
     def expand(self, views: beam.PCollection) -> beam.PCollection:
         return (views
-                | "KeyByCell" >> beam.FlatMap(metric_keys, self._minute_ms)
-                | "CombineCells" >> beam.CombinePerKey(_QoeCombineFn())
-                | "ToRows" >> beam.MapTuple(to_row))
+                | "KeyByView" >> beam.Map(lambda v: (v.view_key, v)).with_output_types(tuple[str, View])
+                | "ToCells" >> beam.ParDo(_ViewCellsFn(self._minute_ms, self._gc_ms))
+                    .with_output_types(tuple[str, Member])
+                | "Rows" >> RollingEvaluate(evaluate_cell, settle_ms=1_000, gc_ms=self._gc_ms))
