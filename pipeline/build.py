@@ -28,12 +28,18 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
               | "ReadBeacons" >> source
               | "ParseBeacons" >> ParseBeacons(cfg.max_message_bytes, cfg.max_lag_s, cfg.max_lead_s))
     sessions = parsed.beacons | "SessionizeViews" >> SessionizeViews(
-        cfg.inactivity_s, cfg.max_stall_s, cfg.complete_s)
+        cfg.inactivity_s, cfg.max_stall_s, cfg.complete_s, cfg.progress_s)
     views = sessions.views
-    metrics = views | "AggregateMetrics" >> AggregateMetrics(cfg.metrics_bucket_ms)
-    alerts = views | "DetectStallClusters" >> DetectStallClusters(cfg.thresholds)
+    metrics = views | "AggregateMetrics" >> AggregateMetrics(
+        cfg.metrics_bucket_ms, cfg.inactivity_s * 1000)
+    alerts = sessions.progress | "DetectStallClusters" >> DetectStallClusters(
+        cfg.thresholds, cfg.detect_every_s, cfg.close_after_s, cfg.detect_window_s)
     outputs = QoeOutputs(parsed.beacons, parsed.dead_letters, views, sessions.late, metrics, alerts)
-    if sinks is not None:
+    if sinks is not None and sinks.everything is not None:
+        _ = {"views": views, "metrics": metrics, "alerts": alerts,
+             "dead_letters": parsed.dead_letters, "late": sessions.late,
+             } | "WriteOutputs" >> sinks.everything
+    elif sinks is not None:
         for label, pcoll, sink in (("WriteViews", views, sinks.views),
                                    ("WriteMetrics", metrics, sinks.metrics),
                                    ("WriteAlerts", alerts, sinks.alerts),

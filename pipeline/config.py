@@ -8,7 +8,7 @@ import os
 from typing import Optional
 from urllib.parse import urlparse
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.options import QoeOptions
 from transforms.thresholds import Thresholds
@@ -35,6 +35,14 @@ class QoeConfig:
     max_lead_s: int
     metrics_bucket_ms: int
     thresholds: Thresholds
+    streaming: bool = False
+    replay_speed: float = 0.0
+    replay_tick_s: int = 5
+    # Streaming-only knobs; 0 in batch, where every view is in before detection runs.
+    progress_s: int = 0
+    detect_every_s: int = 0
+    detect_window_s: int = 0
+    close_after_s: int = 600
 
     @property
     def local_output(self) -> bool:
@@ -97,6 +105,16 @@ def to_config(options: PipelineOptions) -> QoeConfig:
     for flag, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{flag} must be > 0, got {value}")
+    streaming = bool(options.view_as(StandardOptions).streaming)
+    for flag, value in {"--replay_speed": o.replay_speed, "--progress_s": o.progress_s,
+                        "--detect_every_s": o.detect_every_s,
+                        "--detect_window_s": o.detect_window_s}.items():
+        if value < 0:
+            raise ConfigError(f"{flag} must be >= 0, got {value}")
+    for flag, value in {"--replay_tick_s": o.replay_tick_s,
+                        "--close_after_s": o.close_after_s}.items():
+        if value <= 0:
+            raise ConfigError(f"{flag} must be > 0, got {value}")
     if o.complete_s > o.inactivity_s:
         raise ConfigError(f"--complete_s ({o.complete_s}) must not exceed --inactivity_s ({o.inactivity_s})")
     try:
@@ -118,4 +136,11 @@ def to_config(options: PipelineOptions) -> QoeConfig:
         max_lead_s=o.max_lead_s,
         metrics_bucket_ms=o.metrics_bucket_s * 1000,
         thresholds=thresholds,
+        streaming=streaming,
+        replay_speed=o.replay_speed,
+        replay_tick_s=o.replay_tick_s,
+        progress_s=o.progress_s if streaming else 0,
+        detect_every_s=o.detect_every_s if streaming else 0,
+        detect_window_s=o.detect_window_s if streaming else 0,
+        close_after_s=o.close_after_s,
     )

@@ -6,12 +6,16 @@ import dataclasses
 import enum
 import glob
 import os
-from typing import Iterable, NamedTuple, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
 import apache_beam as beam
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms import window
+from apache_beam.utils.timestamp import Duration
 from apache_beam.metrics import Metrics
 
 from transforms.model import Alert, Beacon, DeadLetter, MetricRow, RawRecord, View
@@ -56,7 +60,7 @@ METRIC_SCHEMA = pa.schema([
     ("rebuffer_count", pa.int64()), ("startup_p50_ms", pa.float64()),
     ("startup_p95_ms", pa.float64()), ("rebuffer_pct", pa.float64()),
     ("rebuffer_per_min", pa.float64()), ("playback_failure_pct", pa.float64()),
-    ("ebvs_pct", pa.float64()),
+    ("ebvs_pct", pa.float64()), ("version", pa.int64()),
 ])
 
 
@@ -162,6 +166,12 @@ class Sinks(NamedTuple):
     dead_letters: Optional[beam.PTransform]
     late: Optional[beam.PTransform] = None
     extra_alerts: Optional[beam.PTransform] = None
+    everything: Optional[beam.PTransform] = None   # one sink for the dict of all outputs
+
+
+def window_sinks(output: str, alerts_path: Optional[str] = None, window_s: int = 600) -> Sinks:
+    """The streaming sinks: every output through one WindowedFileSink."""
+    return Sinks(None, None, None, None, everything=WindowedFileSink(output, alerts_path, window_s))
 
 
 class _WriteJsonLines(beam.PTransform):
@@ -189,6 +199,92 @@ class _WriteParquet(beam.PTransform):
                     self._prefix, self._schema, codec="snappy", file_name_suffix=".parquet"))
 
 
+class _Target(NamedTuple):
+    directory: str
+    stem: str
+    encode: Callable            # element -> JSON line (str) or Parquet row (dict)
+    schema: Optional[pa.Schema]  # None: JSON lines
+
+
+class _WriteWindowFiles(beam.DoFn):
+    """Writes one file per (output, window, pane) from a grouped window."""
+
+    def __init__(self, targets: dict[str, _Target]) -> None:
+        self._targets = targets
+
+    def process(self, element, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        name, records = element
+        target = self._targets[name]
+        start, end = (t.to_utc_datetime().strftime("%Y%m%dT%H%M%S") for t in (win.start, win.end))
+        suffix = ".jsonl" if target.schema is None else ".parquet"
+        path = FileSystems.join(target.directory,
+                                f"{target.stem}-{start}-{end}-pane{pane.index:03d}{suffix}")
+        with FileSystems.create(path) as handle:
+            if target.schema is None:
+                handle.write("".join(f"{line}\n" for line in records).encode("utf-8"))
+            else:
+                pq.write_table(pa.Table.from_pylist(list(records), schema=target.schema),
+                               handle, compression="snappy")
+        Metrics.counter(METRICS_NAMESPACE, "files_written").inc()
+        yield path
+
+
+class WindowedFileSink(beam.PTransform):
+    """Streaming sink for every output at once: one file per output and
+    ``window_s`` of event time, written when the watermark passes the window
+    (``<stem>-<start>-<end>-pane000.<ext>``); data up to ``late_s`` behind it
+    still lands, in a later pane's file. Versions of one view, cell or alert
+    may sit in different files: the highest version wins.
+
+    Input:  dict of output name -> PCollection (views, metrics, alerts,
+            dead_letters, late, extra_alerts).
+    Output: PCollection[str] of the paths written.
+
+    One grouped write for all outputs keeps the graph small, which matters on
+    the DirectRunner, whose streaming engine costs per stage and bundle.
+    """
+
+    def __init__(self, output: str, alerts_path: Optional[str] = None, window_s: int = 600,
+                 late_s: int = 3600) -> None:
+        super().__init__()
+        self._window_s, self._late_s = window_s, late_s
+        self._targets = {
+            "views": _Target(output, VIEWS, view_row, VIEW_SCHEMA),
+            "metrics": _Target(output, METRICS, metric_row, METRIC_SCHEMA),
+            "alerts": _Target(output, ALERTS, alert_json, None),
+            "dead_letters": _Target(output, DEAD_LETTERS, dead_letter_json, None),
+            "late": _Target(output, LATE, beacon_json, None),
+        }
+        if alerts_path:
+            self._targets["extra_alerts"] = _Target(
+                os.path.dirname(alerts_path) or ".",
+                os.path.splitext(os.path.basename(alerts_path))[0], alert_json, None)
+
+    def expand(self, outputs: dict):
+        names = sorted(name for name in outputs if name in self._targets)
+        # One Flatten, then one Map that tells outputs apart by type: a stage
+        # per output would cost a bundle per output on every tick.
+        kinds = {View: "views", MetricRow: "metrics", Alert: "alerts",
+                 DeadLetter: "dead_letters", Beacon: "late"}
+        extra = "extra_alerts" in self._targets
+        return ([outputs[name] for name in names if name != "extra_alerts"]
+                | "AllOutputs" >> beam.Flatten()
+                | "Encode" >> beam.FlatMap(_tag, kinds, self._targets, extra)
+                | "Window" >> beam.WindowInto(
+                    window.FixedWindows(self._window_s),
+                    allowed_lateness=Duration(seconds=self._late_s))
+                | "PerOutputAndWindow" >> beam.GroupByKey()
+                | "WriteFiles" >> beam.ParDo(_WriteWindowFiles(self._targets)))
+
+
+def _tag(item, kinds: dict, targets: dict, extra: bool):
+    name = kinds[type(item)]
+    encoded = targets[name].encode(item)
+    yield name, encoded
+    if extra and name == "alerts":
+        yield "extra_alerts", encoded
+
+
 def file_sinks(output: str, alerts_path: Optional[str] = None) -> Sinks:
     """The default sinks: Parquet views/metrics, JSONL alerts and dead letters."""
     join = (lambda name: f"{output}/{name}")
@@ -207,6 +303,7 @@ def clear_outputs(output: str) -> None:
     """Remove a previous run's files from a local output directory (ours only)."""
     os.makedirs(output, exist_ok=True)
     for pattern in (f"{VIEWS}-*.parquet", f"{METRICS}-*.parquet", f"{ALERTS}.jsonl",
+                    f"{ALERTS}-*.jsonl",
                     f"{DEAD_LETTERS}-*.jsonl", f"{LATE}-*.jsonl", SUMMARY, "score.json",
                     "report.html"):
         for path in glob.glob(os.path.join(output, pattern)):

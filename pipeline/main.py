@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline import io
+from pipeline import io, replay, tally
 from pipeline.build import build
 from pipeline.config import ConfigError, QoeConfig, to_config
 from transforms.parse import METRICS_NAMESPACE
@@ -71,18 +71,27 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         standard.runner = "DirectRunner"
-    if standard.streaming:
-        raise ConfigError("--streaming is not available yet: views already run in streaming, "
-                          "detection and sinks do not (issue #3); run without --streaming")
+    if cfg.streaming:
+        _check_replay(cfg, standard.runner)
     if cfg.local_output:
         io.clear_outputs(cfg.output)
     started = time.monotonic()
     pipeline = pipeline_factory(options=options)
-    build(pipeline, cfg, io.ReadBeaconFiles(cfg.source_pattern),
-          io.file_sinks(cfg.output, cfg.alerts_path))
-    result = pipeline.run()
-    result.wait_until_finish()
-    summary = run_summary(counters(result), standard.runner, time.monotonic() - started)
+    if cfg.streaming:
+        source = _file_replay(cfg)
+        with replay.ReplayService(source) as endpoint:
+            build(pipeline, cfg, io.ReplayBeaconFiles(endpoint),
+                  io.window_sinks(cfg.output, cfg.alerts_path))
+            pipeline.run().wait_until_finish()
+        totals = tally.totals_from_outputs(cfg.output, source.blank_lines)
+    else:
+        build(pipeline, cfg, io.ReadBeaconFiles(cfg.source_pattern),
+              io.file_sinks(cfg.output, cfg.alerts_path))
+        result = pipeline.run()
+        result.wait_until_finish()
+        totals = counters(result)
+    summary = run_summary(totals, standard.runner, time.monotonic() - started)
+    summary["mode"] = "streaming" if cfg.streaming else "batch"
     summary["source"] = cfg.source_pattern
     summary["output"] = cfg.output
     if cfg.local_output:
@@ -91,6 +100,23 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     else:
         logging.info("run summary: %s", json.dumps(summary))
     return summary
+
+
+def _check_replay(cfg: QoeConfig, runner: str) -> None:
+    """A streaming run from files is a paced replay on the DirectRunner."""
+    if runner not in ("DirectRunner", "BundleBasedDirectRunner"):
+        raise ConfigError(f"--streaming from files replays on the DirectRunner only, not {runner}")
+    if "://" in cfg.source_pattern or not cfg.local_output:
+        raise ConfigError("--streaming replays local files to local files only: "
+                          "use local paths or run in batch")
+
+
+def _file_replay(cfg: QoeConfig) -> replay.FileReplay:
+    # Past the last line, the watermark moves far enough for every view to
+    # expire and every alert to close (nothing fires at +infinity here).
+    drain_ms = (2 * cfg.inactivity_s + cfg.close_after_s + 60) * 1000
+    return replay.FileReplay(cfg.source_pattern, cfg.replay_speed, cfg.max_lag_s * 1000,
+                             drain_ms, cfg.replay_tick_s * 1000)
 
 
 def quiet_beam_logs(level: Optional[int] = logging.WARNING) -> None:

@@ -48,3 +48,15 @@ class QoeOptions(PipelineOptions):
             help="False-alarm rate per dimension of the delivery test.")
         add("--viewer_alpha", type=float, default=_T.viewer_alpha,
             help="False-alarm rate over all viewers of the viewer test.")
+        add("--replay_speed", type=float, default=0.0,
+            help="With --streaming: recorded seconds replayed per wall second (0: as fast as possible).")
+        add("--replay_tick_s", type=int, default=5,
+            help="With --streaming: arrival time (s) replayed per step; the watermark moves per step.")
+        add("--progress_s", type=int, default=30,
+            help="With --streaming: snapshot a playing view for the detectors this often (s).")
+        add("--detect_every_s", type=int, default=10,
+            help="With --streaming: evaluate detection at most this often as views arrive (s).")
+        add("--detect_window_s", type=int, default=21_600,
+            help="With --streaming: views older than this (s) leave detection (batch uses all).")
+        add("--close_after_s", type=int, default=600,
+            help="An alert with no new affected stall for this long (s) is closed.")

@@ -34,6 +34,9 @@ CODER = coders.PickleCoder()
 # default tag None would never match: watermark events would be ignored and
 # nothing would fire before the end of the stream. An explicit tag avoids it.
 TAG = "beacons"
+# Largest watermark step (see FileReplay._advance); below the sinks' lateness.
+MAX_STEP_MS = 600_000
+MAX_STEPS = 1_008          # a week of steps; a longer gap is jumped
 
 
 def received_ms(line: bytes) -> Optional[int]:
@@ -48,17 +51,30 @@ def received_ms(line: bytes) -> Optional[int]:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _records(path: str) -> Iterator[tuple[int, int, RawRecord]]:
+def _records(path: str, blank: Optional[list[int]] = None) -> Iterator[tuple[int, int, RawRecord]]:
     """(arrival, order, record) of a file in file order; a line with no
-    readable receive time inherits the previous line's."""
+    readable receive time inherits the previous line's (lines before the
+    first readable one, the next one's). Blank lines are skipped and counted
+    in ``blank[0]``."""
     arrival = 0
+    waiting: list[tuple[int, bytes]] = []      # leading lines with no receive time yet
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             payload = line.rstrip(b"\r\n")
             if not payload.strip():
+                if blank is not None:
+                    blank[0] += 1
                 continue
             arrival = received_ms(payload) or arrival
-            yield arrival, number, RawRecord(payload, f"{path}:{number}", arrival or None)
+            if not arrival:
+                waiting.append((number, payload))
+                continue
+            for n, p in waiting:
+                yield arrival, n, RawRecord(p, f"{path}:{n}", arrival)
+            waiting = []
+            yield arrival, number, RawRecord(payload, f"{path}:{number}", arrival)
+    for n, p in waiting:                        # no receive time anywhere in the file
+        yield 0, n, RawRecord(p, f"{path}:{n}", None)
 
 
 class FileReplay:
@@ -80,6 +96,12 @@ class FileReplay:
         self._paths = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
         self._speed, self._lag, self._drain, self._tick = speed, max_lag_ms, drain_ms, tick_ms
         self._sleep, self._clock = sleep, clock
+        self._blank = [0]
+
+    @property
+    def blank_lines(self) -> int:
+        """Blank lines skipped so far (not records: a batch run counts them apart too)."""
+        return self._blank[0]
 
     def read_multiple(self, _tags) -> Iterator:
         """The TestStreamService entry point: events as protos, times in MICROseconds.
@@ -93,7 +115,9 @@ class FileReplay:
             yield to_proto(event)
 
     def events(self) -> Iterator:
-        merged = heapq.merge(*(_records(p) for p in self._paths), key=lambda r: (r[0], r[1]))
+        self._blank = [0]
+        merged = heapq.merge(*(_records(p, self._blank) for p in self._paths),
+                             key=lambda r: (r[0], r[1]))
         started, first = self._clock(), None
         self._watermark = None
         batch: list[TimestampedValue] = []
@@ -114,16 +138,33 @@ class FileReplay:
             batch.append(TimestampedValue(record, Timestamp(micros=arrival * 1000)))
         if batch:
             yield from self._flush(batch, tick)
-        yield test_stream.WatermarkEvent(Timestamp(micros=(last + self._drain) * 1000), TAG)
+        yield from self._advance(last + self._drain)
 
     def _flush(self, batch: list[TimestampedValue], tick: int) -> Iterator:
         yield test_stream.ElementEvent(batch, TAG)
-        # Files are expected in arrival order (as a collector writes them); the
-        # watermark never moves back even if one is not.
-        watermark = tick * self._tick - self._lag
-        if self._watermark is None or watermark > self._watermark:
+        yield from self._advance(tick * self._tick - self._lag)
+
+    def _advance(self, watermark: int) -> Iterator:
+        """Move the watermark to ``watermark`` in steps of at most MAX_STEP_MS.
+
+        The DirectRunner holds no watermark for pending timers, so what a
+        timer emits is as far behind the watermark as the step that fired it;
+        small steps keep that within the sinks' allowed lateness (a quiet hour
+        in the files or the final drain would otherwise be one jump). Files
+        are expected in arrival order (as a collector writes them); the
+        watermark never moves back even if one is not.
+        """
+        if self._watermark is None:
             self._watermark = watermark
             yield test_stream.WatermarkEvent(Timestamp(micros=watermark * 1000), TAG)
+            return
+        if watermark - self._watermark > MAX_STEPS * MAX_STEP_MS:
+            # A gap of weeks (e.g. lines with no time at all, replayed at 0):
+            # nothing can be pending across it that small steps would save.
+            self._watermark = watermark - MAX_STEPS * MAX_STEP_MS
+        while watermark > self._watermark:
+            self._watermark = min(watermark, self._watermark + MAX_STEP_MS)
+            yield test_stream.WatermarkEvent(Timestamp(micros=self._watermark * 1000), TAG)
 
 
 def to_proto(event) -> beam_runner_api_pb2.TestStreamPayload.Event:

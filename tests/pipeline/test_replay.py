@@ -36,3 +36,32 @@ def test_received_ms__from_objects_envelopes_and_arrays():
     assert received_ms(b'{"received_ms": 5}') == 5
     assert received_ms(b'[{"received_ms": 7}, {}]') == 7
     assert received_ms(b"nope") is None and received_ms(b'{"received_ms": true}') is None
+
+
+def _replay(tmp_path, **kw):
+    args = dict(speed=0, max_lag_ms=500, drain_ms=0, tick_ms=1_000)
+    args.update(kw)
+    return list(FileReplay(str(tmp_path / "*.ndjson"), **args).events())
+
+
+def test_file_replay__leading_lines_without_a_time_take_the_next_ones(tmp_path):
+    path = tmp_path / "a.ndjson"
+    path.write_text("garbage\n\n" + json.dumps({"received_ms": 1_793_556_000_000}) + "\n")
+    replay = FileReplay(str(tmp_path / "*.ndjson"), speed=0, max_lag_ms=500, drain_ms=0)
+    events = list(replay.events())
+    arrivals = [tv.value.arrival_ms for e in events if isinstance(e, test_stream.ElementEvent)
+                for tv in e.timestamped_values]
+    assert arrivals == [1_793_556_000_000] * 2      # not 1970: no 56-year watermark walk
+    assert replay.blank_lines == 1
+    marks = [e.new_watermark.micros // 1000 for e in events
+             if isinstance(e, test_stream.WatermarkEvent)]
+    assert marks == [1_793_556_000_000 - 500, 1_793_556_000_000]
+
+
+def test_file_replay__watermark_crosses_a_quiet_hour_in_small_steps(tmp_path):
+    _write(tmp_path / "a.ndjson", [0 + 1_000, 3_600_000 + 1_000])
+    marks = [e.new_watermark.micros // 1000 for e in _replay(tmp_path, drain_ms=1_200_000)
+             if isinstance(e, test_stream.WatermarkEvent)]
+    steps = [b - a for a, b in zip(marks, marks[1:])]
+    # timers fired by a step emit that far behind the watermark: never more than 10 min
+    assert marks[-1] == 3_601_000 + 1_200_000 and max(steps) <= 600_000
