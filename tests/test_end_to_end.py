@@ -87,3 +87,15 @@ def test_e2e__alert_sink_and_rerun_are_identical(run, workload):
     src, _ = workload
     assert cli.main(["run", f"--source={src}", f"--output={out}"]) == 0
     assert sorted(open(out / "alerts.jsonl").read().splitlines()) == first
+
+
+def test_e2e__totals_counted_from_the_files_equal_beams_counters(run):
+    # A streaming run reports totals counted from its files (pipeline/tally.py);
+    # on a batch run both ways must agree exactly.
+    from pipeline import main, tally
+    out, summary, _ = run
+    counted = main.run_summary(tally.totals_from_outputs(str(out), summary["blank_lines"]),
+                               summary["runner"], summary["wall_time_s"])
+    for key in ("input_records", "parsed_events", "dead_letters", "dead_letters_by_reason",
+                "duplicates_dropped", "late_beacons", "views", "view_updates", "alerts"):
+        assert counted[key] == summary[key], key

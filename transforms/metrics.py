@@ -153,6 +153,7 @@ class AggregateMetrics(beam.PTransform):
     def expand(self, views: beam.PCollection) -> beam.PCollection:
         return (views
                 | "KeyByView" >> beam.Map(lambda v: (v.view_key, v)).with_output_types(tuple[str, View])
+                | "OwnStage" >> beam.Reshuffle()       # see RollingEvaluate: no fusion with timers
                 | "ToCells" >> beam.ParDo(_ViewCellsFn(self._minute_ms, self._gc_ms))
                     .with_output_types(tuple[str, Member])
                 | "Rows" >> RollingEvaluate(evaluate_cell, settle_ms=1_000, gc_ms=self._gc_ms))
