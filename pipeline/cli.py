@@ -97,6 +97,12 @@ def _score(argv: Sequence[str]) -> int:
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read --truth {args.truth}: {exc}") from None
     result = score.score(score.read_alerts(args.output), truth)
+    summary_path = os.path.join(args.output, "run_summary.json")
+    if os.path.exists(summary_path) and summary.load_summary(args.output).get("mode") == "streaming":
+        from pipeline import report_data
+        views = report_data.read_views(args.output, ["video_id", "viewer_id", "stalls"]).to_pylist()
+        result["latency"] = score.detection_latency(score.read_alert_versions(args.output),
+                                                    views, truth)
     with open(os.path.join(args.output, "score.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     print(summary.render_score(result))

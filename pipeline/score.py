@@ -13,6 +13,44 @@ SLACK_MS = 5_000
 MAX_WIDTH_MS = 30_000
 
 
+def read_alert_versions(output: str) -> list[dict]:
+    """Every alert line of a run, every version (a stream's history)."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(output, "alerts*.jsonl"))):
+        with open(path, encoding="utf-8") as f:
+            out.extend(json.loads(line) for line in f if line.strip())
+    return out
+
+
+def detection_latency(versions: list[dict], views: list[dict], truth: dict,
+                      nth: int = 5) -> list[dict]:
+    """Per injected content fault: the event time of the ``nth`` affected
+    viewer's first stall in it (from the run's final views), the ``as_of`` of
+    the first alert version that matched it, and the difference."""
+    rows = []
+    for fault in truth["faults"]:
+        if fault["expect"] != "content":
+            continue
+        first_stall: dict[str, int] = {}
+        for view in views:
+            if view["video_id"] != fault["video_id"]:
+                continue
+            for stall in view["stalls"]:
+                if (fault["start_ms"] - SLACK_MS <= stall["playhead_ms"] <= fault["end_ms"] + SLACK_MS
+                        and (fault["rendition"] is None or stall["rendition"] == fault["rendition"])):
+                    seen = first_stall.get(view["viewer_id"])
+                    first_stall[view["viewer_id"]] = min(seen or stall["start_ms"], stall["start_ms"])
+        stalls = sorted(first_stall.values())
+        hits = [a["as_of_ms"] for a in versions
+                if a.get("as_of_ms") is not None and _content_match(a, fault)]
+        nth_ms = stalls[nth - 1] if len(stalls) >= nth else None
+        first = min(hits) if hits else None
+        rows.append({"video_id": fault["video_id"], "rendition": fault["rendition"],
+                     "nth_stall_ms": nth_ms, "first_alert_as_of_ms": first,
+                     "latency_s": (first - nth_ms) / 1000 if first and nth_ms else None})
+    return rows
+
+
 def read_alerts(output: str) -> list[dict]:
     """The current state of every alert of a run: the highest version of each
     alert_id (a stream re-emits alerts as they change), retracted ones dropped."""

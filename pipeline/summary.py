@@ -82,6 +82,11 @@ def render_score(result: dict) -> str:
     lines.append(f"content alerts: precision {result['content_precision']:.2f}, "
                  f"recall {result['content_recall']:.2f}; viewer alerts: precision "
                  f"{result['viewer_precision']:.2f}, recall {result['viewer_recall']:.2f}")
+    for row in result.get("latency", []):
+        where = row["video_id"] + (f" [{row['rendition']}]" if row["rendition"] else "")
+        took = f"{row['latency_s']:.1f} s" if row["latency_s"] is not None else "n/a"
+        lines.append(f"first content alert on {where}: {took} after the 5th affected viewer's stall "
+                     "(event time)")
     return "\n".join(lines)
 
 

@@ -71,7 +71,7 @@ def to_row(key: str, parts: list[Contribution], version: int = 1) -> MetricRow:
 
 
 def evaluate_cell(key, parts: list[Contribution], as_of: int,
-                  sent: Optional[MetricRow]) -> tuple[list[MetricRow], MetricRow, None]:
+                  sent: Optional[MetricRow], settled: bool = True) -> tuple[list[MetricRow], MetricRow, None]:
     """RollingEvaluate's evaluator: the cell's row, again with version + 1 if it changed."""
     version = sent.version + 1 if sent is not None else 1
     row = to_row(key, parts, version)

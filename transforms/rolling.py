@@ -52,9 +52,10 @@ def latest(members: Iterable[Member]) -> dict[str, Member]:
     return out
 
 
-# evaluate(key, live member values sorted by member key, as_of_ms, previous)
-#   -> (outputs, next previous, wake-up time or None)
-Evaluate = Callable[[str, list, int, Any], tuple[list, Any, Optional[int]]]
+# evaluate(key, live member values sorted by member key, as_of_ms, previous, settled)
+#   -> (outputs, next previous, wake-up time or None). ``settled``: the input
+#   has been quiet for settle_ms (the SETTLE timer; in batch, the evaluation).
+Evaluate = Callable[[str, list, int, Any, bool], tuple[list, Any, Optional[int]]]
 
 
 def _ts(ms: int) -> Timestamp:
@@ -111,7 +112,7 @@ class _RollingFn(beam.DoFn):
             previous = last_eval.read()
             if previous is None or now >= previous + self._every_ms:
                 yield from self._run(key, now, members, emitted, last_eval, due, wake,
-                                     stamp=False)
+                                     stamp=False, settled=False)
 
     @userstate.on_timer(SETTLE)
     def on_settle(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
@@ -130,7 +131,8 @@ class _RollingFn(beam.DoFn):
                 due=beam.DoFn.StateParam(DUE),
                 wake=beam.DoFn.TimerParam(WAKE)) -> Iterable:
         due.clear()
-        yield from self._run(key, fired.micros // 1000, members, emitted, last_eval, due, wake)
+        yield from self._run(key, fired.micros // 1000, members, emitted, last_eval, due, wake,
+                             settled=False)
 
     @userstate.on_timer(GC)
     def on_gc(self, key=beam.DoFn.KeyParam,
@@ -150,13 +152,14 @@ class _RollingFn(beam.DoFn):
         pending = due.read()
         while pending is not None:
             due.clear()
-            yield from self._run(key, pending, members, emitted, last_eval, due, wake)
+            yield from self._run(key, pending, members, emitted, last_eval, due, wake,
+                                 settled=False)
             pending = due.read()
         for state in (members, emitted, last_eval, max_ts):
             state.clear()
 
     def _run(self, key: str, as_of: int, members, emitted, last_eval, due, wake,
-             stamp: bool = True) -> list:
+             stamp: bool = True, settled: bool = True) -> list:
         stored = [pickle.loads(b) for b in members.read()]
         previous = emitted.read()
         if not stored and previous is None:
@@ -170,7 +173,7 @@ class _RollingFn(beam.DoFn):
             for m in live.values():
                 members.add(pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL))
         values = [live[k].value for k in sorted(live)]
-        outputs, memory, wake_at = self._evaluate(key, values, as_of, previous)
+        outputs, memory, wake_at = self._evaluate(key, values, as_of, previous, settled)
         emitted.write(memory)
         last_eval.write(as_of)
         if wake_at is not None and wake_at > as_of:

@@ -71,14 +71,16 @@ def _headline(a: Alert) -> tuple:
             a.affected_viewers, a.stalls)
 
 
-def _worth_sending(previous: Optional[Alert], current: Alert) -> bool:
+def _worth_sending(previous: Optional[Alert], current: Alert, settled: bool) -> bool:
     if previous is None:
         return True
     if _headline(previous) != _headline(current):
         return True
-    # Open: only news. Closed: any change (late views refining the record), so
-    # the last version is the whole final finding, as a batch run reports it.
-    return current.status is not AlertStatus.OPEN and _finding(previous) != _finding(current)
+    # Otherwise only news matters, until the input settles: then a closed
+    # alert's numbers are brought up to date, so its last version is the
+    # whole final finding, as a batch run reports it.
+    return (settled and current.status is not AlertStatus.OPEN
+            and _finding(previous) != _finding(current))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +89,8 @@ class AlertLifecycle:
 
     A finding that matches an alert already sent (``_same_finding``) keeps its
     ``alert_id`` and is re-sent with ``version`` + 1 when its headline changed
-    (status, extent, affected viewers) or, once closed, anything changed; an
+    (status, extent, affected viewers) or, once closed and the input has
+    settled, anything changed; an
     alert whose finding is gone is re-sent as ``retracted``; an alert with no
     new affected stall for ``close_after_ms`` is ``closed`` (and may reopen).
     With a ``retention_ms`` window, an alert whose last stall left it is
@@ -99,7 +102,8 @@ class AlertLifecycle:
     retention_ms: int = 0
 
     def __call__(self, key: str, views: list[View], as_of: int,
-                 sent: Optional[dict[str, Alert]]) -> tuple[list[Alert], dict, Optional[int]]:
+                 sent: Optional[dict[str, Alert]],
+                 settled: bool = True) -> tuple[list[Alert], dict, Optional[int]]:
         t = self.thresholds
         sent = dict(sent or {})
         out: list[Alert] = []
@@ -117,7 +121,7 @@ class AlertLifecycle:
             if previous is not None and self._aging(previous, as_of) and \
                     previous.status is status is AlertStatus.CLOSED:
                 continue             # its evidence is leaving the window: keep the last word
-            if _worth_sending(previous, current):
+            if _worth_sending(previous, current, settled):
                 out.append(current)
                 sent[current.alert_id] = current
         for alert_id, previous in list(sent.items()):
