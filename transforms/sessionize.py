@@ -165,7 +165,7 @@ class _ViewStateFn(beam.DoFn):
         EMITTED maps view_key -> (version, digest, duplicates already counted).
         """
         sent: dict[str, tuple[int, str, int]] = emitted.read() or {}
-        _, snapped = snapshot.read() or (None, ())
+        taken_at, snapped = snapshot.read() or (None, ())
         changed = False
         views = summarize_views(key, [pickle.loads(b) for b in beacons.read()],
                                 self._max_stall_ms, self._inactivity_ms)
@@ -188,7 +188,6 @@ class _ViewStateFn(beam.DoFn):
                 retraction(view_key, fired.micros // 1000), fired))
             sent.pop(view_key, None)
         if stale and snapped:
-            taken_at, _ = snapshot.read()
             snapshot.write((taken_at, tuple(sorted(set(snapped) - stale))))
         if changed or stale:
             emitted.write(sent)

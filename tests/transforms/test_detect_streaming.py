@@ -5,7 +5,6 @@ closed when the stalls stop, and retracted when later evidence undoes them."""
 import dataclasses
 import heapq
 
-import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline, test_stream, util
 from apache_beam.transforms.window import TimestampedValue
