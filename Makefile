@@ -13,11 +13,20 @@ WORKLOAD ?= out/workload
 OUTPUT   ?= out/run
 RUNNER   ?= direct
 
-.PHONY: run test test-unit test-integration venv generate browser clean help
+.PHONY: run test test-unit test-integration venv generate browser clean help \
+	emulators emulators-up emulators-down
+
+# Local protocol peers (tools/emulators.py): Google's pstest built from the Go
+# module proxy, kinesis-mock from npm. Loopback only.
+TOOLS        := .tools
+PSTEST       := $(TOOLS)/bin/pstest
+KINESIS_MOCK := $(TOOLS)/node_modules/kinesis-local/main.js
+KINESIS_MOCK_VERSION := 0.6.2
 
 help:
 	@echo "make run    generate a workload and run the pipeline on the DirectRunner"
-	@echo "make test   run every test (unit + integration)"
+	@echo "make test   run every test (unit + integration, emulators included)"
+	@echo "make emulators-up / emulators-down   Pub/Sub (pstest) and Kinesis (kinesis-mock) on loopback"
 	@echo "variables: SCENARIO=$(SCENARIO) SEED=$(SEED) VIEWERS=$(VIEWERS) WORKLOAD=$(WORKLOAD) OUTPUT=$(OUTPUT)"
 
 venv: $(STAMP)
@@ -42,8 +51,26 @@ run: generate
 	$(BIN)/stallwatch report --output=$(OUTPUT) && \
 	echo "make run: done in $$(( $$(date +%s) - start )) s; results in $(OUTPUT)/"
 
-test: venv browser
+test: venv browser emulators
 	$(BIN)/python -m pytest -q
+
+emulators: $(PSTEST) $(KINESIS_MOCK)
+
+$(PSTEST): tools/pstest/main.go tools/pstest/go.mod tools/pstest/go.sum
+	@echo "building the Pub/Sub emulator (pstest) into $@"
+	@cd tools/pstest && go build -o $(CURDIR)/$@ .
+
+$(KINESIS_MOCK):
+	@echo "installing the Kinesis emulator (kinesis-mock $(KINESIS_MOCK_VERSION)) into $(TOOLS)/"
+	@mkdir -p $(TOOLS)
+	@npm install --silent --no-audit --no-fund --prefix $(TOOLS) kinesis-local@$(KINESIS_MOCK_VERSION) >/dev/null
+	@touch $@
+
+emulators-up: venv emulators
+	@$(BIN)/python -m tools.emulators up
+
+emulators-down: venv
+	@$(BIN)/python -m tools.emulators down
 
 # Debian's Chromium for the report's browser test (no browser download from elsewhere).
 browser:
@@ -54,8 +81,8 @@ browser:
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"
 
-test-integration: venv browser
+test-integration: venv browser emulators
 	$(BIN)/python -m pytest -q -m integration
 
 clean:
-	rm -rf out .pytest_cache build *.egg-info
+	rm -rf out .pytest_cache build *.egg-info $(TOOLS)

@@ -1,0 +1,35 @@
+"""Session fixtures: the Pub/Sub and Kinesis emulators, started on free
+loopback ports for the tests that ask for them and always stopped."""
+
+import os
+
+import pytest
+
+from tools import emulators
+
+
+def _emulator(name, tmp_path_factory):
+    running = emulators.start(name, log_dir=str(tmp_path_factory.mktemp(f"{name}-emulator")))
+    saved = {key: os.environ.get(key) for key in running.env}
+    os.environ.update(running.env)
+    try:
+        yield running
+    finally:
+        running.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory):
+    """pstest on 127.0.0.1; PUBSUB_EMULATOR_HOST points at it while it runs."""
+    yield from _emulator("pubsub", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def kinesis_emulator(tmp_path_factory):
+    """kinesis-mock on 127.0.0.1; KINESIS_ENDPOINT is its URL."""
+    yield from _emulator("kinesis", tmp_path_factory)
