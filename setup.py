@@ -17,6 +17,7 @@ setuptools.setup(
         "pyarrow>=14",
         "orjson>=3.9",
         "matplotlib>=3.8",
+        "boto3>=1.34",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45"]},
     entry_points={"console_scripts": ["stallwatch=pipeline.cli:main"]},

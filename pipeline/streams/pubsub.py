@@ -1,0 +1,142 @@
+"""Pub/Sub: a pull reader that acks only what was delivered, and a publisher
+keyed for de-duplication. google-cloud-pubsub, no Beam; both honour
+PUBSUB_EMULATOR_HOST (docs/io.md)."""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Callable, Iterable, Optional
+
+from pipeline.streams.uri import PubSubUri
+from transforms.model import RawRecord
+
+ACK_DEADLINE_S = 60
+_ACK_CHUNK = 1000
+_RECENT_IDS = 200_000         # message ids remembered to drop redeliveries
+
+
+class PubSubReader:
+    """Pulls messages of a subscription (created for a topic URI).
+
+    ``poll()`` returns RawRecords (``source`` = ``pubsub:MESSAGE_ID``,
+    ``arrival_ms`` = publish time). Nothing is acked until ``commit()`` gets
+    the ack ids that ``positions()`` returned after the records were handed
+    on: a reader that dies before that leaves them to be redelivered. A
+    redelivered message id seen recently is acked and dropped (counted in
+    ``stats["redelivered"]``), since Pub/Sub delivers at least once.
+    """
+
+    def __init__(self, uri: PubSubUri, max_messages: int = 1000, pull_timeout_s: float = 2.0,
+                 subscriber=None, clock: Callable[[], float] = time.time) -> None:
+        from google.api_core import exceptions
+        from google.cloud import pubsub_v1
+        self._uri, self._max, self._timeout, self._clock = uri, max_messages, pull_timeout_s, clock
+        self._subscriber = subscriber or pubsub_v1.SubscriberClient()
+        self.subscription = uri.subscription_for()
+        if uri.is_topic:
+            try:
+                self._subscriber.create_subscription(request={
+                    "name": self.subscription, "topic": uri.path,
+                    "ack_deadline_seconds": ACK_DEADLINE_S})
+            except exceptions.AlreadyExists:
+                pass
+            except exceptions.NotFound:
+                raise LookupError(f"{uri}: topic not found") from None
+        else:
+            try:
+                self._subscriber.get_subscription(request={"subscription": self.subscription})
+            except exceptions.NotFound:
+                raise LookupError(f"{uri}: subscription not found") from None
+        self._pending: list[str] = []
+        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._empty = False
+        self._oldest_ms: Optional[int] = None
+        self.stats = {"pulls": 0, "redelivered": 0}
+
+    def poll(self) -> list[RawRecord]:
+        from google.api_core import exceptions
+        self.stats["pulls"] += 1
+        try:
+            response = self._subscriber.pull(
+                request={"subscription": self.subscription, "max_messages": self._max},
+                timeout=self._timeout)
+        except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
+            response = None
+        received = response.received_messages if response is not None else []
+        out, oldest = [], None
+        for item in received:
+            message = item.message
+            self._pending.append(item.ack_id)
+            if message.message_id in self._recent:
+                self.stats["redelivered"] += 1
+                continue
+            self._recent[message.message_id] = None
+            if len(self._recent) > _RECENT_IDS:
+                self._recent.popitem(last=False)
+            published = int(message.publish_time.timestamp() * 1000)
+            oldest = published if oldest is None else min(oldest, published)
+            out.append(RawRecord(bytes(message.data), f"pubsub:{message.message_id}", published))
+        self._empty = not received
+        self._oldest_ms = oldest
+        return out
+
+    @property
+    def caught_up(self) -> bool:
+        """The last pull found nothing waiting."""
+        return self._empty
+
+    def watermark_ms(self) -> Optional[int]:
+        """Now when the subscription is drained, else the oldest publish time
+        of the last pull (Pub/Sub keeps no per-partition order to do better)."""
+        now = int(self._clock() * 1000)
+        return now if self._empty or self._oldest_ms is None else min(now, self._oldest_ms)
+
+    def positions(self) -> list[str]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    def commit(self, ack_ids: list[str]) -> None:
+        for start in range(0, len(ack_ids), _ACK_CHUNK):
+            self._subscriber.acknowledge(request={"subscription": self.subscription,
+                                                  "ack_ids": ack_ids[start:start + _ACK_CHUNK]})
+
+    def close(self) -> None:
+        self._subscriber.close()
+
+
+class PubSubWriter:
+    """Publishes messages to a topic with an ordering key and attributes;
+    ``put`` returns once the service has accepted every message."""
+
+    def __init__(self, uri: PubSubUri, publisher=None) -> None:
+        from google.cloud import pubsub_v1
+        self._uri = uri
+        self._publisher = publisher or pubsub_v1.PublisherClient(
+            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
+
+    def check(self) -> None:
+        """Raise LookupError when the topic does not exist."""
+        from google.api_core import exceptions
+        try:
+            self._publisher.get_topic(request={"topic": self._uri.path})
+        except exceptions.NotFound:
+            raise LookupError(f"{self._uri}: topic not found") from None
+
+    def put(self, entries: Iterable[tuple[str, bytes, dict]]) -> int:
+        """Publish (ordering key, data, attributes) triples; returns how many."""
+        futures = [self._publisher.publish(self._uri.path, data, ordering_key=key, **attributes)
+                   for key, data, attributes in entries]
+        for future in futures:
+            future.result(timeout=60)
+        return len(futures)
+
+
+def create_topic(uri: PubSubUri) -> None:
+    """Create a topic if it does not exist (emulators, tests, the live generator)."""
+    from google.api_core import exceptions
+    from google.cloud import pubsub_v1
+    try:
+        pubsub_v1.PublisherClient().create_topic(request={"name": uri.path})
+    except exceptions.AlreadyExists:
+        pass
