@@ -45,7 +45,15 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
                                    ("WriteAlerts", alerts, sinks.alerts),
                                    ("WriteDeadLetters", parsed.dead_letters, sinks.dead_letters),
                                    ("WriteLateBeacons", sessions.late, sinks.late),
-                                   ("WriteAlertSink", alerts, sinks.extra_alerts)):
+                                   ("WriteAlertSink", alerts, sinks.extra_alerts),
+                                   ("WriteDeadLetterSink", parsed.dead_letters,
+                                    sinks.extra_dead_letters)):
+            if sink is not None:
+                _ = pcoll | label >> sink
+    if sinks is not None:
+        for label, pcoll, sink in (("PublishAlerts", alerts, sinks.alert_stream),
+                                   ("PublishDeadLetters", parsed.dead_letters,
+                                    sinks.dead_letter_stream)):
             if sink is not None:
                 _ = pcoll | label >> sink
     return outputs

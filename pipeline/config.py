@@ -11,10 +11,9 @@ from urllib.parse import urlparse
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.options import QoeOptions
+from pipeline.streams import uri as stream_uri
 from transforms.thresholds import Thresholds
 
-# Streaming sources that later issues add; named so the error says what to do.
-_PLANNED_SCHEMES = {"pubsub": "Pub/Sub", "kinesis": "Kinesis"}
 _FILE_SCHEMES = ("", "file", "gs")
 
 
@@ -24,9 +23,9 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class QoeConfig:
-    source_pattern: str              # file glob (local or gs://)
+    source_pattern: str              # file glob (local or gs://); "" for a stream source
     output: str                      # directory
-    alerts_path: Optional[str]
+    alerts_path: Optional[str]       # extra JSONL file of alerts
     inactivity_s: int
     complete_s: int
     max_stall_s: int
@@ -43,6 +42,14 @@ class QoeConfig:
     detect_every_s: int = 0
     detect_window_s: int = 0
     close_after_s: int = 600
+    # Streams (docs/io.md): URIs of the source and of extra sinks.
+    source_stream: Optional[str] = None      # pubsub://... or kinesis://...
+    alerts_stream: Optional[str] = None
+    dead_letter_path: Optional[str] = None   # extra JSONL file of dead letters
+    dead_letter_stream: Optional[str] = None
+    stop_at_latest: bool = False
+    checkpoint: Optional[str] = None         # reader positions (local JSON file)
+    stream_tick_s: float = 1.0
 
     @property
     def local_output(self) -> bool:
@@ -50,11 +57,8 @@ class QoeConfig:
 
 
 def _file_uri(uri: str, what: str, instead: str) -> tuple[str, str]:
-    """(scheme, path) of a file-like URI; planned stream schemes get a clear 'not yet'."""
+    """(scheme, path) of a file-like URI."""
     scheme = urlparse(uri).scheme if "://" in uri else ""
-    if scheme in _PLANNED_SCHEMES:
-        raise ConfigError(f"{_PLANNED_SCHEMES[scheme]} {what} ({scheme}://...) are not supported yet; "
-                          f"use {instead}")
     if scheme not in _FILE_SCHEMES:
         raise ConfigError(f"unsupported {what[:-1]} scheme {scheme}://; use {instead}")
     return scheme, uri[len("file://"):] if scheme == "file" else uri
@@ -86,10 +90,22 @@ def _output(uri: Optional[str]) -> str:
     return os.path.abspath(path)
 
 
-def _alerts(uri: Optional[str]) -> Optional[str]:
+def _stream(flag: str, uri: str, want_topic: bool) -> str:
+    try:
+        stream_uri.parse(uri, want_topic=want_topic)
+    except stream_uri.StreamUriError as exc:
+        raise ConfigError(f"{flag} {exc}") from None
+    return uri
+
+
+def _extra_sink(flag: str, uri: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """(file path, stream URI) of an extra sink flag; at most one is set."""
     if not uri:
-        return None
-    return _file_uri(uri, "alert sinks", "a JSONL file path")[1]
+        return None, None
+    if stream_uri.is_stream(uri):
+        return None, _stream(flag, uri, want_topic=True)
+    return _file_uri(uri, f"{flag[2:]} sinks", "a JSONL file path, pubsub://projects/P/topics/T "
+                     "or kinesis://STREAM")[1], None
 
 
 def to_config(options: PipelineOptions) -> QoeConfig:
@@ -124,10 +140,32 @@ def to_config(options: PipelineOptions) -> QoeConfig:
             delivery_alpha=o.delivery_alpha, viewer_alpha=o.viewer_alpha)
     except ValueError as exc:
         raise ConfigError(f"--{exc}") from None
+    if o.stream_tick_s <= 0:
+        raise ConfigError(f"--stream_tick_s must be > 0, got {o.stream_tick_s}")
+    source_stream = _stream("--source", o.source, False) if stream_uri.is_stream(o.source) else None
+    pattern = "" if source_stream else source_pattern(o.source)
+    if source_stream and not streaming:
+        raise ConfigError(f"--source {o.source} is a stream: add --streaming "
+                          "(and --stop_at_latest to stop once it is read to its end)")
+    if o.stop_at_latest and not source_stream:
+        raise ConfigError("--stop_at_latest applies to pubsub:// and kinesis:// sources only")
+    output = _output(o.output)
+    alerts_path, alerts_stream = _extra_sink("--alerts", o.alerts)
+    dead_letter_path, dead_letter_stream = _extra_sink("--dead_letter", o.dead_letter)
+    checkpoint = o.checkpoint
+    if source_stream and not checkpoint and not output.startswith("gs://"):
+        checkpoint = os.path.join(output, "_checkpoints", "source.json")
     return QoeConfig(
-        source_pattern=source_pattern(o.source),
-        output=_output(o.output),
-        alerts_path=_alerts(o.alerts),
+        source_pattern=pattern,
+        output=output,
+        alerts_path=alerts_path,
+        alerts_stream=alerts_stream,
+        dead_letter_path=dead_letter_path,
+        dead_letter_stream=dead_letter_stream,
+        source_stream=source_stream,
+        stop_at_latest=bool(o.stop_at_latest),
+        checkpoint=checkpoint,
+        stream_tick_s=o.stream_tick_s,
         inactivity_s=o.inactivity_s,
         complete_s=o.complete_s,
         max_stall_s=o.max_stall_s,

@@ -95,6 +95,21 @@ def dead_letter_json(dead: DeadLetter) -> str:
     return orjson.dumps(dataclasses.asdict(dead)).decode("utf-8")
 
 
+def alert_message(alert: Alert) -> tuple[str, bytes, dict]:
+    """An alert as a stream message: keyed by alert_id (Pub/Sub ordering key,
+    Kinesis partition key) so versions of one alert stay in order and
+    consumers can de-duplicate; the highest ``version`` is the current state."""
+    return alert.alert_id, alert_json(alert).encode("utf-8"), {
+        "alert_id": alert.alert_id, "version": str(alert.version),
+        "status": alert.status.value, "cause": alert.cause.value}
+
+
+def dead_letter_message(dead: DeadLetter) -> tuple[str, bytes, dict]:
+    """A dead letter as a stream message, keyed by its source position."""
+    return dead.source, dead_letter_json(dead).encode("utf-8"), {
+        "reason": dead.reason, "source": dead.source}
+
+
 def beacon_json(beacon: Beacon) -> str:
     return orjson.dumps(dataclasses.asdict(beacon), default=_json_default).decode("utf-8")
 
@@ -167,11 +182,25 @@ class Sinks(NamedTuple):
     late: Optional[beam.PTransform] = None
     extra_alerts: Optional[beam.PTransform] = None
     everything: Optional[beam.PTransform] = None   # one sink for the dict of all outputs
+    extra_dead_letters: Optional[beam.PTransform] = None
+    alert_stream: Optional[beam.PTransform] = None        # Pub/Sub or Kinesis
+    dead_letter_stream: Optional[beam.PTransform] = None
 
 
-def window_sinks(output: str, alerts_path: Optional[str] = None, window_s: int = 600) -> Sinks:
+def with_streams(sinks: Sinks, alerts: Optional[str], dead_letters: Optional[str]) -> Sinks:
+    """``sinks`` plus publishing alerts / dead letters to stream URIs (None: not)."""
+    from pipeline.streams.sinks import PublishToStream
+    return sinks._replace(
+        alert_stream=PublishToStream(alerts, alert_message, "alerts_published") if alerts else None,
+        dead_letter_stream=(PublishToStream(dead_letters, dead_letter_message,
+                                            "dead_letters_published") if dead_letters else None))
+
+
+def window_sinks(output: str, alerts_path: Optional[str] = None, window_s: int = 600,
+                 dead_letter_path: Optional[str] = None) -> Sinks:
     """The streaming sinks: every output through one WindowedFileSink."""
-    return Sinks(None, None, None, None, everything=WindowedFileSink(output, alerts_path, window_s))
+    return Sinks(None, None, None, None, everything=WindowedFileSink(
+        output, alerts_path, window_s, dead_letter_path=dead_letter_path))
 
 
 class _WriteJsonLines(beam.PTransform):
@@ -245,7 +274,7 @@ class WindowedFileSink(beam.PTransform):
     """
 
     def __init__(self, output: str, alerts_path: Optional[str] = None, window_s: int = 600,
-                 late_s: int = 3600) -> None:
+                 late_s: int = 3600, dead_letter_path: Optional[str] = None) -> None:
         super().__init__()
         self._window_s, self._late_s = window_s, late_s
         self._targets = {
@@ -255,10 +284,14 @@ class WindowedFileSink(beam.PTransform):
             "dead_letters": _Target(output, DEAD_LETTERS, dead_letter_json, None),
             "late": _Target(output, LATE, beacon_json, None),
         }
-        if alerts_path:
-            self._targets["extra_alerts"] = _Target(
-                os.path.dirname(alerts_path) or ".",
-                os.path.splitext(os.path.basename(alerts_path))[0], alert_json, None)
+        self._extra = {}
+        for name, path, encode in (("alerts", alerts_path, alert_json),
+                                   ("dead_letters", dead_letter_path, dead_letter_json)):
+            if path:
+                self._targets[f"extra_{name}"] = _Target(
+                    os.path.dirname(path) or ".", os.path.splitext(os.path.basename(path))[0],
+                    encode, None)
+                self._extra[name] = f"extra_{name}"
 
     def expand(self, outputs: dict):
         names = sorted(name for name in outputs if name in self._targets)
@@ -266,10 +299,9 @@ class WindowedFileSink(beam.PTransform):
         # per output would cost a bundle per output on every tick.
         kinds = {View: "views", MetricRow: "metrics", Alert: "alerts",
                  DeadLetter: "dead_letters", Beacon: "late"}
-        extra = "extra_alerts" in self._targets
-        return ([outputs[name] for name in names if name != "extra_alerts"]
+        return ([outputs[name] for name in names if not name.startswith("extra_")]
                 | "AllOutputs" >> beam.Flatten()
-                | "Encode" >> beam.FlatMap(_tag, kinds, self._targets, extra)
+                | "Encode" >> beam.FlatMap(_tag, kinds, self._targets, self._extra)
                 | "Window" >> beam.WindowInto(
                     window.FixedWindows(self._window_s),
                     allowed_lateness=Duration(seconds=self._late_s))
@@ -277,15 +309,16 @@ class WindowedFileSink(beam.PTransform):
                 | "WriteFiles" >> beam.ParDo(_WriteWindowFiles(self._targets)))
 
 
-def _tag(item, kinds: dict, targets: dict, extra: bool):
+def _tag(item, kinds: dict, targets: dict, extra: dict):
     name = kinds[type(item)]
     encoded = targets[name].encode(item)
     yield name, encoded
-    if extra and name == "alerts":
-        yield "extra_alerts", encoded
+    if name in extra:
+        yield extra[name], encoded
 
 
-def file_sinks(output: str, alerts_path: Optional[str] = None) -> Sinks:
+def file_sinks(output: str, alerts_path: Optional[str] = None,
+               dead_letter_path: Optional[str] = None) -> Sinks:
     """The default sinks: Parquet views/metrics, JSONL alerts and dead letters."""
     join = (lambda name: f"{output}/{name}")
     return Sinks(
@@ -296,6 +329,8 @@ def file_sinks(output: str, alerts_path: Optional[str] = None) -> Sinks:
         late=_WriteJsonLines(join(LATE), beacon_json, single_file=False),
         extra_alerts=(_WriteJsonLines(alerts_path, alert_json, single_file=True)
                       if alerts_path else None),
+        extra_dead_letters=(_WriteJsonLines(dead_letter_path, dead_letter_json, single_file=True)
+                            if dead_letter_path else None),
     )
 
 

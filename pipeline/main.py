@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Optional, Sequence
 
@@ -13,6 +15,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline import io, replay, tally
+from pipeline.streams import feed, read
+from pipeline.streams.sinks import open_writer
 from pipeline.build import build
 from pipeline.config import ConfigError, QoeConfig, to_config
 from transforms.parse import METRICS_NAMESPACE
@@ -71,28 +75,45 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         standard.runner = "DirectRunner"
-    if cfg.streaming:
-        _check_replay(cfg, standard.runner)
+    runner = read.runner_name(standard.runner)
+    if cfg.source_stream:
+        why = read.unsupported(cfg.source_stream, runner)
+        if why:
+            raise ConfigError(why)
+    elif cfg.streaming:
+        _check_replay(cfg, runner)
     if cfg.local_output:
         io.clear_outputs(cfg.output)
     started = time.monotonic()
     pipeline = pipeline_factory(options=options)
-    if cfg.streaming:
+    extra: dict = {}
+    if cfg.source_stream and runner in read.DIRECT:
+        totals, extra = _run_stream(pipeline, cfg)
+    elif cfg.source_stream:
+        build(pipeline, cfg, read.ReadBeacons(cfg.source_stream, runner),
+              io.with_streams(io.window_sinks(cfg.output, cfg.alerts_path,
+                                              dead_letter_path=cfg.dead_letter_path),
+                              cfg.alerts_stream, cfg.dead_letter_stream))
+        result = pipeline.run()
+        result.wait_until_finish()
+        totals = counters(result)
+    elif cfg.streaming:
         source = _file_replay(cfg)
         with replay.ReplayService(source) as endpoint:
-            build(pipeline, cfg, io.ReplayBeaconFiles(endpoint),
-                  io.window_sinks(cfg.output, cfg.alerts_path))
+            build(pipeline, cfg, io.ReplayBeaconFiles(endpoint), _stream_sinks(cfg))
             pipeline.run().wait_until_finish()
         totals = tally.totals_from_outputs(cfg.output, source.blank_lines)
     else:
         build(pipeline, cfg, io.ReadBeaconFiles(cfg.source_pattern),
-              io.file_sinks(cfg.output, cfg.alerts_path))
+              io.with_streams(io.file_sinks(cfg.output, cfg.alerts_path, cfg.dead_letter_path),
+                              cfg.alerts_stream, cfg.dead_letter_stream))
         result = pipeline.run()
         result.wait_until_finish()
         totals = counters(result)
-    summary = run_summary(totals, standard.runner, time.monotonic() - started)
+    summary = run_summary(totals, runner, time.monotonic() - started)
     summary["mode"] = "streaming" if cfg.streaming else "batch"
-    summary["source"] = cfg.source_pattern
+    summary["source"] = cfg.source_stream or cfg.source_pattern
+    summary.update(extra)
     summary["output"] = cfg.output
     if cfg.local_output:
         with open(os.path.join(cfg.output, io.SUMMARY), "w", encoding="utf-8") as f:
@@ -111,12 +132,73 @@ def _check_replay(cfg: QoeConfig, runner: str) -> None:
                           "use local paths or run in batch")
 
 
-def _file_replay(cfg: QoeConfig) -> replay.FileReplay:
-    # Past the last line, the watermark moves far enough for every view to
+def _stream_sinks(cfg: QoeConfig) -> io.Sinks:
+    """Windowed files, plus alerts / dead letters published to stream URIs."""
+    for uri in (cfg.alerts_stream, cfg.dead_letter_stream):
+        if uri:
+            try:
+                open_writer(uri).check()
+            except LookupError as exc:
+                raise ConfigError(str(exc)) from None
+    return io.with_streams(io.window_sinks(cfg.output, cfg.alerts_path,
+                                           dead_letter_path=cfg.dead_letter_path),
+                           cfg.alerts_stream, cfg.dead_letter_stream)
+
+
+def _drain_ms(cfg: QoeConfig) -> int:
+    # Past the last record, the watermark moves far enough for every view to
     # expire and every alert to close (nothing fires at +infinity here).
-    drain_ms = (2 * cfg.inactivity_s + cfg.close_after_s + 60) * 1000
+    return (2 * cfg.inactivity_s + cfg.close_after_s + 60) * 1000
+
+
+def _run_stream(pipeline: beam.Pipeline, cfg: QoeConfig) -> tuple[dict, dict]:
+    """A stream on the DirectRunner: a StreamFeed in this process, served to
+    the runner over localhost. Ctrl-C (or SIGTERM) stops reading, drains:
+    open views complete and alerts close, and the reader's positions are
+    committed, so a restart resumes where this run stopped."""
+    try:
+        reader = read.open_reader(cfg.source_stream, cfg.checkpoint)
+    except LookupError as exc:
+        raise ConfigError(str(exc)) from None
+    except ValueError as exc:        # a checkpoint of another source
+        raise ConfigError(str(exc)) from None
+    sinks = _stream_sinks(cfg)
+    stream_feed = feed.StreamFeed(reader, int(cfg.stream_tick_s * 1000), cfg.max_lag_s * 1000,
+                                  _drain_ms(cfg), stop_at_latest=cfg.stop_at_latest)
+    previous = _stop_on_signals(stream_feed.stop_requested)
+    try:
+        with replay.ReplayService(stream_feed) as endpoint:
+            build(pipeline, cfg, read.ReadBeacons(cfg.source_stream, "DirectRunner", endpoint), sinks)
+            pipeline.run().wait_until_finish()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        reader.close()
+    totals = tally.totals_from_outputs(cfg.output, 0)
+    return totals, {"stream_records": stream_feed.records, "source_stats": dict(reader.stats),
+                    "checkpoint": cfg.checkpoint}
+
+
+def _stop_on_signals(stop: threading.Event) -> dict:
+    """The first SIGINT/SIGTERM asks the feed to stop (the pipeline then
+    drains and finishes); a second one aborts. Not a KeyboardInterrupt in
+    wait_until_finish: the DirectRunner shuts its workers down on that, and
+    what was still in flight would be lost. Returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(_signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logging.warning("stopping: reading ends, the pipeline drains (interrupt again to abort)")
+        stop.set()
+
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _file_replay(cfg: QoeConfig) -> replay.FileReplay:
     return replay.FileReplay(cfg.source_pattern, cfg.replay_speed, cfg.max_lag_s * 1000,
-                             drain_ms, cfg.replay_tick_s * 1000)
+                             _drain_ms(cfg), cfg.replay_tick_s * 1000)
 
 
 def quiet_beam_logs(level: Optional[int] = logging.WARNING) -> None:

@@ -17,10 +17,23 @@ class QoeOptions(PipelineOptions):
     def _add_argparse_args(cls, parser) -> None:
         add = parser.add_argument
         add("--source", default=None,
-            help="Beacons: a file, directory or glob of NDJSON (or file://..., gs://...).")
+            help="Beacons: a file, directory or glob of NDJSON (or file://..., gs://...), "
+                 "or a stream: pubsub://projects/P/subscriptions/S (a .../topics/T form "
+                 "creates a subscription) or kinesis://STREAM[?endpoint=URL&region=R].")
         add("--output", default=None, help="Directory for views, metrics, alerts, dead letters.")
         add("--alerts", default=None,
-            help="Extra alert sink: a JSONL file path (written besides OUTPUT/alerts.jsonl).")
+            help="Extra alert sink besides OUTPUT/alerts*.jsonl: a JSONL file path, "
+                 "pubsub://projects/P/topics/T or kinesis://STREAM (keyed by alert_id).")
+        add("--dead_letter", default=None,
+            help="Extra dead-letter sink besides OUTPUT/dead_letter-*.jsonl: a JSONL file "
+                 "path, pubsub://projects/P/topics/T or kinesis://STREAM.")
+        add("--stop_at_latest", action="store_true", default=False,
+            help="With a stream source: stop once it is read to its end (bounded replay).")
+        add("--checkpoint", default=None,
+            help="With a stream source: file of reader positions, resumed on restart "
+                 "(default OUTPUT/_checkpoints/source.json).")
+        add("--stream_tick_s", type=float, default=1.0,
+            help="With a stream source on the DirectRunner: wall seconds per bundle.")
         add("--inactivity_s", type=int, default=3600,
             help="Seconds without beacons after which a view is final (Mux: 3600).")
         add("--complete_s", type=int, default=60,

@@ -34,7 +34,7 @@ CODER = coders.PickleCoder()
 # default tag None would never match: watermark events would be ignored and
 # nothing would fire before the end of the stream. An explicit tag avoids it.
 TAG = "beacons"
-# Largest watermark step (see FileReplay._advance); below the sinks' lateness.
+# Largest watermark step (see WatermarkSteps); below the sinks' lateness.
 MAX_STEP_MS = 600_000
 MAX_STEPS = 1_008          # a week of steps; a longer gap is jumped
 
@@ -75,6 +75,33 @@ def _records(path: str, blank: Optional[list[int]] = None) -> Iterator[tuple[int
             yield arrival, number, RawRecord(payload, f"{path}:{number}", arrival)
     for n, p in waiting:                        # no receive time anywhere in the file
         yield 0, n, RawRecord(p, f"{path}:{n}", None)
+
+
+class WatermarkSteps:
+    """Watermark events for a TestStream, in steps of at most MAX_STEP_MS.
+
+    The DirectRunner holds no watermark for pending timers, so what a timer
+    emits is as far behind the watermark as the step that fired it; small
+    steps keep that within the sinks' allowed lateness (a quiet hour in the
+    input or the final drain would otherwise be one jump). The watermark
+    never moves back.
+    """
+
+    def __init__(self) -> None:
+        self.value: Optional[int] = None
+
+    def advance(self, watermark: int) -> Iterator:
+        if self.value is None:
+            self.value = watermark
+            yield test_stream.WatermarkEvent(Timestamp(micros=watermark * 1000), TAG)
+            return
+        if watermark - self.value > MAX_STEPS * MAX_STEP_MS:
+            # A gap of weeks (e.g. lines with no time at all, replayed at 0):
+            # nothing can be pending across it that small steps would save.
+            self.value = watermark - MAX_STEPS * MAX_STEP_MS
+        while watermark > self.value:
+            self.value = min(watermark, self.value + MAX_STEP_MS)
+            yield test_stream.WatermarkEvent(Timestamp(micros=self.value * 1000), TAG)
 
 
 class FileReplay:
@@ -119,7 +146,7 @@ class FileReplay:
         merged = heapq.merge(*(_records(p, self._blank) for p in self._paths),
                              key=lambda r: (r[0], r[1]))
         started, first = self._clock(), None
-        self._watermark = None
+        self._watermark = WatermarkSteps()
         batch: list[TimestampedValue] = []
         tick = None
         last = 0
@@ -138,34 +165,11 @@ class FileReplay:
             batch.append(TimestampedValue(record, Timestamp(micros=arrival * 1000)))
         if batch:
             yield from self._flush(batch, tick)
-        yield from self._advance(last + self._drain)
+        yield from self._watermark.advance(last + self._drain)
 
     def _flush(self, batch: list[TimestampedValue], tick: int) -> Iterator:
         yield test_stream.ElementEvent(batch, TAG)
-        yield from self._advance(tick * self._tick - self._lag)
-
-    def _advance(self, watermark: int) -> Iterator:
-        """Move the watermark to ``watermark`` in steps of at most MAX_STEP_MS.
-
-        The DirectRunner holds no watermark for pending timers, so what a
-        timer emits is as far behind the watermark as the step that fired it;
-        small steps keep that within the sinks' allowed lateness (a quiet hour
-        in the files or the final drain would otherwise be one jump). Files
-        are expected in arrival order (as a collector writes them); the
-        watermark never moves back even if one is not.
-        """
-        if self._watermark is None:
-            self._watermark = watermark
-            yield test_stream.WatermarkEvent(Timestamp(micros=watermark * 1000), TAG)
-            return
-        if watermark - self._watermark > MAX_STEPS * MAX_STEP_MS:
-            # A gap of weeks (e.g. lines with no time at all, replayed at 0):
-            # nothing can be pending across it that small steps would save.
-            self._watermark = watermark - MAX_STEPS * MAX_STEP_MS
-        while watermark > self._watermark:
-            self._watermark = min(watermark, self._watermark + MAX_STEP_MS)
-            yield test_stream.WatermarkEvent(Timestamp(micros=self._watermark * 1000), TAG)
-
+        yield from self._watermark.advance(tick * self._tick - self._lag)
 
 def to_proto(event) -> beam_runner_api_pb2.TestStreamPayload.Event:
     """A TestStream event as the DirectRunner's RPC reader expects it (micros)."""

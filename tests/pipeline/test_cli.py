@@ -13,9 +13,10 @@ def run_cli(capsys, *argv):
 
 @pytest.mark.parametrize("argv, message", [
     (["run"], "stallwatch run: error: --source is required"),
-    (["run", "--source=pubsub://projects/p/subscriptions/s", "--output=/tmp/x"],
-     "Pub/Sub sources (pubsub://...) are not supported yet"),
-    (["run", "--source=kinesis://beacons", "--output=/tmp/x"], "Kinesis sources"),
+    (["run", "--source=pubsub://projects/p/subscriptions/sub", "--output=/tmp/x"],
+     "is a stream: add --streaming"),
+    (["run", "--source=kinesis://beacons", "--output=/tmp/x", "--streaming",
+      "--runner=FlinkRunner"], "reading Kinesis on FlinkRunner is not supported yet"),
     (["run", "--min_viewers=lots"], "argument --min_viewers: invalid int value: 'lots'"),
     (["run", "--source=/nope/*.ndjson", "--output=/tmp/x"], "no files match"),
     (["run", "--bogus=1"], "unknown option --bogus"),

@@ -33,8 +33,11 @@ def test_to_config__file_uri_and_glob(beacons, tmp_path):
 
 
 @pytest.mark.parametrize("source, message", [
-    ("pubsub://projects/p/subscriptions/s", "Pub/Sub sources (pubsub://...) are not supported yet"),
-    ("kinesis://beacons", "Kinesis sources (kinesis://...) are not supported yet"),
+    ("pubsub://projects/p/subscriptions/sub", "is a stream: add --streaming"),
+    ("pubsub://projects/p/queues/s", "expected pubsub://projects/PROJECT/topics/TOPIC"),
+    ("kinesis://bea cons", "expected kinesis://STREAM"),
+    ("kinesis://beacons?endpoint=localhost:4568", "endpoint must be an http(s):// URL"),
+    ("kinesis://beacons?shard=1", "unknown parameter 'shard'"),
     ("http://example.com/x", "unsupported source scheme http://"),
     ("/nonexistent/dir/*.ndjson", "no files match"),
 ])
@@ -67,11 +70,26 @@ def test_to_config__bad_numbers(flag, message, beacons, tmp_path):
         cfg(f"--source={beacons}", f"--output={tmp_path}", flag)
 
 
-def test_to_config__alert_sinks(beacons, tmp_path):
-    c = cfg(f"--source={beacons}", f"--output={tmp_path}", f"--alerts={tmp_path}/a.jsonl")
-    assert c.alerts_path == f"{tmp_path}/a.jsonl"
-    with pytest.raises(ConfigError, match=r"Pub/Sub alert sinks \(pubsub://...\) are not supported yet"):
-        cfg(f"--source={beacons}", f"--output={tmp_path}", "--alerts=pubsub://projects/p/topics/t")
+def test_to_config__alert_and_dead_letter_sinks(beacons, tmp_path):
+    c = cfg(f"--source={beacons}", f"--output={tmp_path}", f"--alerts={tmp_path}/a.jsonl",
+            "--dead_letter=kinesis://dead?endpoint=http://127.0.0.1:4568")
+    assert c.alerts_path == f"{tmp_path}/a.jsonl" and c.alerts_stream is None
+    assert c.dead_letter_stream == "kinesis://dead?endpoint=http://127.0.0.1:4568"
+    c = cfg(f"--source={beacons}", f"--output={tmp_path}", "--alerts=pubsub://projects/p/topics/topic")
+    assert c.alerts_stream == "pubsub://projects/p/topics/topic" and c.alerts_path is None
+    with pytest.raises(ConfigError, match=r"--alerts .*publishing needs a topic"):
+        cfg(f"--source={beacons}", f"--output={tmp_path}",
+            "--alerts=pubsub://projects/p/subscriptions/sub")
+
+
+def test_to_config__stream_source(beacons, tmp_path):
+    c = cfg("--source=kinesis://beacons?endpoint=http://127.0.0.1:1&region=eu-west-1",
+            f"--output={tmp_path}", "--streaming", "--stop_at_latest")
+    assert c.source_stream.startswith("kinesis://beacons") and c.source_pattern == ""
+    assert c.stop_at_latest and c.checkpoint == os.path.join(str(tmp_path), "_checkpoints",
+                                                             "source.json")
+    with pytest.raises(ConfigError, match="--stop_at_latest applies to pubsub:// and kinesis://"):
+        cfg(f"--source={beacons}", f"--output={tmp_path}", "--stop_at_latest")
 
 
 def test_check_flags__unknown_flag_is_rejected():

@@ -1,0 +1,93 @@
+"""ReadBeacons: one transform over every (source, runner) pair we support.
+
+| source            | runner                         | what reads                                  |
+|-------------------|--------------------------------|---------------------------------------------|
+| files             | any                            | pipeline.io.ReadBeaconFiles                 |
+| pubsub, kinesis   | DirectRunner (--streaming)     | StreamFeed in the launcher (feed.py)        |
+| pubsub            | DataflowRunner                 | beam.io.ReadFromPubSub (the service's read) |
+
+Every branch yields the same RawRecord, timestamped at arrival, with
+``source`` naming its position (message id; stream/shard/sequence number).
+The matrix, and why, is in docs/io.md.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import apache_beam as beam
+
+from pipeline.streams import uri as stream_uri
+from pipeline.streams.checkpoint import Checkpoint
+from transforms.model import RawRecord
+
+DIRECT = ("DirectRunner", "BundleBasedDirectRunner")
+DATAFLOW = ("DataflowRunner",)
+
+
+def runner_name(runner) -> str:
+    return runner if isinstance(runner, str) else type(runner).__name__
+
+
+def unsupported(uri: str, runner: str) -> Optional[str]:
+    """Why ``uri`` cannot be read on ``runner``, or None when it can."""
+    parsed = stream_uri.parse(uri)
+    if runner in DIRECT:
+        return None
+    if runner in DATAFLOW and isinstance(parsed, stream_uri.PubSubUri):
+        return None
+    kind = "Pub/Sub" if isinstance(parsed, stream_uri.PubSubUri) else "Kinesis"
+    return (f"reading {kind} on {runner} is not supported yet: use the DirectRunner"
+            + (" or DataflowRunner" if kind == "Pub/Sub" else "") + " (see docs/io.md)")
+
+
+def open_reader(uri: str, checkpoint_path: Optional[str]):
+    """A live reader (poll/positions/commit) for a stream URI; LookupError
+    when the topic, subscription or stream does not exist."""
+    parsed = stream_uri.parse(uri)
+    if isinstance(parsed, stream_uri.PubSubUri):
+        from pipeline.streams.pubsub import PubSubReader
+        return PubSubReader(parsed)
+    from pipeline.streams.kinesis import KinesisReader
+    return KinesisReader(parsed, Checkpoint(checkpoint_path, str(parsed)))
+
+
+def _from_pubsub(message) -> RawRecord:
+    published = message.publish_time
+    arrival = int(published.timestamp() * 1000) if published is not None else None
+    return RawRecord(bytes(message.data), f"pubsub:{message.message_id}", arrival)
+
+
+class ReadBeacons(beam.PTransform):
+    """Read beacons from a stream.
+
+    Input:  PBegin.
+    Output: unbounded PCollection[RawRecord], timestamped at arrival.
+
+    Args:
+      uri: pubsub://... or kinesis://... (pipeline/streams/uri.py).
+      runner: the runner's name; picks the implementation (module table).
+      feed_endpoint: on the DirectRunner, the TestStreamService a StreamFeed
+        serves (pipeline/main.py starts it).
+    """
+
+    def __init__(self, uri: str, runner: str, feed_endpoint: Optional[str] = None) -> None:
+        super().__init__()
+        why = unsupported(uri, runner)
+        if why:
+            raise ValueError(why)
+        if runner in DIRECT and not feed_endpoint:
+            raise ValueError("on the DirectRunner a stream is read through a StreamFeed endpoint")
+        self._uri, self._runner, self._endpoint = stream_uri.parse(uri), runner, feed_endpoint
+
+    def expand(self, root: beam.pvalue.PBegin) -> beam.PCollection:
+        if self._endpoint:
+            from pipeline.io import ReplayBeaconFiles
+            return root | "Feed" >> ReplayBeaconFiles(self._endpoint)
+        # DataflowRunner + Pub/Sub: the service's own read (ack on checkpoint,
+        # watermark from publish time, de-duplication by message id).
+        source = ({"topic": self._uri.path} if self._uri.is_topic
+                  else {"subscription": self._uri.path})
+        return (root
+                | "ReadFromPubSub" >> beam.io.ReadFromPubSub(with_attributes=True, **source)
+                | "ToRawRecord" >> beam.Map(_from_pubsub))
