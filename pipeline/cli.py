@@ -67,18 +67,45 @@ def _generate(argv: Sequence[str]) -> int:
     parser = _Parser(prog="stallwatch generate", description=(
         "Write a seeded, realistic beacon workload (NDJSON) and truth.json listing the "
         "injected faults."))
-    parser.add_argument("--out", required=True, help="Directory to write into.")
+    parser.add_argument("--out", default=None,
+                        help="Directory to write into (with --publish: where truth.json goes).")
     parser.add_argument("--viewers", type=int, default=None,
                         help="Audience size (default: the scenario's).")
     parser.add_argument("--seed", type=int, default=7, help="Random seed (default 7).")
     parser.add_argument("--scenario", default="demo", choices=sorted(scenario.SCENARIOS),
                         help="demo: faults, hard negatives and mess; clean: no mess; small: quick.")
+    parser.add_argument("--publish", default=None,
+                        help="Publish a live audience (event time = now) to "
+                             "pubsub://projects/P/topics/T or kinesis://STREAM instead of files.")
+    parser.add_argument("--rate", type=float, default=2.0,
+                        help="With --publish: viewers joining per second (default 2).")
+    parser.add_argument("--join_s", type=int, default=60,
+                        help="With --publish: seconds during which viewers join (default 60).")
     args = parser.parse_args(list(argv))
+    if args.publish:
+        return _publish(args)
+    if not args.out:
+        raise CliError("the following arguments are required: --out (or --publish)")
     if args.viewers is not None and args.viewers < 20:
         raise CliError("--viewers must be at least 20 (the scenario's hard negatives need an audience)")
     truth = workload.generate(scenario.build(args.scenario, args.viewers), args.seed, args.out)
     print(f"wrote {truth['lines']:,} lines ({truth['input_records']:,} records, {truth['views']:,} views "
           f"by {truth['viewers']:,} viewers) to {args.out}/, faults in {args.out}/truth.json")
+    return 0
+
+
+def _publish(args) -> int:
+    from pipeline.streams import live, uri
+    if args.rate <= 0 or args.join_s <= 0:
+        raise CliError("--rate and --join_s must be > 0")
+    try:
+        uri.parse(args.publish, want_topic=True)
+    except uri.StreamUriError as exc:
+        raise CliError(f"--publish {exc}") from None
+    try:
+        live.publish_live(args.publish, args.rate, args.join_s, args.seed, args.out)
+    except LookupError as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 

@@ -79,6 +79,9 @@ class Scenario:
     skewed_viewer_rate: float = 0.01
     malformed_rate: float = 0.002
     files: int = 4
+    origin_ms: int = ORIGIN_MS         # wall-clock start of the workload
+    join_ms: Optional[int] = None      # views start within this of the origin (default: span - 10 min)
+    long_pauses: bool = True           # a few pauses last 10-40 min (off for the live generator)
 
 
 def _catalogue() -> tuple[Video, ...]:
@@ -133,6 +136,24 @@ def build(name: str, viewers: Optional[int] = None) -> Scenario:
         business_error_rate=0.004,
         mess=mess,
     )
+
+
+def live(origin_ms: int, viewers: int, join_ms: int) -> Scenario:
+    """A short live audience for the stream generator: ``viewers`` join within
+    ``join_ms`` of ``origin_ms`` (now) and watch 2-5 minute clips; a broken
+    segment of clip-a at 1:00-1:04 stalls 60 % of those who reach it, so a
+    content alert is due about a minute after the first viewers start.
+    Beacons are not held back for minutes (no reordering) and pauses are
+    short: the stream ends a few minutes after the last viewer joins."""
+    base = build("small", viewers)
+    return dataclasses.replace(
+        base, name="live", span_ms=join_ms + 4 * MINUTE, origin_ms=origin_ms, join_ms=join_ms,
+        reorder_rate=0.0, long_pauses=False,
+        videos=(Video("clip-a", 2 * MINUTE, 0.6), Video("clip-b", 90_000, 0.25),
+                Video("clip-c", 150_000, 0.15)),
+        content_faults=(ContentFault("clip-a", MINUTE, MINUTE + SEGMENT_MS, None, 0.6),),
+        outages=(), premiere_video=None, highlight=None, tiny_title=None,
+        bad_wifi_video=None, bad_wifi_share=0.01)
 
 
 # name -> (default viewers, mess)

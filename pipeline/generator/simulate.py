@@ -235,7 +235,7 @@ def _maybe_interact(p: _Player, rng: random.Random, s: Scenario, video: Video) -
     roll = rng.random()
     if roll < 0.002 and not video.live:
         p.emit("pause")
-        long = rng.random() < 0.05
+        long = rng.random() < 0.05 and s.long_pauses
         p.wait(rng.uniform(10 * MINUTE, 40 * MINUTE) if long else rng.lognormvariate(math.log(20_000), 0.8))
         p.emit("play")
         p.wait(rng.uniform(50, 300))

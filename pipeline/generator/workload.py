@@ -7,6 +7,7 @@ import json
 import os
 import random
 import zlib
+from typing import NamedTuple
 
 from pipeline.generator import simulate
 from pipeline.generator.scenario import MINUTE, ORIGIN_MS, Scenario
@@ -34,7 +35,8 @@ class _Plan:
         regular = [v for v in s.videos if v.weight > 0]
         weights = [v.weight for v in regular]
         self.views: list[tuple] = []
-        end = ORIGIN_MS + s.span_ms - 10 * MINUTE
+        origin = s.origin_ms
+        end = origin + (s.join_ms if s.join_ms is not None else s.span_ms - 10 * MINUTE)
         normal = [v for v in self.viewers if not v.bad_wifi]
         for viewer in self.viewers:
             count = 1 + _poisson(rng, 0.8)
@@ -43,7 +45,7 @@ class _Plan:
                 seek = None
                 if s.highlight and video.video_id == s.highlight[0] and rng.random() < s.highlight_share:
                     seek = s.highlight[1]
-                self.views.append((viewer, video, rng.randint(ORIGIN_MS, end), 0, seek))
+                self.views.append((viewer, video, rng.randint(origin, end), 0, seek))
         if s.premiere_video:
             premiere = videos[s.premiere_video]
             for viewer in rng.sample(normal, int(len(normal) * s.premiere_share)):
@@ -51,7 +53,7 @@ class _Plan:
                 self.views.append((viewer, premiere, join, join - s.premiere_start_ms, None))
         if s.tiny_title:
             for viewer in rng.sample(normal, 3):
-                self.views.append((viewer, videos[s.tiny_title], rng.randint(ORIGIN_MS, end), 0, None))
+                self.views.append((viewer, videos[s.tiny_title], rng.randint(origin, end), 0, None))
         self.bad_wifi_handful: list[str] = []
         if s.bad_wifi_video:
             for viewer in rng.sample(normal, s.bad_wifi_handful):
@@ -59,7 +61,7 @@ class _Plan:
                 self.bad_wifi_handful.append(viewer.viewer_id)
                 for _ in range(2):
                     self.views.append((viewer, videos[s.bad_wifi_video],
-                                       rng.randint(ORIGIN_MS, end), 0, None))
+                                       rng.randint(origin, end), 0, None))
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
@@ -129,11 +131,36 @@ def _malformed(rng: random.Random, event: dict) -> tuple[str, bytes]:
     return "missing_field:ts", _dumps({k: v for k, v in event.items() if k != "ts"})
 
 
+class Message(NamedTuple):
+    """One message as a player sends it, and when the collector receives it."""
+
+    arrival_ms: int
+    shard: int            # file it goes to (a hash of the view)
+    key: str              # view_id: the partition key that keeps a view in order
+    body: object          # an event dict, a list of them, or raw bytes (malformed)
+
+    def payload(self) -> bytes:
+        return self.body if isinstance(self.body, bytes) else _dumps(self.body)
+
+    def line(self) -> bytes:
+        """As a collector writes it to a file: stamped with its receive time."""
+        return self.body if isinstance(self.body, bytes) else _stamped(self.body, self.arrival_ms)
+
+
 def generate(s: Scenario, seed: int, out_dir: str) -> dict:
     """Write ``out_dir/beacons-*.ndjson`` and ``out_dir/truth.json``; return the truth."""
+    messages, truth = simulate_messages(s, seed)
+    _write(out_dir, s.files, [(m.arrival_ms, m.shard, m.line()) for m in messages])
+    with open(os.path.join(out_dir, "truth.json"), "w", encoding="utf-8") as f:
+        json.dump(truth, f, indent=2, sort_keys=True)
+    return truth
+
+
+def simulate_messages(s: Scenario, seed: int) -> tuple[list[Message], dict]:
+    """Every message of the workload (in no particular order) and its truth."""
     rng = random.Random(seed)
     plan = _Plan(rng, s)
-    lines: list[tuple[int, int, bytes]] = []       # (arrival, shard, line)
+    lines: list[Message] = []
     stats = {"views": 0, "events": 0, "duplicate_events": 0, "records": 0, "lines": 0}
     dead: dict[str, int] = {}
     sample_events: list[dict] = []
@@ -150,25 +177,23 @@ def generate(s: Scenario, seed: int, out_dir: str) -> dict:
             arrival += view_rng.randint(50, 2_000)
             if s.mess and view_rng.random() < s.reorder_rate:
                 arrival += view_rng.randint(30_000, 270_000)
-            line = _stamped(message, arrival)
-            lines.append((arrival, shard, line))
+            lines.append(Message(arrival, shard, trace.view_id, message))
             stats["records"] += records
             if s.mess and view_rng.random() < s.duplicate_rate:
-                lines.append((arrival + view_rng.randint(1_000, 60_000), shard, line))
+                lines.append(Message(arrival + view_rng.randint(1_000, 60_000), shard,
+                                     trace.view_id, message))
                 stats["records"] += records
                 stats["duplicate_events"] += records
     if s.mess and sample_events:
         for _ in range(max(9, int(len(lines) * s.malformed_rate))):
             reason, line = _malformed(rng, rng.choice(sample_events))
-            lines.append((rng.randint(ORIGIN_MS, ORIGIN_MS + s.span_ms), rng.randrange(s.files), line))
+            shard = rng.randrange(s.files)
+            lines.append(Message(rng.randint(s.origin_ms, s.origin_ms + s.span_ms), shard,
+                                 f"malformed-{len(lines)}", line))
             dead[reason] = dead.get(reason, 0) + 1
             stats["records"] += 1
     stats["lines"] = len(lines)
-    _write(out_dir, s.files, lines)
-    truth = _truth(s, seed, plan, stats, dead)
-    with open(os.path.join(out_dir, "truth.json"), "w", encoding="utf-8") as f:
-        json.dump(truth, f, indent=2, sort_keys=True)
-    return truth
+    return lines, _truth(s, seed, plan, stats, dead)
 
 
 def _write(out_dir: str, files: int, lines: list[tuple[int, int, bytes]]) -> None:
