@@ -14,7 +14,7 @@ OUTPUT   ?= out/run
 RUNNER   ?= direct
 
 .PHONY: run test test-unit test-integration venv generate browser clean help \
-	emulators emulators-up emulators-down
+	emulators emulators-up emulators-down prism
 
 # Local protocol peers (tools/emulators.py): Google's pstest built from the Go
 # module proxy, kinesis-mock from npm. Loopback only.
@@ -22,6 +22,9 @@ TOOLS        := .tools
 PSTEST       := $(TOOLS)/bin/pstest
 KINESIS_MOCK := $(TOOLS)/node_modules/kinesis-local/main.js
 KINESIS_MOCK_VERSION := 0.6.2
+# Prism, Beam's Go runner, at the apache-beam version pinned in setup.py.
+BEAM_VERSION := $(shell sed -n 's/^BEAM_VERSION = "\(.*\)".*/\1/p' setup.py)
+PRISM        := $(TOOLS)/bin/prism
 
 help:
 	@echo "make run    generate a workload and run the pipeline on the DirectRunner"
@@ -51,7 +54,7 @@ run: generate
 	$(BIN)/stallwatch report --output=$(OUTPUT) && \
 	echo "make run: done in $$(( $$(date +%s) - start )) s; results in $(OUTPUT)/"
 
-test: venv browser emulators
+test: venv browser emulators prism
 	$(BIN)/python -m pytest -q
 
 emulators: $(PSTEST) $(KINESIS_MOCK)
@@ -64,6 +67,13 @@ $(KINESIS_MOCK):
 	@echo "installing the Kinesis emulator (kinesis-mock $(KINESIS_MOCK_VERSION)) into $(TOOLS)/"
 	@mkdir -p $(TOOLS)
 	@npm install --silent --no-audit --no-fund --prefix $(TOOLS) kinesis-local@$(KINESIS_MOCK_VERSION) >/dev/null
+	@touch $@
+
+prism: $(PRISM)
+
+$(PRISM): setup.py
+	@echo "building the Prism runner v$(BEAM_VERSION) with go install into $(TOOLS)/bin/"
+	@GOBIN=$(CURDIR)/$(TOOLS)/bin go install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
 	@touch $@
 
 emulators-up: venv emulators
@@ -81,7 +91,7 @@ browser:
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"
 
-test-integration: venv browser emulators
+test-integration: venv browser emulators prism
 	$(BIN)/python -m pytest -q -m integration
 
 clean:

@@ -144,9 +144,9 @@ def to_config(options: PipelineOptions) -> QoeConfig:
         raise ConfigError(f"--stream_tick_s must be > 0, got {o.stream_tick_s}")
     source_stream = _stream("--source", o.source, False) if stream_uri.is_stream(o.source) else None
     pattern = "" if source_stream else source_pattern(o.source)
-    if source_stream and not streaming:
-        raise ConfigError(f"--source {o.source} is a stream: add --streaming "
-                          "(and --stop_at_latest to stop once it is read to its end)")
+    if source_stream and not streaming and not o.stop_at_latest:
+        raise ConfigError(f"--source {o.source} is a stream: add --streaming, or "
+                          "--stop_at_latest for a bounded (batch) read to its end")
     if o.stop_at_latest and not source_stream:
         raise ConfigError("--stop_at_latest applies to pubsub:// and kinesis:// sources only")
     output = _output(o.output)

@@ -87,16 +87,19 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     started = time.monotonic()
     pipeline = pipeline_factory(options=options)
     extra: dict = {}
-    if cfg.source_stream and runner in read.DIRECT:
+    if cfg.source_stream and runner in read.DIRECT and cfg.streaming:
         totals, extra = _run_stream(pipeline, cfg)
     elif cfg.source_stream:
-        build(pipeline, cfg, read.ReadBeacons(cfg.source_stream, runner),
-              io.with_streams(io.window_sinks(cfg.output, cfg.alerts_path,
-                                              dead_letter_path=cfg.dead_letter_path),
-                              cfg.alerts_stream, cfg.dead_letter_stream))
+        source = read.ReadBeacons(cfg.source_stream, runner, checkpoint=cfg.checkpoint,
+                                  max_lag_ms=cfg.max_lag_s * 1000,
+                                  stop_at_latest=cfg.stop_at_latest)
+        build(pipeline, cfg, source, _stream_sinks(cfg) if cfg.streaming else io.with_streams(
+            io.file_sinks(cfg.output, cfg.alerts_path, cfg.dead_letter_path),
+            cfg.alerts_stream, cfg.dead_letter_stream))
         result = pipeline.run()
         result.wait_until_finish()
-        totals = counters(result)
+        totals = (tally.totals_from_outputs(cfg.output, 0) if cfg.streaming and cfg.local_output
+                  else counters(result))
     elif cfg.streaming:
         source = _file_replay(cfg)
         with replay.ReplayService(source) as endpoint:

@@ -70,7 +70,8 @@ class KinesisReader:
 
     def __init__(self, uri: KinesisUri, checkpoint: Optional[Checkpoint] = None,
                  kinesis=None, limit: int = 1000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 positions: Optional[dict] = None) -> None:
         self._uri, self._limit, self._clock = uri, limit, clock
         self._kinesis = kinesis or client(uri, retries=1)
         self._checkpoint = checkpoint or Checkpoint(None, str(uri))
@@ -79,7 +80,7 @@ class KinesisReader:
         self._empty_round = False
         self.stats = {"get_records_calls": 0, "throttled": 0, "expired_iterators": 0,
                       "shards_finished": 0, "shards_found": 0}
-        stored = self._checkpoint.load()
+        stored = positions if positions is not None else self._checkpoint.load()
         for shard_id, position in stored.items():
             self._shards[shard_id] = _Shard(shard_id, tuple(position.get("parents", ())),
                                             position.get("seq"), bool(position.get("done")))

@@ -5,6 +5,8 @@
 | files             | any                            | pipeline.io.ReadBeaconFiles                 |
 | pubsub, kinesis   | DirectRunner (--streaming)     | StreamFeed in the launcher (feed.py)        |
 | pubsub            | DataflowRunner                 | beam.io.ReadFromPubSub (the service's read) |
+| pubsub, kinesis   | any other, and the DirectRunner | ReadStream, a splittable DoFn (source.py)  |
+|                   | in batch with --stop_at_latest |                                             |
 
 Every branch yields the same RawRecord, timestamped at arrival, with
 ``source`` naming its position (message id; stream/shard/sequence number).
@@ -29,16 +31,19 @@ def runner_name(runner) -> str:
     return runner if isinstance(runner, str) else type(runner).__name__
 
 
+# Where ReadStream (a Python splittable DoFn) may run: bounded on the
+# FnApiRunner and Prism (tested); Dataflow is Beam's reference SDF runner
+# (not run here). Flink waits for the runners issue.
+SDF_RUNNERS = DIRECT + ("FnApiRunner", "PrismRunner", "DataflowRunner")
+
+
 def unsupported(uri: str, runner: str) -> Optional[str]:
     """Why ``uri`` cannot be read on ``runner``, or None when it can."""
-    parsed = stream_uri.parse(uri)
-    if runner in DIRECT:
+    stream_uri.parse(uri)
+    if runner in SDF_RUNNERS:
         return None
-    if runner in DATAFLOW and isinstance(parsed, stream_uri.PubSubUri):
-        return None
-    kind = "Pub/Sub" if isinstance(parsed, stream_uri.PubSubUri) else "Kinesis"
-    return (f"reading {kind} on {runner} is not supported yet: use the DirectRunner"
-            + (" or DataflowRunner" if kind == "Pub/Sub" else "") + " (see docs/io.md)")
+    return (f"reading streams on {runner} is not supported yet: use the DirectRunner, "
+            "PrismRunner or DataflowRunner (see docs/io.md)")
 
 
 def open_reader(uri: str, checkpoint_path: Optional[str]):
@@ -71,19 +76,25 @@ class ReadBeacons(beam.PTransform):
         serves (pipeline/main.py starts it).
     """
 
-    def __init__(self, uri: str, runner: str, feed_endpoint: Optional[str] = None) -> None:
+    def __init__(self, uri: str, runner: str, feed_endpoint: Optional[str] = None,
+                 checkpoint: Optional[str] = None, max_lag_ms: int = 300_000,
+                 stop_at_latest: bool = False) -> None:
         super().__init__()
         why = unsupported(uri, runner)
         if why:
             raise ValueError(why)
-        if runner in DIRECT and not feed_endpoint:
-            raise ValueError("on the DirectRunner a stream is read through a StreamFeed endpoint")
-        self._uri, self._runner, self._endpoint = stream_uri.parse(uri), runner, feed_endpoint
+        self._raw, self._uri, self._runner, self._endpoint = (
+            uri, stream_uri.parse(uri), runner, feed_endpoint)
+        self._checkpoint, self._lag, self._bounded = checkpoint, max_lag_ms, stop_at_latest
 
     def expand(self, root: beam.pvalue.PBegin) -> beam.PCollection:
         if self._endpoint:
             from pipeline.io import ReplayBeaconFiles
             return root | "Feed" >> ReplayBeaconFiles(self._endpoint)
+        if not (self._runner in DATAFLOW and isinstance(self._uri, stream_uri.PubSubUri)):
+            from pipeline.streams.source import ReadStream
+            return root | "ReadStream" >> ReadStream(self._raw, self._checkpoint, self._lag,
+                                                     self._bounded)
         # DataflowRunner + Pub/Sub: the service's own read (ack on checkpoint,
         # watermark from publish time, de-duplication by message id).
         source = ({"topic": self._uri.path} if self._uri.is_topic

@@ -16,7 +16,7 @@ def run_cli(capsys, *argv):
     (["run", "--source=pubsub://projects/p/subscriptions/sub", "--output=/tmp/x"],
      "is a stream: add --streaming"),
     (["run", "--source=kinesis://beacons", "--output=/tmp/x", "--streaming",
-      "--runner=FlinkRunner"], "reading Kinesis on FlinkRunner is not supported yet"),
+      "--runner=FlinkRunner"], "reading streams on FlinkRunner is not supported yet"),
     (["run", "--min_viewers=lots"], "argument --min_viewers: invalid int value: 'lots'"),
     (["run", "--source=/nope/*.ndjson", "--output=/tmp/x"], "no files match"),
     (["run", "--bogus=1"], "unknown option --bogus"),

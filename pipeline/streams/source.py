@@ -1,0 +1,208 @@
+"""ReadStream: Kinesis or Pub/Sub as a splittable DoFn, for runners that
+execute Python SDFs (the FnApiRunner in batch, Prism, Flink, Dataflow).
+
+The whole stream is one restriction: a Kinesis reader already spreads over
+shards and follows resharding, and a Pub/Sub subscription hands messages to
+whoever pulls. The restriction carries the reader's positions, so when the
+runner checkpoints (``defer_remainder``) the residual resumes exactly where
+the primary stopped; the file checkpoint (Kinesis) and Pub/Sub acks are
+written by bundle finalization, i.e. only once the runner has committed the
+records read. With ``stop_at_latest`` the read is bounded: it ends when the
+stream has been read to its tip.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, NamedTuple, Optional
+
+import apache_beam as beam
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from pipeline.streams import uri as stream_uri
+from pipeline.streams.checkpoint import Checkpoint
+from transforms.model import RawRecord
+from transforms.parse import METRICS_NAMESPACE
+
+_RUN_S = 5.0            # read this long per bundle before handing back to the runner
+_IDLE_RESUME_S = 1.0    # at the tip: ask to be resumed after this
+_IDLE_STOP_S = 3.0      # bounded: at the tip this long = the end
+
+
+END = "end-of-stream"   # claimed when a bounded read is over
+
+
+class StreamRestriction(NamedTuple):
+    positions: Any        # KinesisReader.positions() (dict) or None (Pub/Sub)
+    finished: bool
+
+
+class _StreamTracker(RestrictionTracker):
+    """Claims reader positions; splits only to checkpoint (no parallel split:
+    one reader covers every shard)."""
+
+    def __init__(self, restriction: StreamRestriction, bounded: bool) -> None:
+        self._restriction, self._bounded, self._stopped = restriction, bounded, False
+
+    def current_restriction(self) -> StreamRestriction:
+        return self._restriction
+
+    def current_progress(self) -> RestrictionProgress:
+        done = self._restriction.finished
+        return RestrictionProgress(completed=1.0 if done else 0.0, remaining=0.0 if done else 1.0)
+
+    def try_claim(self, positions) -> bool:
+        """Claim reading up to ``positions``; claiming END finishes the read
+        (the DoFn sees the tracker through a view without other methods)."""
+        if self._stopped or self._restriction.finished:
+            return False
+        if positions is END:
+            self._restriction = StreamRestriction(self._restriction.positions, True)
+        else:
+            self._restriction = StreamRestriction(positions, False)
+        return True
+
+    def try_split(self, fraction_of_remainder):
+        if self._stopped or self._restriction.finished or fraction_of_remainder != 0:
+            return None
+        self._stopped = True
+        positions = self._restriction.positions
+        return StreamRestriction(positions, True), StreamRestriction(positions, False)
+
+    def check_done(self) -> None:
+        if not (self._stopped or self._restriction.finished):
+            raise ValueError("the stream read returned without finishing or checkpointing")
+
+    def is_bounded(self) -> bool:
+        return self._bounded
+
+
+class _ReadStreamFn(beam.DoFn, RestrictionProvider):
+    """The DoFn and its own restriction provider (RestrictionParam() finds it)."""
+
+    def __init__(self, checkpoint: Optional[str], max_lag_ms: int, stop_at_latest: bool) -> None:
+        self._checkpoint, self._lag, self._bounded = checkpoint, max_lag_ms, stop_at_latest
+
+    # -- restrictions -------------------------------------------------------
+    def initial_restriction(self, uri: str) -> StreamRestriction:
+        parsed = stream_uri.parse(uri)
+        if isinstance(parsed, stream_uri.KinesisUri):
+            return StreamRestriction(Checkpoint(self._checkpoint, str(parsed)).load(), False)
+        return StreamRestriction(None, False)
+
+    def create_tracker(self, restriction: StreamRestriction) -> _StreamTracker:
+        return _StreamTracker(restriction, self._bounded)
+
+    def restriction_size(self, uri: str, restriction: StreamRestriction) -> int:
+        return 0 if restriction.finished else 1
+
+    def split(self, uri: str, restriction: StreamRestriction) -> Iterable[StreamRestriction]:
+        yield restriction
+
+    def truncate(self, uri: str, restriction: StreamRestriction):
+        return None          # draining: nothing more to read
+
+    # -- reading ------------------------------------------------------------
+    def setup(self) -> None:
+        self._read = Metrics.counter(METRICS_NAMESPACE, "stream_records")
+
+    def _reader(self, uri: str, restriction: StreamRestriction):
+        parsed = stream_uri.parse(uri)
+        if isinstance(parsed, stream_uri.KinesisUri):
+            from pipeline.streams.kinesis import KinesisReader
+            return KinesisReader(parsed, Checkpoint(self._checkpoint, str(parsed)),
+                                 positions=restriction.positions or {})
+        from pipeline.streams.pubsub import PubSubReader
+        return PubSubReader(parsed)
+
+    def _read_stream(self, uri: str, tracker, watermark, finalizer) -> Iterable[TimestampedValue]:
+        reader = self._reader(uri, tracker.current_restriction())
+        started = quiet_since = time.monotonic()
+        while True:
+            records = reader.poll()
+            if records:
+                quiet_since = time.monotonic()
+                token = reader.positions()
+                # Kinesis: the positions are the restriction; Pub/Sub: ack ids, not state.
+                if not tracker.try_claim(token if isinstance(token, dict) else None):
+                    return
+                # Durable (checkpoint file, acks) only once the runner committed this output.
+                finalizer.register(lambda r=reader, t=token: r.commit(t))
+                self._read.inc(len(records))
+                for record in records:
+                    yield TimestampedValue(record, Timestamp(micros=(record.arrival_ms or 0) * 1000))
+            mark = reader.watermark_ms()
+            if mark is not None:
+                candidate = Timestamp(micros=(mark - self._lag) * 1000)
+                current = watermark.current_watermark()
+                if current is None or candidate > current:
+                    watermark.set_watermark(candidate)
+            if reader.caught_up and not records:
+                if not self._bounded:
+                    tracker.defer_remainder(Duration(seconds=_IDLE_RESUME_S))
+                    return
+                if time.monotonic() - quiet_since >= _IDLE_STOP_S:
+                    tracker.try_claim(END)
+                    return
+                time.sleep(0.1)
+            elif not self._bounded and time.monotonic() - started >= _RUN_S:
+                tracker.defer_remainder()
+                return
+
+
+_WATERMARK = ManualWatermarkEstimator.default_provider()
+
+
+class _BoundedReadFn(_ReadStreamFn):
+    def process(self, uri: str, finalizer=beam.DoFn.BundleFinalizerParam,
+                tracker=beam.DoFn.RestrictionParam(),
+                watermark=beam.DoFn.WatermarkEstimatorParam(_WATERMARK),
+                ) -> Iterable[TimestampedValue]:
+        # The finalizer comes first: Beam fills positional placeholders up to
+        # the last one and passes the tracker and estimator by keyword.
+        yield from self._read_stream(uri, tracker, watermark, finalizer)
+
+
+class _UnboundedReadFn(_ReadStreamFn):
+    @beam.DoFn.unbounded_per_element()
+    def process(self, uri: str, finalizer=beam.DoFn.BundleFinalizerParam,
+                tracker=beam.DoFn.RestrictionParam(),
+                watermark=beam.DoFn.WatermarkEstimatorParam(_WATERMARK),
+                ) -> Iterable[TimestampedValue]:
+        # The finalizer comes first: Beam fills positional placeholders up to
+        # the last one and passes the tracker and estimator by keyword.
+        yield from self._read_stream(uri, tracker, watermark, finalizer)
+
+
+class ReadStream(beam.PTransform):
+    """Read a stream with a splittable DoFn.
+
+    Input:  PBegin.
+    Output: PCollection[RawRecord] timestamped at arrival; bounded with
+            ``stop_at_latest``, else unbounded.
+
+    Args:
+      uri: pubsub://... or kinesis://...
+      checkpoint: Kinesis positions file, read at start and written when a
+        bundle is finalized (None: the runner's checkpoints only).
+      max_lag_ms: the watermark trails the reader's by this much.
+      stop_at_latest: end once the stream is read to its tip.
+    """
+
+    def __init__(self, uri: str, checkpoint: Optional[str], max_lag_ms: int,
+                 stop_at_latest: bool) -> None:
+        super().__init__()
+        stream_uri.parse(uri)
+        self._uri, self._checkpoint = uri, checkpoint
+        self._lag, self._bounded = max_lag_ms, stop_at_latest
+
+    def expand(self, root: beam.pvalue.PBegin) -> beam.PCollection:
+        kind = _BoundedReadFn if self._bounded else _UnboundedReadFn
+        return (root
+                | "Stream" >> beam.Create([self._uri])
+                | "Read" >> beam.ParDo(kind(self._checkpoint, self._lag, self._bounded)))
