@@ -7,7 +7,7 @@ import json
 import os
 import random
 import zlib
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from pipeline.generator import simulate
 from pipeline.generator.scenario import MINUTE, ORIGIN_MS, Scenario
@@ -138,13 +138,16 @@ class Message(NamedTuple):
     shard: int            # file it goes to (a hash of the view)
     key: str              # view_id: the partition key that keeps a view in order
     body: object          # an event dict, a list of them, or raw bytes (malformed)
+    stamp_ms: Optional[int] = None   # a duplicate repeats the original's bytes and stamp
 
     def payload(self) -> bytes:
         return self.body if isinstance(self.body, bytes) else _dumps(self.body)
 
     def line(self) -> bytes:
         """As a collector writes it to a file: stamped with its receive time."""
-        return self.body if isinstance(self.body, bytes) else _stamped(self.body, self.arrival_ms)
+        if isinstance(self.body, bytes):
+            return self.body
+        return _stamped(self.body, self.stamp_ms or self.arrival_ms)
 
 
 def generate(s: Scenario, seed: int, out_dir: str) -> dict:
@@ -181,15 +184,14 @@ def simulate_messages(s: Scenario, seed: int) -> tuple[list[Message], dict]:
             stats["records"] += records
             if s.mess and view_rng.random() < s.duplicate_rate:
                 lines.append(Message(arrival + view_rng.randint(1_000, 60_000), shard,
-                                     trace.view_id, message))
+                                     trace.view_id, message, arrival))
                 stats["records"] += records
                 stats["duplicate_events"] += records
     if s.mess and sample_events:
         for _ in range(max(9, int(len(lines) * s.malformed_rate))):
             reason, line = _malformed(rng, rng.choice(sample_events))
-            shard = rng.randrange(s.files)
-            lines.append(Message(rng.randint(s.origin_ms, s.origin_ms + s.span_ms), shard,
-                                 f"malformed-{len(lines)}", line))
+            arrival = rng.randint(s.origin_ms, s.origin_ms + s.span_ms)
+            lines.append(Message(arrival, rng.randrange(s.files), f"malformed-{len(lines)}", line))
             dead[reason] = dead.get(reason, 0) + 1
             stats["records"] += 1
     stats["lines"] = len(lines)
