@@ -53,7 +53,9 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
     if sinks is not None:
         for label, pcoll, sink in (("PublishAlerts", alerts, sinks.alert_stream),
                                    ("PublishDeadLetters", parsed.dead_letters,
-                                    sinks.dead_letter_stream)):
+                                    sinks.dead_letter_stream),
+                                   ("WriteViewsTable", views, sinks.views_table),
+                                   ("WriteMetricsTable", metrics, sinks.metrics_table)):
             if sink is not None:
                 _ = pcoll | label >> sink
     return outputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import re
 from typing import Optional
 from urllib.parse import urlparse
 
@@ -15,6 +16,7 @@ from pipeline.streams import uri as stream_uri
 from transforms.thresholds import Thresholds
 
 _FILE_SCHEMES = ("", "file", "gs")
+_BQ_TABLE = re.compile(r"^[a-z][-a-z0-9.:]{4,61}[a-z0-9]:[A-Za-z0-9_]{1,1024}\.[-\w ]{1,1024}$")
 
 
 class ConfigError(ValueError):
@@ -50,6 +52,8 @@ class QoeConfig:
     stop_at_latest: bool = False
     checkpoint: Optional[str] = None         # reader positions (local JSON file)
     stream_tick_s: float = 1.0
+    views_table: Optional[str] = None        # BigQuery PROJECT:DATASET.TABLE
+    metrics_table: Optional[str] = None
 
     @property
     def local_output(self) -> bool:
@@ -150,6 +154,9 @@ def to_config(options: PipelineOptions) -> QoeConfig:
     if o.stop_at_latest and not source_stream:
         raise ConfigError("--stop_at_latest applies to pubsub:// and kinesis:// sources only")
     output = _output(o.output)
+    for flag, table in (("--views_table", o.views_table), ("--metrics_table", o.metrics_table)):
+        if table and not _BQ_TABLE.match(table):
+            raise ConfigError(f"{flag} {table}: expected PROJECT:DATASET.TABLE")
     alerts_path, alerts_stream = _extra_sink("--alerts", o.alerts)
     dead_letter_path, dead_letter_stream = _extra_sink("--dead_letter", o.dead_letter)
     checkpoint = o.checkpoint
@@ -166,6 +173,8 @@ def to_config(options: PipelineOptions) -> QoeConfig:
         stop_at_latest=bool(o.stop_at_latest),
         checkpoint=checkpoint,
         stream_tick_s=o.stream_tick_s,
+        views_table=o.views_table,
+        metrics_table=o.metrics_table,
         inactivity_s=o.inactivity_s,
         complete_s=o.complete_s,
         max_stall_s=o.max_stall_s,

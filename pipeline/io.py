@@ -64,6 +64,56 @@ METRIC_SCHEMA = pa.schema([
 ])
 
 
+_BQ_TYPES = {pa.int64(): "INTEGER", pa.float64(): "FLOAT", pa.string(): "STRING",
+             pa.bool_(): "BOOLEAN"}
+
+
+def _bq_field(field: pa.Field) -> dict:
+    kind = field.type
+    mode = "NULLABLE"
+    if pa.types.is_list(kind):
+        kind, mode = kind.value_type, "REPEATED"
+    if pa.types.is_struct(kind):
+        return {"name": field.name, "type": "RECORD", "mode": mode,
+                "fields": [_bq_field(kind.field(i)) for i in range(kind.num_fields)]}
+    return {"name": field.name, "type": _BQ_TYPES[kind], "mode": mode}
+
+
+def bigquery_schema(schema: pa.Schema) -> dict:
+    """The BigQuery table schema of a Parquet schema: rows are defined once."""
+    return {"fields": [_bq_field(field) for field in schema]}
+
+
+class WriteBigQueryRows(beam.PTransform):
+    """Rows to a BigQuery table (created if needed, appended to).
+
+    Input:  PCollection[View] or PCollection[MetricRow].
+    Output: the WriteToBigQuery result.
+
+    Args:
+      table: ``project:dataset.table``.
+      to_row, schema: the row function and Parquet schema of the output
+        (view_row + VIEW_SCHEMA, metric_row + METRIC_SCHEMA).
+      streaming: streaming inserts; batch uses load jobs (needs --temp_location).
+    A row's ``version`` tells its updates apart: query the highest per key.
+    """
+
+    def __init__(self, table: str, to_row, schema: pa.Schema, streaming: bool) -> None:
+        super().__init__()
+        self._table, self._to_row, self._schema, self._streaming = table, to_row, schema, streaming
+
+    def expand(self, items: beam.PCollection):
+        from apache_beam.io.gcp.bigquery import BigQueryDisposition, WriteToBigQuery
+        method = (WriteToBigQuery.Method.STREAMING_INSERTS if self._streaming
+                  else WriteToBigQuery.Method.FILE_LOADS)
+        return (items
+                | "ToRow" >> beam.Map(self._to_row)
+                | "Write" >> WriteToBigQuery(
+                    self._table, schema=bigquery_schema(self._schema), method=method,
+                    create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
+                    write_disposition=BigQueryDisposition.WRITE_APPEND))
+
+
 def view_row(view: View) -> dict:
     row = {f.name: getattr(view, f.name) for f in dataclasses.fields(View)
            if f.name not in ("stalls", "played")}
@@ -185,6 +235,17 @@ class Sinks(NamedTuple):
     extra_dead_letters: Optional[beam.PTransform] = None
     alert_stream: Optional[beam.PTransform] = None        # Pub/Sub or Kinesis
     dead_letter_stream: Optional[beam.PTransform] = None
+    views_table: Optional[beam.PTransform] = None         # BigQuery
+    metrics_table: Optional[beam.PTransform] = None
+
+
+def with_tables(sinks: Sinks, views: Optional[str], metrics: Optional[str],
+                streaming: bool) -> Sinks:
+    """``sinks`` plus views / metrics written to BigQuery tables (None: not)."""
+    return sinks._replace(
+        views_table=WriteBigQueryRows(views, view_row, VIEW_SCHEMA, streaming) if views else None,
+        metrics_table=(WriteBigQueryRows(metrics, metric_row, METRIC_SCHEMA, streaming)
+                       if metrics else None))
 
 
 def with_streams(sinks: Sinks, alerts: Optional[str], dead_letters: Optional[str]) -> Sinks:

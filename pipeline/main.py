@@ -93,9 +93,7 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
         source = read.ReadBeacons(cfg.source_stream, runner, checkpoint=cfg.checkpoint,
                                   max_lag_ms=cfg.max_lag_s * 1000,
                                   stop_at_latest=cfg.stop_at_latest)
-        build(pipeline, cfg, source, _stream_sinks(cfg) if cfg.streaming else io.with_streams(
-            io.file_sinks(cfg.output, cfg.alerts_path, cfg.dead_letter_path),
-            cfg.alerts_stream, cfg.dead_letter_stream))
+        build(pipeline, cfg, source, _sinks(cfg))
         result = pipeline.run()
         result.wait_until_finish()
         totals = (tally.totals_from_outputs(cfg.output, 0) if cfg.streaming and cfg.local_output
@@ -103,13 +101,11 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     elif cfg.streaming:
         source = _file_replay(cfg)
         with replay.ReplayService(source) as endpoint:
-            build(pipeline, cfg, io.ReplayBeaconFiles(endpoint), _stream_sinks(cfg))
+            build(pipeline, cfg, io.ReplayBeaconFiles(endpoint), _sinks(cfg))
             pipeline.run().wait_until_finish()
         totals = tally.totals_from_outputs(cfg.output, source.blank_lines)
     else:
-        build(pipeline, cfg, io.ReadBeaconFiles(cfg.source_pattern),
-              io.with_streams(io.file_sinks(cfg.output, cfg.alerts_path, cfg.dead_letter_path),
-                              cfg.alerts_stream, cfg.dead_letter_stream))
+        build(pipeline, cfg, io.ReadBeaconFiles(cfg.source_pattern), _sinks(cfg))
         result = pipeline.run()
         result.wait_until_finish()
         totals = counters(result)
@@ -135,17 +131,20 @@ def _check_replay(cfg: QoeConfig, runner: str) -> None:
                           "use local paths or run in batch")
 
 
-def _stream_sinks(cfg: QoeConfig) -> io.Sinks:
-    """Windowed files, plus alerts / dead letters published to stream URIs."""
+def _sinks(cfg: QoeConfig) -> io.Sinks:
+    """Files (windowed in streaming), plus alerts / dead letters published to
+    stream URIs (checked to exist first) and views / metrics to BigQuery."""
     for uri in (cfg.alerts_stream, cfg.dead_letter_stream):
         if uri:
             try:
                 open_writer(uri).check()
             except LookupError as exc:
                 raise ConfigError(str(exc)) from None
-    return io.with_streams(io.window_sinks(cfg.output, cfg.alerts_path,
-                                           dead_letter_path=cfg.dead_letter_path),
-                           cfg.alerts_stream, cfg.dead_letter_stream)
+    files = (io.window_sinks(cfg.output, cfg.alerts_path, dead_letter_path=cfg.dead_letter_path)
+             if cfg.streaming else
+             io.file_sinks(cfg.output, cfg.alerts_path, cfg.dead_letter_path))
+    return io.with_tables(io.with_streams(files, cfg.alerts_stream, cfg.dead_letter_stream),
+                          cfg.views_table, cfg.metrics_table, cfg.streaming)
 
 
 def _drain_ms(cfg: QoeConfig) -> int:
@@ -165,7 +164,7 @@ def _run_stream(pipeline: beam.Pipeline, cfg: QoeConfig) -> tuple[dict, dict]:
         raise ConfigError(str(exc)) from None
     except ValueError as exc:        # a checkpoint of another source
         raise ConfigError(str(exc)) from None
-    sinks = _stream_sinks(cfg)
+    sinks = _sinks(cfg)
     stream_feed = feed.StreamFeed(reader, int(cfg.stream_tick_s * 1000), cfg.max_lag_s * 1000,
                                   _drain_ms(cfg), stop_at_latest=cfg.stop_at_latest)
     previous = _stop_on_signals(stream_feed.stop_requested)

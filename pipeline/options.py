@@ -27,6 +27,10 @@ class QoeOptions(PipelineOptions):
         add("--dead_letter", default=None,
             help="Extra dead-letter sink besides OUTPUT/dead_letter-*.jsonl: a JSONL file "
                  "path, pubsub://projects/P/topics/T or kinesis://STREAM.")
+        add("--views_table", default=None,
+            help="Also write views to this BigQuery table (PROJECT:DATASET.TABLE).")
+        add("--metrics_table", default=None,
+            help="Also write metric rows to this BigQuery table (PROJECT:DATASET.TABLE).")
         add("--stop_at_latest", action="store_true", default=False,
             help="With a stream source: stop once it is read to its end (bounded replay).")
         add("--checkpoint", default=None,

@@ -99,3 +99,10 @@ def test_check_flags__unknown_flag_is_rejected():
 
 def test_check_flags__beam_flags_pass():
     check_flags(["--runner=DirectRunner", "--direct_num_workers=1", "--source=x"])
+
+
+def test_to_config__bigquery_tables(beacons, tmp_path):
+    c = cfg(f"--source={beacons}", f"--output={tmp_path}", "--views_table=my-proj:qoe.views")
+    assert c.views_table == "my-proj:qoe.views" and c.metrics_table is None
+    with pytest.raises(ConfigError, match="--metrics_table qoe.metrics: expected PROJECT:DATASET.TABLE"):
+        cfg(f"--source={beacons}", f"--output={tmp_path}", "--metrics_table=qoe.metrics")

@@ -47,3 +47,38 @@ def test_alert_json__is_flat_json_with_a_breakdown_object():
 def test_dead_letter_json__keeps_the_payload_verbatim():
     dead = DeadLetter("ParseBeacons", "invalid_json", '<script>alert(1)</script>', "x", "f:1")
     assert json.loads(io.dead_letter_json(dead))["payload"] == "<script>alert(1)</script>"
+
+
+def test_bigquery_schema__follows_the_parquet_schema_field_for_field():
+    schema = io.bigquery_schema(io.VIEW_SCHEMA)
+    assert [f["name"] for f in schema["fields"]] == io.VIEW_SCHEMA.names
+    by_name = {f["name"]: f for f in schema["fields"]}
+    assert by_name["events"] == {"name": "events", "type": "INTEGER", "mode": "NULLABLE"}
+    assert by_name["rebuffer_pct"]["type"] == "FLOAT" and by_name["force_ended"]["type"] == "BOOLEAN"
+    stalls = by_name["stalls"]
+    assert (stalls["type"], stalls["mode"]) == ("RECORD", "REPEATED")
+    assert [f["name"] for f in stalls["fields"]] == [
+        "start_ms", "duration_ms", "playhead_ms", "rendition", "bitrate_bps"]
+    metrics = io.bigquery_schema(io.METRIC_SCHEMA)
+    assert [f["name"] for f in metrics["fields"]] == io.METRIC_SCHEMA.names
+
+
+def test_bigquery_rows__match_the_schema_of_real_outputs():
+    row = io.view_row(make_view("v1", "u1"))
+    names = {f["name"] for f in io.bigquery_schema(io.VIEW_SCHEMA)["fields"]}
+    assert set(row) == names
+
+
+def test_bigquery_tables__are_in_the_graph(tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions as Options
+    from pipeline.build import build
+    from pipeline.config import to_config
+    (tmp_path / "a.ndjson").write_text("{}\n")
+    options = Options([f"--source={tmp_path}/a.ndjson", f"--output={tmp_path}/out",
+                       "--views_table=my-proj:qoe.views", "--metrics_table=my-proj:qoe.metrics"])
+    cfg = to_config(options)
+    sinks = io.with_tables(io.file_sinks(cfg.output), cfg.views_table, cfg.metrics_table, False)
+    root = beam.Pipeline(options=options)
+    build(root, cfg, io.ReadBeaconFiles(cfg.source_pattern), sinks)
+    labels = {t.full_label for t in root.transforms_stack[0].parts}
+    assert {"WriteViewsTable", "WriteMetricsTable"} <= labels
