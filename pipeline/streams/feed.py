@@ -66,7 +66,6 @@ class StreamFeed:
         self.stop_requested = threading.Event()
         self.records = 0
         self.last_arrival_ms: Optional[int] = None
-        self.first_record_at: Optional[float] = None
 
     def read_multiple(self, _tags) -> Iterator:
         """The TestStreamService entry point (times in microseconds, see replay.to_proto)."""
@@ -104,8 +103,6 @@ class StreamFeed:
         batch: list[RawRecord] = []
         while not self.stop_requested.is_set():
             got = self._reader.poll()
-            if got and self.first_record_at is None:
-                self.first_record_at = self._clock()
             batch.extend(got)
             if len(batch) >= self._max_batch or self._clock() >= deadline:
                 break
