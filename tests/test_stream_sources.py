@@ -17,6 +17,7 @@ import uuid
 import pytest
 
 from pipeline.streams import kinesis, live, pubsub, uri
+from tests.streams import new_kinesis_stream, split_first_shard
 
 pytestmark = pytest.mark.integration
 
@@ -132,14 +133,8 @@ def test_pubsub__live_audience_alert_and_dead_letters(pubsub_emulator, tmp_path)
 
 
 def test_kinesis__split_mid_run_and_restart_from_checkpoint(kinesis_emulator, tmp_path):
-    endpoint = os.environ["KINESIS_ENDPOINT"]
-    name = uuid.uuid4().hex[:8]
-    streams = {k: uri.parse(f"kinesis://{k}-{name}?endpoint={endpoint}") for k in ("beacons", "alerts")}
-    client = kinesis.client(streams["beacons"])
-    for k, shards in (("beacons", 2), ("alerts", 1)):
-        client.create_stream(StreamName=streams[k].stream, ShardCount=shards)
-        client.get_waiter("stream_exists").wait(StreamName=streams[k].stream,
-                                                WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    beacons, client = new_kinesis_stream("beacons", shards=2)
+    streams = {"beacons": beacons, "alerts": new_kinesis_stream("alerts", shards=1)[0]}
     alert_reader = kinesis.KinesisReader(streams["alerts"])
     checkpoint = str(tmp_path / "checkpoint.json")
     first_out, second_out = str(tmp_path / "first"), str(tmp_path / "second")
@@ -150,10 +145,7 @@ def test_kinesis__split_mid_run_and_restart_from_checkpoint(kinesis_emulator, tm
     thread, published = _publisher(str(streams["beacons"]))
 
     time.sleep(20)                        # mid-run: split the first shard in two
-    parent = sorted(s["ShardId"] for s in
-                    client.list_shards(StreamName=streams["beacons"].stream)["Shards"])[0]
-    client.split_shard(StreamName=streams["beacons"].stream, ShardToSplit=parent,
-                       NewStartingHashKey=str(2 ** 126))
+    split_first_shard(beacons, client)
 
     def poll():
         return [json.loads(r.payload) for r in alert_reader.poll()]

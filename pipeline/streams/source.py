@@ -26,7 +26,6 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipeline.streams import uri as stream_uri
 from pipeline.streams.checkpoint import Checkpoint
-from transforms.model import RawRecord
 from transforms.parse import METRICS_NAMESPACE
 
 _RUN_S = 5.0            # read this long per bundle before handing back to the runner

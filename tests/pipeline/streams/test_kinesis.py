@@ -11,17 +11,13 @@ from botocore.exceptions import ClientError
 
 from pipeline.streams import kinesis, uri
 from pipeline.streams.checkpoint import Checkpoint
+from tests.streams import new_kinesis_stream, split_first_shard
 
 pytestmark = pytest.mark.integration
 
 
 def _stream(shards=2):
-    stream = uri.parse(f"kinesis://s-{uuid.uuid4().hex[:8]}?endpoint={os.environ['KINESIS_ENDPOINT']}")
-    client = kinesis.client(stream)
-    client.create_stream(StreamName=stream.stream, ShardCount=shards)
-    client.get_waiter("stream_exists").wait(StreamName=stream.stream,
-                                            WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
-    return stream, client
+    return new_kinesis_stream("s", shards)
 
 
 def _put(stream, start, count, keys=20):
@@ -48,11 +44,7 @@ def test_reader__split_mid_read_and_restart_lose_nothing(kinesis_emulator, tmp_p
     head = _read_until_caught_up(first, limit=100)
     token = first.positions()
     first.commit(token)                        # what a run had delivered when it stopped
-    parent = sorted(s["ShardId"] for s in client.list_shards(StreamName=stream.stream)["Shards"])[0]
-    client.split_shard(StreamName=stream.stream, ShardToSplit=parent,
-                       NewStartingHashKey=str(2 ** 126))
-    client.get_waiter("stream_exists").wait(StreamName=stream.stream,
-                                            WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    split_first_shard(stream, client)
     _put(stream, 300, 300)
     rest_first = _read_until_caught_up(first)          # the first reader follows the split...
     assert first.stats["shards_finished"] == 1 and first.stats["shards_found"] == 4

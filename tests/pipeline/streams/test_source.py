@@ -15,6 +15,7 @@ import pytest
 from pipeline import main, report_data
 from pipeline.generator import scenario, workload
 from pipeline.streams import kinesis, pubsub, uri
+from tests.streams import new_kinesis_stream, split_first_shard
 from tools import emulators
 
 pytestmark = pytest.mark.integration
@@ -31,12 +32,7 @@ def _messages(seed):
 
 
 def _kinesis_stream(shards):
-    stream = uri.parse(f"kinesis://b-{uuid.uuid4().hex[:8]}?endpoint={os.environ['KINESIS_ENDPOINT']}")
-    client = kinesis.client(stream)
-    client.create_stream(StreamName=stream.stream, ShardCount=shards)
-    client.get_waiter("stream_exists").wait(StreamName=stream.stream,
-                                            WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
-    return stream, client
+    return new_kinesis_stream("b", shards)
 
 
 def _run(source, output, *flags):
@@ -50,10 +46,7 @@ def test_bounded_kinesis_read__all_records_then_only_new_ones(kinesis_emulator, 
     half = len(messages) // 2
     writer = kinesis.KinesisWriter(stream)
     writer.put((m.key, m.payload(), {}) for m in messages[:half])
-    parent = sorted(s["ShardId"] for s in client.list_shards(StreamName=stream.stream)["Shards"])[0]
-    client.split_shard(StreamName=stream.stream, ShardToSplit=parent, NewStartingHashKey=str(2 ** 126))
-    client.get_waiter("stream_exists").wait(StreamName=stream.stream,
-                                            WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    split_first_shard(stream, client)
     writer.put((m.key, m.payload(), {}) for m in messages[half:])
     checkpoint = str(tmp_path / "checkpoint.json")
     whole = _run(str(stream), tmp_path / "whole", f"--checkpoint={checkpoint}")
