@@ -160,9 +160,7 @@ def _run_stream(pipeline: beam.Pipeline, cfg: QoeConfig) -> tuple[dict, dict]:
     committed, so a restart resumes where this run stopped."""
     try:
         reader = read.open_reader(cfg.source_stream, cfg.checkpoint)
-    except LookupError as exc:
-        raise ConfigError(str(exc)) from None
-    except ValueError as exc:        # a checkpoint of another source
+    except (LookupError, ValueError) as exc:   # no such stream; a checkpoint of another one
         raise ConfigError(str(exc)) from None
     sinks = _sinks(cfg)
     stream_feed = feed.StreamFeed(reader, int(cfg.stream_tick_s * 1000), cfg.max_lag_s * 1000,
