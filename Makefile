@@ -14,7 +14,7 @@ OUTPUT   ?= out/run
 RUNNER   ?= direct
 
 .PHONY: run test test-unit test-integration venv generate browser clean help \
-	emulators emulators-up emulators-down prism
+	emulators emulators-up emulators-down prism flink flink-jobserver flink-dist flink-up flink-down
 
 # Local protocol peers (tools/emulators.py): Google's pstest built from the Go
 # module proxy, kinesis-mock from npm. Loopback only.
@@ -22,14 +22,24 @@ TOOLS        := .tools
 PSTEST       := $(TOOLS)/bin/pstest
 KINESIS_MOCK := $(TOOLS)/node_modules/kinesis-local/main.js
 KINESIS_MOCK_VERSION := 0.6.2
-# Prism, Beam's Go runner, at the apache-beam version pinned in setup.py.
+# Prism, Beam's Go runner, at the apache-beam version pinned in setup.py
+# (tools/prism/go.mod pins the same module version, go.sum its hashes).
 BEAM_VERSION := $(shell sed -n 's/^BEAM_VERSION = "\(.*\)".*/\1/p' setup.py)
 PRISM        := $(TOOLS)/bin/prism
+# Flink: the Beam job server shaded by Maven from the runner library
+# (tools/flink/pom.xml), and a Flink distribution for a standalone cluster
+# unpacked from the PyPI apache-flink + apache-flink-libraries packages.
+FLINK_MINOR   := 1.19
+FLINK_VERSION := 1.19.3
+FLINK_JAR     := $(TOOLS)/jars/beam-runners-flink-$(FLINK_MINOR)-job-server-$(BEAM_VERSION).jar
+FLINK_HOME    := $(TOOLS)/flink-$(FLINK_VERSION)
 
 help:
 	@echo "make run    generate a workload and run the pipeline on the DirectRunner"
 	@echo "make test   run every test (unit + integration, emulators included)"
 	@echo "make emulators-up / emulators-down   Pub/Sub (pstest) and Kinesis (kinesis-mock) on loopback"
+	@echo "make prism / flink   build Prism; the Flink job server jar + a Flink distribution (.tools/)"
+	@echo "make flink-up / flink-down   a standalone Flink cluster (JobManager + 2 TaskManagers) on loopback"
 	@echo "variables: SCENARIO=$(SCENARIO) SEED=$(SEED) VIEWERS=$(VIEWERS) WORKLOAD=$(WORKLOAD) OUTPUT=$(OUTPUT)"
 
 venv: $(STAMP)
@@ -49,12 +59,12 @@ generate: venv
 run: generate
 	@start=$$(date +%s); \
 	$(BIN)/stallwatch run --source=$(WORKLOAD) --output=$(OUTPUT) \
-		$$($(BIN)/python -m runners $(RUNNER)) && \
+		--preset=$(RUNNER) && \
 	$(BIN)/stallwatch score --output=$(OUTPUT) --truth=$(WORKLOAD)/truth.json && \
 	$(BIN)/stallwatch report --output=$(OUTPUT) && \
 	echo "make run: done in $$(( $$(date +%s) - start )) s; results in $(OUTPUT)/"
 
-test: venv browser emulators prism
+test: venv browser emulators prism flink
 	$(BIN)/python -m pytest -q
 
 emulators: $(PSTEST) $(KINESIS_MOCK)
@@ -71,10 +81,39 @@ $(KINESIS_MOCK):
 
 prism: $(PRISM)
 
-$(PRISM): setup.py
-	@echo "building the Prism runner v$(BEAM_VERSION) with go install into $(TOOLS)/bin/"
-	@GOBIN=$(CURDIR)/$(TOOLS)/bin go install github.com/apache/beam/sdks/v2/go/cmd/prism@v$(BEAM_VERSION)
+$(PRISM): setup.py tools/prism/go.mod tools/prism/go.sum
+	@grep -q "github.com/apache/beam/sdks/v2 v$(BEAM_VERSION) " tools/prism/go.mod || \
+	  { echo "tools/prism/go.mod does not pin Beam v$(BEAM_VERSION) (setup.py): update it"; exit 1; }
+	@echo "building the Prism runner v$(BEAM_VERSION) into $(TOOLS)/bin/"
+	@cd tools/prism && go build -o $(CURDIR)/$@ github.com/apache/beam/sdks/v2/go/cmd/prism
 	@touch $@
+
+flink: flink-jobserver flink-dist
+
+flink-jobserver: $(FLINK_JAR)
+
+$(FLINK_JAR): setup.py tools/flink/pom.xml
+	@command -v mvn >/dev/null && command -v java >/dev/null || \
+	  { echo "make flink-jobserver needs mvn and java 17 (apt-get install maven openjdk-17-jdk)"; exit 1; }
+	@echo "building the Beam $(BEAM_VERSION) Flink $(FLINK_MINOR) job server with mvn into $@"
+	@mkdir -p $(dir $@)
+	@mvn -q -B -f tools/flink/pom.xml -Dbeam.version=$(BEAM_VERSION) -Dflink.minor=$(FLINK_MINOR) \
+	  -Dbuild.dir=$(CURDIR)/$(TOOLS)/build/flink-job-server package
+	@cp $(TOOLS)/build/flink-job-server/job-server.jar $@
+
+flink-dist: $(FLINK_HOME)/bin/start-cluster.sh
+
+$(FLINK_HOME)/bin/start-cluster.sh: | $(STAMP)
+	@echo "unpacking Flink $(FLINK_VERSION) from PyPI (apache-flink, apache-flink-libraries) into $(FLINK_HOME)/"
+	@$(BIN)/python -m pip download --quiet --no-deps -d $(TOOLS)/downloads \
+	  apache-flink==$(FLINK_VERSION) apache-flink-libraries==$(FLINK_VERSION)
+	@$(BIN)/python -m tools.flink unpack --version=$(FLINK_VERSION) --downloads=$(TOOLS)/downloads
+
+flink-up: venv flink
+	@$(BIN)/python -m tools.flink up
+
+flink-down: venv
+	@$(BIN)/python -m tools.flink down
 
 emulators-up: venv emulators
 	@$(BIN)/python -m tools.emulators up
@@ -91,7 +130,7 @@ browser:
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"
 
-test-integration: venv browser emulators prism
+test-integration: venv browser emulators prism flink
 	$(BIN)/python -m pytest -q -m integration
 
 clean:

@@ -2,7 +2,7 @@
 
 import setuptools
 
-BEAM_VERSION = "2.77.0"  # keep identical in the Flex Template Dockerfile
+BEAM_VERSION = "2.62.0"  # newest Beam whose Flink runner Maven Central serves (docs/runners.md); keep identical in runners/dataflow/Dockerfile
 
 setuptools.setup(
     name="stallwatch",
@@ -20,5 +20,5 @@ setuptools.setup(
         "boto3>=1.34",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45"]},
-    entry_points={"console_scripts": ["stallwatch=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["stallwatch=runners.cli:main"]},
 )

@@ -34,13 +34,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _run(argv: Sequence[str]) -> int:
+    if "--help-beam" in argv:
+        print(_beam_help(everything=True))
+        return 0
     if any(a in ("-h", "--help") for a in argv):
-        from pipeline.options import QoeOptions
-        parser = _Parser(prog="stallwatch run", description=(
-            "Run the stallwatch pipeline. Any Beam pipeline option is accepted too "
-            "(--runner=DirectRunner|FlinkRunner|DataflowRunner|PrismRunner, ...)."))
-        QoeOptions._add_argparse_args(parser)
-        parser.print_help()
+        print(_run_help())
         return 0
     _validate_own_flags(argv)
     from pipeline import main, score, summary
@@ -52,6 +50,56 @@ def _run(argv: Sequence[str]) -> int:
     else:
         print(json.dumps(result, indent=2))
     return 0
+
+
+# Beam's option classes shown by `stallwatch run --help` (--help-beam: all).
+_COMMON_BEAM = ("StandardOptions", "DirectOptions", "PortableOptions", "FlinkRunnerOptions",
+                "PrismRunnerOptions", "GoogleCloudOptions", "WorkerOptions")
+
+
+class _Group:
+    """An argparse group that also takes Beam's value-provider arguments."""
+
+    def __init__(self, group):
+        self._group = group
+
+    def add_argument(self, *args, **kwargs):
+        return self._group.add_argument(*args, **kwargs)
+
+    add_value_provider_argument = add_argument
+
+
+def _run_help() -> str:
+    from pipeline.options import FlinkJobOptions, QoeOptions
+    parser = _Parser(prog="stallwatch run", add_help=False, usage=(
+        "stallwatch run --source=SOURCE --output=DIR [--preset=NAME] [options] [Beam options]"),
+        description=(
+        "Run the stallwatch pipeline on any Beam runner. stallwatch's own flags come "
+        "first, then the Beam flags most runs use; 'stallwatch run --help-beam' lists "
+        "every Beam flag."))
+    QoeOptions._add_argparse_args(parser)
+    FlinkJobOptions._add_argparse_args(parser)
+    runner = parser.add_argument_group("runner")
+    runner.add_argument("--preset", metavar="NAME",
+                        help="Launch preset: direct, prism, flink-local, flink-cluster "
+                             "(flags given after it win; see 'python -m runners NAME').")
+    return parser.format_help() + "\n" + _beam_help(everything=False)
+
+
+def _beam_help(everything: bool) -> str:
+    from apache_beam.options import pipeline_options as beam_options
+    from pipeline.options import FlinkJobOptions, QoeOptions
+    parser = _Parser(prog="stallwatch run", add_help=False, usage=argparse.SUPPRESS)
+    classes = [c for c in beam_options.PipelineOptions.__subclasses__()
+               if c not in (QoeOptions, FlinkJobOptions)
+               and (everything or c.__name__ in _COMMON_BEAM)]
+    for cls in sorted(classes, key=lambda c: c.__name__):
+        title = f"Beam {cls.__name__}"
+        try:
+            cls._add_argparse_args(_Group(parser.add_argument_group(title)))
+        except argparse.ArgumentError:  # a flag two Beam classes share: shown once
+            pass
+    return parser.format_help()
 
 
 def _validate_own_flags(argv: Sequence[str]) -> None:

@@ -30,7 +30,25 @@ def check_flags(argv: Sequence[str]) -> PipelineOptions:
     unknown = sorted(set(everything) - set(known))
     if unknown:
         raise ConfigError(f"unknown option --{unknown[0]} (see 'stallwatch run --help')")
+    _pin_prefixed_options(options, argv)
     return options
+
+
+def _pin_prefixed_options(options: PipelineOptions, argv: Sequence[str]) -> None:
+    """Keep Beam from reading our flags as abbreviations of its own.
+
+    Beam 2.62's ``view_as(SomeOptions)`` parses argv with only that class's
+    flags and argparse's prefix matching on, so ``--output=DIR`` becomes
+    PortableOptions' ``--output_executable_path=DIR`` and the Flink job
+    server writes a jar over the output directory instead of running the job.
+    Every option named longer than a flag we were given, and not given
+    itself, is pinned to its default before any view is taken.
+    """
+    given = {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    defaults = PipelineOptions([]).get_all_options(drop_default=False)
+    for name, default in defaults.items():
+        if name not in given and any(name.startswith(flag) for flag in given):
+            options._all_options[name] = default  # pylint: disable=protected-access
 
 
 def counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:

@@ -1,4 +1,6 @@
-"""QoeOptions: stallwatch's own pipeline flags (Beam's are accepted alongside)."""
+"""stallwatch's pipeline flags (QoeOptions), grouped for ``--help``, and the
+Flink job-server flags we accept (FlinkJobOptions); Beam's own flags are
+accepted alongside."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ class QoeOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        add = parser.add_argument
+        add = parser.add_argument_group("sources and sinks").add_argument
         add("--source", default=None,
             help="Beacons: a file, directory or glob of NDJSON (or file://..., gs://...), "
                  "or a stream: pubsub://projects/P/subscriptions/S (a .../topics/T form "
@@ -38,6 +40,7 @@ class QoeOptions(PipelineOptions):
                  "(default OUTPUT/_checkpoints/source.json).")
         add("--stream_tick_s", type=float, default=1.0,
             help="With a stream source on the DirectRunner: wall seconds per bundle.")
+        add = parser.add_argument_group("views and metrics").add_argument
         add("--inactivity_s", type=int, default=3600,
             help="Seconds without beacons after which a view is final (Mux: 3600).")
         add("--complete_s", type=int, default=60,
@@ -51,6 +54,7 @@ class QoeOptions(PipelineOptions):
         add("--max_lead_s", type=int, default=60,
             help="Event time is never later than arrival plus this (s).")
         add("--metrics_bucket_s", type=int, default=60, help="Width of metric time buckets (s).")
+        add = parser.add_argument_group("detection").add_argument
         add("--min_viewers", type=int, default=_T.min_viewers,
             help="Distinct affected viewers an alert needs.")
         add("--bucket_ms", type=int, default=_T.bucket_ms,
@@ -65,6 +69,7 @@ class QoeOptions(PipelineOptions):
             help="False-alarm rate per dimension of the delivery test.")
         add("--viewer_alpha", type=float, default=_T.viewer_alpha,
             help="False-alarm rate over all viewers of the viewer test.")
+        add = parser.add_argument_group("streaming").add_argument
         add("--replay_speed", type=float, default=0.0,
             help="With --streaming: recorded seconds replayed per wall second (0: as fast as possible).")
         add("--replay_tick_s", type=int, default=5,
@@ -77,3 +82,38 @@ class QoeOptions(PipelineOptions):
             help="With --streaming: views older than this (s) leave detection (batch uses all).")
         add("--close_after_s", type=int, default=600,
             help="An alert with no new affected stall for this long (s) is closed.")
+
+
+class FlinkJobOptions(PipelineOptions):
+    """Flags of Beam's Java FlinkPipelineOptions that a stallwatch run may set.
+
+    Python's FlinkRunner only learns the job server's flags once it has
+    started it; declaring the ones we support lets ``stallwatch run`` check
+    every flag up front. Unset flags are not sent (the job server's defaults).
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add = parser.add_argument_group("Flink job server (FlinkRunner only)").add_argument
+        add("--checkpointing_interval", type=int, default=None,
+            help="Checkpoint every this many ms (streaming needs it: the source commits "
+                 "positions and acks when a checkpoint completes).")
+        add("--checkpoint_timeout_millis", type=int, default=None,
+            help="A checkpoint that takes longer fails (ms).")
+        add("--min_pause_between_checkpoints", type=int, default=None,
+            help="At least this long between two checkpoints (ms).")
+        add("--state_backend", default=None, choices=("filesystem", "rocksdb"),
+            help="Keyed state on the heap (filesystem) or in RocksDB (large state; needs "
+                 "RocksDB on the cluster's classpath); unset: the cluster's config.")
+        add("--state_backend_storage_path", default=None,
+            help="Checkpoint directory for --state_backend (file:///..., s3://..., gs://...).")
+        add("--savepoint_path", default=None,
+            help="Start from this savepoint (of a job stopped with a savepoint).")
+        add("--shutdown_sources_after_idle_ms", type=int, default=None,
+            help="Stop sources idle this long (ms); -1 keeps them running.")
+        add("--number_of_execution_retries", type=int, default=None,
+            help="Restarts after a failure before the job fails.")
+        add("--max_bundle_size", type=int, default=None,
+            help="Elements per bundle handed to the Python workers.")
+        add("--max_bundle_time_mills", type=int, default=None,
+            help="Milliseconds before a bundle is closed.")

@@ -28,13 +28,15 @@ DATAFLOW = ("DataflowRunner",)
 
 
 def runner_name(runner) -> str:
-    return runner if isinstance(runner, str) else type(runner).__name__
+    """``FlinkRunner`` for a runner object, a name or a dotted class path."""
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return name.rsplit(".", 1)[-1]
 
 
 # Where ReadStream (a Python splittable DoFn) may run: bounded on the
 # FnApiRunner and Prism (tested); Dataflow is Beam's reference SDF runner
 # (not run here). Flink waits for the runners issue.
-SDF_RUNNERS = DIRECT + ("FnApiRunner", "PrismRunner", "DataflowRunner")
+SDF_RUNNERS = DIRECT + ("FnApiRunner", "PrismRunner", "DataflowRunner", "FlinkRunner")
 
 
 def unsupported(uri: str, runner: str) -> Optional[str]:

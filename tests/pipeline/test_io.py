@@ -5,11 +5,10 @@ import json
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing import test_pipeline, util
+from apache_beam.testing import util
 
 from pipeline import io
-from tests.builders import ev, make_view, one_view
+from tests.builders import ev, fn_api_pipeline, make_view, one_view
 from transforms.alerting import breakdown
 from transforms.model import Alert, Cause, DeadLetter
 
@@ -18,7 +17,7 @@ def test_read_beacon_files__positions_blank_lines_and_gzip(tmp_path):
     (tmp_path / "a.ndjson").write_bytes(b'{"x":1}\n\n  \n{"x":2}\r\n')
     with gzip.open(tmp_path / "b.ndjson.gz", "wb") as f:
         f.write(b'{"y":1}\n')
-    with test_pipeline.TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+    with fn_api_pipeline() as p:
         records = p | io.ReadBeaconFiles(str(tmp_path / "*.ndjson*"))
         util.assert_that(records | beam.Map(lambda r: (r.payload, r.source.rsplit("/", 1)[1])),
                          util.equal_to([(b'{"x":1}', "a.ndjson:1"), (b'{"x":2}', "a.ndjson:4"),

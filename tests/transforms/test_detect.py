@@ -1,10 +1,9 @@
 """DetectStallClusters on hand-built views: what it must find and must not."""
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing import test_pipeline, util
+from apache_beam.testing import util
 
-from tests.builders import as_member, final_alerts, make_view
+from tests.builders import as_member, final_alerts, fn_api_pipeline, make_view
 from transforms.alerting import alert_id
 from transforms.model import Cause
 from transforms.stalls import DetectStallClusters
@@ -12,7 +11,7 @@ from transforms.thresholds import Thresholds
 
 
 def _check(views, check, thresholds=None):
-    with test_pipeline.TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+    with fn_api_pipeline() as p:
         alerts = (p | beam.Create(views) | beam.Map(as_member)
                   | DetectStallClusters(thresholds))
         util.assert_that(alerts, lambda out: check(final_alerts(out)))

@@ -4,9 +4,9 @@ import json
 
 import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing import test_pipeline, util
+from apache_beam.testing import util
 
+from tests.builders import fn_api_pipeline
 from transforms.model import Beacon, DeadLetter, EventKind, RawRecord
 from transforms.parse import ParseBeacons, parse_message, parse_ts
 
@@ -141,7 +141,7 @@ def _with_ts(beacon, ts=beam.DoFn.TimestampParam):
 def test_parse_beacons__routes_every_record_and_sets_event_time():
     lines = [json.dumps(GOOD).encode(), b"garbage",
              json.dumps([{**GOOD, "event": "pause", "ts": 1793556009000}, 5]).encode()]
-    with test_pipeline.TestPipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+    with fn_api_pipeline() as p:
         parsed = (p | beam.Create([RawRecord(l, f"f:{i}") for i, l in enumerate(lines, 1)])
                   | ParseBeacons())
         util.assert_that(parsed.beacons | beam.Map(_with_ts),

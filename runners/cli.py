@@ -1,0 +1,97 @@
+"""The ``stallwatch`` entry point: runner presets and prerequisites, then pipeline.cli.
+
+``stallwatch run --preset=NAME [flags]`` expands NAME (runners/presets.py)
+before the flags given, so those win. Before a run starts, what the chosen
+runner needs on this machine is checked (the Flink job-server jar and Java,
+the Prism binary, a reachable Flink cluster) and a missing piece is one line
+saying what to run, not a Java stack trace minutes later.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import urllib.request
+from typing import Optional, Sequence
+
+from runners.presets import PRESETS, STREAMING_EXTRAS
+
+LOCAL_MASTERS = ("[local]", "[auto]", "[collection]")
+
+
+class PrerequisiteError(Exception):
+    """A runner prerequisite is missing; the message says what to run."""
+
+
+def _flag(argv: Sequence[str], name: str) -> Optional[str]:
+    """The last value of --name=VALUE / --name VALUE in argv, or None."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+        elif arg == f"--{name}" and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            value = argv[i + 1]
+    return value
+
+
+def expand_preset(argv: Sequence[str]) -> list[str]:
+    """argv with --preset=NAME replaced by the preset's flags, put first."""
+    name = _flag(argv, "preset")
+    rest = [a for i, a in enumerate(argv)
+            if not a.startswith("--preset") and not (i > 0 and argv[i - 1] == "--preset")]
+    if name is None:
+        return rest
+    if name not in PRESETS:
+        raise PrerequisiteError(f"unknown preset {name!r} (one of: {', '.join(PRESETS)})")
+    extras = STREAMING_EXTRAS.get(name, []) if "--streaming" in rest else []
+    return [*PRESETS[name], *extras, *rest]
+
+
+def check_prerequisites(argv: Sequence[str]) -> None:
+    """Raise PrerequisiteError when the runner argv asks for cannot start here."""
+    runner = (_flag(argv, "runner") or "DirectRunner").rsplit(".", 1)[-1]
+    if runner == "FlinkRunner":
+        jar = _flag(argv, "flink_job_server_jar")
+        if jar is None:
+            raise PrerequisiteError(
+                "FlinkRunner needs --flink_job_server_jar (Beam's own download is not served): "
+                "run 'make flink-jobserver' and use --preset=flink-local or --preset=flink-cluster")
+        if "://" not in jar and not os.path.exists(jar):
+            raise PrerequisiteError(f"Flink job server jar {jar} is missing: run 'make flink-jobserver'")
+        if shutil.which("java") is None:
+            raise PrerequisiteError("FlinkRunner needs Java 11 or 17 on PATH "
+                                    "(apt-get install openjdk-17-jre-headless)")
+        master = _flag(argv, "flink_master") or "[auto]"
+        if master not in LOCAL_MASTERS:
+            url = master if "://" in master else f"http://{master}"
+            try:
+                with urllib.request.urlopen(f"{url}/overview", timeout=5):
+                    pass
+            except OSError:
+                raise PrerequisiteError(f"no Flink cluster answers at {master}: start one with "
+                                        "'make flink-up' or use --preset=flink-local") from None
+    elif runner == "PrismRunner":
+        prism = _flag(argv, "prism_location")
+        if prism is None:
+            raise PrerequisiteError("PrismRunner needs --prism_location (Beam's own download "
+                                    "is not reachable): run 'make prism' and use --preset=prism")
+        if "://" not in prism and not os.access(prism, os.X_OK):
+            raise PrerequisiteError(f"Prism binary {prism} is missing: run 'make prism'")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from pipeline import cli
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run" and not any(a in ("-h", "--help", "--help-beam") for a in argv):
+        try:
+            argv = ["run", *expand_preset(argv[1:])]
+            check_prerequisites(argv[1:])
+        except PrerequisiteError as error:
+            print(f"stallwatch run: error: {error}", file=sys.stderr)
+            return 2
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
