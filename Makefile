@@ -14,7 +14,7 @@ OUTPUT   ?= out/run
 RUNNER   ?= direct
 
 .PHONY: run test test-unit test-integration venv generate browser clean help \
-	emulators emulators-up emulators-down prism flink flink-jobserver flink-dist flink-up flink-down
+	emulators emulators-up emulators-down prism flink flink-jobserver flink-dist flink-up flink-down template
 
 # Local protocol peers (tools/emulators.py): Google's pstest built from the Go
 # module proxy, kinesis-mock from npm. Loopback only.
@@ -132,6 +132,33 @@ test-unit: venv
 
 test-integration: venv browser emulators prism flink
 	$(BIN)/python -m pytest -q -m integration
+
+# Dataflow Flex Template (not runnable here: needs a GCP project, Docker or
+# Cloud Build). Prints the commands with PROJECT / REGION / BUCKET / REPO filled in.
+PROJECT ?= my-project
+REGION  ?= us-central1
+BUCKET  ?= $(PROJECT)-stallwatch
+REPO    ?= $(REGION)-docker.pkg.dev/$(PROJECT)/stallwatch
+IMAGE   := $(REPO)/stallwatch:$(BEAM_VERSION)
+template:
+	@echo "# 1. build and push the image (on a machine with Docker; context = this repository)"
+	@echo "docker build -f runners/dataflow/Dockerfile -t $(IMAGE) . && docker push $(IMAGE)"
+	@echo "# 2. the template spec (metadata.json: every parameter stallwatch run takes on Dataflow)"
+	@echo "gcloud dataflow flex-template build gs://$(BUCKET)/templates/stallwatch.json \\"
+	@echo "  --image=$(IMAGE) --sdk-language=PYTHON --metadata-file=runners/dataflow/metadata.json"
+	@echo "# 3. run it: streaming from Pub/Sub, alerts to Pub/Sub, views to BigQuery"
+	@echo "gcloud dataflow flex-template run stallwatch-\$$(date +%Y%m%d-%H%M%S) \\"
+	@echo "  --project=$(PROJECT) --region=$(REGION) \\"
+	@echo "  --template-file-gcs-location=gs://$(BUCKET)/templates/stallwatch.json \\"
+	@echo "  --additional-experiments=use_runner_v2 \\"
+	@echo "  --parameters=sdk_container_image=$(IMAGE),streaming=true \\"
+	@echo "  --parameters=source=pubsub://projects/$(PROJECT)/subscriptions/beacons \\"
+	@echo "  --parameters=output=gs://$(BUCKET)/out,alerts=pubsub://projects/$(PROJECT)/topics/alerts \\"
+	@echo "  --parameters=views_table=$(PROJECT):qoe.views,metrics_table=$(PROJECT):qoe.metrics"
+	@echo "# Offline check of the same job (what tests/test_dataflow.py runs):"
+	@echo "$(BIN)/stallwatch run --runner=DataflowRunner --dry_run=True --no_auth --project=$(PROJECT) \\"
+	@echo "  --region=$(REGION) --temp_location=gs://$(BUCKET)/tmp --sdk_location=container --streaming \\"
+	@echo "  --source=pubsub://projects/$(PROJECT)/subscriptions/beacons --output=gs://$(BUCKET)/out"
 
 clean:
 	rm -rf out .pytest_cache build *.egg-info $(TOOLS)

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from pipeline import io, replay, tally
 from pipeline.streams import feed, read
@@ -100,11 +100,14 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
             raise ConfigError(why)
     elif cfg.streaming:
         _check_replay(cfg, runner)
-    if cfg.local_output:
+    dry_run = options.view_as(TestOptions).dry_run
+    if cfg.local_output and not dry_run:
         io.clear_outputs(cfg.output)
     started = time.monotonic()
     pipeline = pipeline_factory(options=options)
     extra: dict = {}
+    if runner in read.DATAFLOW:
+        return _submit(pipeline, cfg, options, dry_run)
     if cfg.source_stream and runner in read.DIRECT and cfg.streaming:
         totals, extra = _run_stream(pipeline, cfg)
     elif cfg.source_stream:
@@ -112,8 +115,7 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
                                   max_lag_ms=cfg.max_lag_s * 1000,
                                   stop_at_latest=cfg.stop_at_latest)
         build(pipeline, cfg, source, _sinks(cfg))
-        result = pipeline.run()
-        result.wait_until_finish()
+        result = _wait(pipeline.run())
         totals = (tally.totals_from_outputs(cfg.output, 0) if cfg.streaming and cfg.local_output
                   else counters(result))
     elif cfg.streaming:
@@ -124,8 +126,7 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
         totals = tally.totals_from_outputs(cfg.output, source.blank_lines)
     else:
         build(pipeline, cfg, io.ReadBeaconFiles(cfg.source_pattern), _sinks(cfg))
-        result = pipeline.run()
-        result.wait_until_finish()
+        result = _wait(pipeline.run())
         totals = counters(result)
     summary = run_summary(totals, runner, time.monotonic() - started)
     summary["mode"] = "streaming" if cfg.streaming else "batch"
@@ -140,6 +141,69 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     return summary
 
 
+def _wait(result: beam.runners.runner.PipelineResult) -> beam.runners.runner.PipelineResult:
+    """Wait for the job; Ctrl-C / SIGTERM cancels it (a job on a Flink
+    cluster would otherwise go on without this process, its LOOPBACK
+    workers gone). Stop a streaming job with a savepoint instead to resume
+    it later (docs/runners.md)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        logging.warning("interrupted: cancelling the job")
+        try:
+            result.cancel()
+        except Exception as exc:  # the job may already be gone
+            logging.warning("cancel failed: %s", exc)
+        raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    return result
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _submit(pipeline: beam.Pipeline, cfg: QoeConfig, options: PipelineOptions,
+            dry_run: bool) -> dict:
+    """Dataflow: translate and submit, do not wait (a Flex Template launcher
+    must return; a streaming job never ends). ``--dry_run=True`` translates
+    the job without submitting it and reports what Dataflow would get."""
+    source = (read.ReadBeacons(cfg.source_stream, "DataflowRunner", checkpoint=cfg.checkpoint,
+                               max_lag_ms=cfg.max_lag_s * 1000,
+                               stop_at_latest=cfg.stop_at_latest)
+              if cfg.source_stream else io.ReadBeaconFiles(cfg.source_pattern))
+    build(pipeline, cfg, source, _sinks(cfg, check_streams=not dry_run))
+    result = pipeline.run()
+    job = getattr(result, "job", None)
+    summary = {"runner": "DataflowRunner", "mode": "streaming" if cfg.streaming else "batch",
+               "source": cfg.source_stream or cfg.source_pattern, "output": cfg.output,
+               "dry_run": bool(dry_run)}
+    if job is not None:
+        summary["job_type"] = str(job.proto.type)
+        summary.update(translated(job.proto_pipeline))
+    if not dry_run:
+        summary["job_id"] = result.job_id()
+    logging.info("submitted: %s", json.dumps(summary))
+    return summary
+
+
+def translated(proto) -> dict:
+    """What a runner API pipeline holds: primitive transform URNs, window
+    functions and triggers (for a dry run's summary and its tests)."""
+    transforms = proto.components.transforms.values()
+    strategies = proto.components.windowing_strategies.values()
+    return {
+        "transform_urns": sorted({t.spec.urn for t in transforms if t.spec.urn}),
+        "window_fns": sorted({w.window_fn.urn for w in strategies}),
+        "triggers": sorted({w.trigger.WhichOneof("trigger") for w in strategies}),
+        "transforms": len(proto.components.transforms),
+    }
+
+
 def _check_replay(cfg: QoeConfig, runner: str) -> None:
     """A streaming run from files is a paced replay on the DirectRunner."""
     if runner not in ("DirectRunner", "BundleBasedDirectRunner"):
@@ -149,11 +213,11 @@ def _check_replay(cfg: QoeConfig, runner: str) -> None:
                           "use local paths or run in batch")
 
 
-def _sinks(cfg: QoeConfig) -> io.Sinks:
+def _sinks(cfg: QoeConfig, check_streams: bool = True) -> io.Sinks:
     """Files (windowed in streaming), plus alerts / dead letters published to
     stream URIs (checked to exist first) and views / metrics to BigQuery."""
     for uri in (cfg.alerts_stream, cfg.dead_letter_stream):
-        if uri:
+        if uri and check_streams:
             try:
                 open_writer(uri).check()
             except LookupError as exc:

@@ -13,7 +13,12 @@ import os
 import shutil
 import sys
 import urllib.request
+import warnings
 from typing import Optional, Sequence
+
+# Google's client libraries warn about Python and grpcio support dates on
+# every import; a CLI user cannot act on them.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
 
 from runners.presets import PRESETS, STREAMING_EXTRAS
 

@@ -33,3 +33,15 @@ def pubsub_emulator(tmp_path_factory):
 def kinesis_emulator(tmp_path_factory):
     """kinesis-mock on 127.0.0.1; KINESIS_ENDPOINT is its URL."""
     yield from _emulator("kinesis", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def flink_cluster(tmp_path_factory):
+    """A standalone Flink cluster (JobManager + 2 TaskManagers) from
+    .tools/flink-*, on free loopback ports; always stopped."""
+    from tools import flink
+    cluster = flink.start(instance=str(tmp_path_factory.mktemp("flink-cluster")))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

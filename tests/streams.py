@@ -28,3 +28,24 @@ def split_first_shard(stream, client) -> None:
     client.split_shard(StreamName=stream.stream, ShardToSplit=parent,
                        NewStartingHashKey=str(2 ** 126))
     _active(client, stream)
+
+
+def records_up_to(stream, client, positions: dict) -> int:
+    """How many records of ``stream`` lie at or before the committed
+    ``positions`` (a checkpoint's shard -> {"seq", "done"})."""
+    count = 0
+    for shard in client.list_shards(StreamName=stream.stream)["Shards"]:
+        position = positions.get(shard["ShardId"], {})
+        if not position.get("seq") and not position.get("done"):
+            continue
+        iterator = client.get_shard_iterator(StreamName=stream.stream, ShardId=shard["ShardId"],
+                                             ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            page = client.get_records(ShardIterator=iterator, Limit=1000)
+            records = page["Records"]
+            count += sum(1 for r in records if position.get("done")
+                         or int(r["SequenceNumber"]) <= int(position["seq"]))
+            if not records and page.get("MillisBehindLatest", 0) == 0:
+                break
+            iterator = page.get("NextShardIterator")
+    return count

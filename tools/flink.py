@@ -32,9 +32,10 @@ from typing import Optional
 
 import yaml
 
+from runners import tools as runner_tools
 from tools.emulators import RUN, TOOLS, free_port
 
-FLINK_VERSION = "1.19.3"
+FLINK_VERSION = runner_tools.FLINK_VERSION
 STATE = os.path.join(RUN, "flink.json")
 
 
@@ -120,10 +121,13 @@ class Cluster:
     def jobs(self) -> list[dict]:
         return self.get("/jobs/overview")["jobs"]
 
-    def stop_with_savepoint(self, job_id: str, timeout_s: float = 120) -> str:
-        """Stop a streaming job with a savepoint (Flink's stop); returns its path."""
+    def stop_with_savepoint(self, job_id: str, drain: bool = False,
+                            timeout_s: float = 120) -> str:
+        """Stop a streaming job with a savepoint (Flink's stop); returns its path.
+        ``drain`` first moves the watermark to the end of time, so every
+        timer fires and every window is written before the job ends."""
         trigger = self.post(f"/jobs/{job_id}/stop",
-                            {"targetDirectory": self.savepoints, "drain": False})["request-id"]
+                            {"targetDirectory": self.savepoints, "drain": drain})["request-id"]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             status = self.get(f"/jobs/{job_id}/savepoints/{trigger}")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+import threading
+from typing import Callable, Optional
+
+# Runners finalize bundles on several threads (Flink: after each completed
+# checkpoint, possibly for several bundles at once and out of order).
+_LOCK = threading.Lock()
 
 
 class Checkpoint:
@@ -28,13 +33,20 @@ class Checkpoint:
                              f"not {self._source}: remove it or pick another --checkpoint")
         return stored.get("positions", {})
 
-    def save(self, positions: dict) -> None:
+    def save(self, positions: dict,
+             merge: Optional[Callable[[dict, dict], dict]] = None) -> None:
+        """Write ``positions``; with ``merge``, write ``merge(stored, positions)``
+        instead, so a late commit of an older bundle cannot move positions back."""
         if not self.path:
             return
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        temporary = f"{self.path}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump({"source": self._source, "positions": positions}, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        with _LOCK:
+            if merge is not None:
+                positions = merge(self.load(), positions)
+            temporary = f"{self.path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(temporary, "w", encoding="utf-8") as handle:
+                json.dump({"source": self._source, "positions": positions}, handle,
+                          sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)

@@ -209,10 +209,27 @@ class KinesisReader:
                 for s in self._shards.values()}
 
     def commit(self, positions: dict) -> None:
-        self._checkpoint.save(positions)
+        self._checkpoint.save(positions, merge=later_positions)
 
     def close(self) -> None:
         pass
+
+
+def later_positions(stored: dict, new: dict) -> dict:
+    """Per shard, the further of two committed positions (a finished shard is
+    furthest; sequence numbers grow within a shard). Shards only one side
+    knows are kept."""
+    merged = dict(stored)
+    for shard, position in new.items():
+        old = merged.get(shard)
+        if old is None or _progress(position) >= _progress(old):
+            merged[shard] = position
+    return merged
+
+
+def _progress(position: dict) -> tuple:
+    seq = position.get("seq")
+    return (bool(position.get("done")), int(seq) if seq else -1)
 
 
 class KinesisWriter:

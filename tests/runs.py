@@ -1,0 +1,64 @@
+"""Run ``stallwatch run`` as a user does (its own process) and read what it wrote."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIGURES = os.path.join(ROOT, "out", "runner-test-figures.json")
+
+
+def stallwatch(*flags: str, timeout_s: float = 1200) -> tuple[dict, float]:
+    """(run summary, wall seconds) of ``stallwatch run FLAGS`` in a new process."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "runners.cli", "run", *flags], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout_s)
+    wall = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "Traceback" not in done.stdout, done.stdout[-4000:]
+    output = next(f.split("=", 1)[1] for f in flags if f.startswith("--output="))
+    return summary(output), wall
+
+
+def summary(output: str) -> dict:
+    with open(os.path.join(output, "run_summary.json")) as f:
+        return json.load(f)
+
+
+def views(output: str) -> list[dict]:
+    rows = pq.read_table(sorted(glob.glob(os.path.join(output, "views-*.parquet")))).to_pylist()
+    return sorted(rows, key=lambda r: r["view_key"])
+
+
+def alerts(output: str) -> list[str]:
+    with open(os.path.join(output, "alerts.jsonl")) as f:
+        return sorted(f.read().splitlines())
+
+
+COUNTS = ("input_records", "parsed_events", "dead_letters", "dead_letters_by_reason",
+          "duplicates_dropped", "late_beacons", "views", "alerts")
+
+
+def assert_same_results(expected: str, actual: str) -> None:
+    """Two runs' outputs agree: every view field for field, every alert, every count."""
+    want, got = summary(expected), summary(actual)
+    for key in COUNTS:
+        assert got[key] == want[key], key
+    assert views(actual) == views(expected)
+    assert alerts(actual) == alerts(expected)
+
+
+def record(name: str, figures: dict) -> None:
+    os.makedirs(os.path.dirname(FIGURES), exist_ok=True)
+    stored = json.load(open(FIGURES)) if os.path.exists(FIGURES) else {}
+    stored[name] = figures
+    with open(FIGURES, "w") as f:
+        json.dump(stored, f, indent=2)

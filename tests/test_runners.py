@@ -1,0 +1,51 @@
+"""One pipeline, every runner: the same generated workload in batch on the
+DirectRunner, Prism, Flink [local] and a standalone Flink cluster gives the
+same views, alerts and counts. Each run is a `stallwatch run --preset=...`
+in its own process, as a user runs it."""
+
+import pytest
+
+from pipeline import cli
+from tests import runs
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory):
+    out = tmp_path_factory.mktemp("workload")
+    assert cli.main(["generate", f"--out={out}", "--scenario=small", "--seed=11"]) == 0
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def direct(workload, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("direct"))
+    summary, wall = runs.stallwatch(f"--source={workload}", f"--output={output}", "--preset=direct")
+    runs.record("batch_direct", {"wall_s": round(wall, 1), "records": summary["input_records"]})
+    assert summary["views"] > 0 and summary["alerts"]["content"] > 0
+    return output
+
+
+@pytest.mark.parametrize("preset", ["prism", "flink-local"])
+def test_batch__same_views_alerts_and_counts_as_the_direct_runner(preset, workload, direct,
+                                                                  tmp_path):
+    output = str(tmp_path / preset)
+    summary, wall = runs.stallwatch(f"--source={workload}", f"--output={output}",
+                                    f"--preset={preset}")
+    assert summary["runner"] == {"prism": "PrismRunner", "flink-local": "FlinkRunner"}[preset]
+    runs.assert_same_results(direct, output)
+    runs.record(f"batch_{preset}", {"wall_s": round(wall, 1), "records": summary["input_records"]})
+
+
+def test_batch_on_a_standalone_flink_cluster__same_as_the_direct_runner(
+        workload, direct, flink_cluster, tmp_path):
+    output = str(tmp_path / "cluster")
+    summary, wall = runs.stallwatch(f"--source={workload}", f"--output={output}",
+                                    "--preset=flink-cluster",
+                                    f"--flink_master={flink_cluster.master}")
+    runs.assert_same_results(direct, output)
+    finished = [j for j in flink_cluster.jobs() if j["state"] == "FINISHED"]
+    assert finished, flink_cluster.jobs()          # it ran on the cluster, not in-process
+    runs.record("batch_flink_cluster", {"wall_s": round(wall, 1),
+                                        "records": summary["input_records"]})
