@@ -95,7 +95,7 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
         standard.runner = "DirectRunner"
     runner = read.runner_name(standard.runner)
     if cfg.source_stream:
-        why = read.unsupported(cfg.source_stream, runner)
+        why = read.unsupported(cfg.source_stream, runner, cfg.stop_at_latest)
         if why:
             raise ConfigError(why)
     elif cfg.streaming:
@@ -115,7 +115,7 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
                                   max_lag_ms=cfg.max_lag_s * 1000,
                                   stop_at_latest=cfg.stop_at_latest)
         build(pipeline, cfg, source, _sinks(cfg))
-        result = _wait(pipeline.run())
+        result = _wait(pipeline.run(), _flink_cluster(options, runner))
         totals = (tally.totals_from_outputs(cfg.output, 0) if cfg.streaming and cfg.local_output
                   else counters(result))
     elif cfg.streaming:
@@ -126,7 +126,7 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
         totals = tally.totals_from_outputs(cfg.output, source.blank_lines)
     else:
         build(pipeline, cfg, io.ReadBeaconFiles(cfg.source_pattern), _sinks(cfg))
-        result = _wait(pipeline.run())
+        result = _wait(pipeline.run(), _flink_cluster(options, runner))
         totals = counters(result)
     summary = run_summary(totals, runner, time.monotonic() - started)
     summary["mode"] = "streaming" if cfg.streaming else "batch"
@@ -141,13 +141,18 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     return summary
 
 
-def _wait(result: beam.runners.runner.PipelineResult) -> beam.runners.runner.PipelineResult:
+def _wait(result: beam.runners.runner.PipelineResult,
+          flink_master: Optional[str] = None) -> beam.runners.runner.PipelineResult:
     """Wait for the job; Ctrl-C / SIGTERM cancels it (a job on a Flink
     cluster would otherwise go on without this process, its LOOPBACK
     workers gone). Stop a streaming job with a savepoint instead to resume
     it later (docs/runners.md)."""
+    # Ours, not Beam 2.62's: its job-server SIGINT handler has the wrong
+    # signature and dies with a TypeError, leaving the job running.
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = ({s: signal.signal(s, _raise_interrupt) for s in signals} if main_thread
+                else {})
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
@@ -156,11 +161,43 @@ def _wait(result: beam.runners.runner.PipelineResult) -> beam.runners.runner.Pip
             result.cancel()
         except Exception as exc:  # the job may already be gone
             logging.warning("cancel failed: %s", exc)
+        if flink_master:
+            _cancel_on_flink(flink_master, getattr(result, "_job_id", "") or "")
         raise
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     return result
+
+
+def _flink_cluster(options: PipelineOptions, runner: str) -> Optional[str]:
+    """The REST address of the Flink cluster a FlinkRunner job goes to, if any."""
+    if runner != "FlinkRunner":
+        return None
+    master = options.get_all_options().get("flink_master") or "[auto]"
+    return None if master.startswith("[") else master
+
+
+def _cancel_on_flink(master: str, job_id: str) -> None:
+    """Cancel the job on a Flink cluster through its REST API: Beam 2.62's
+    job server cancels only its own wait, and the job on the cluster goes on
+    restarting without its LOOPBACK workers. Flink names it after the Beam
+    job id's first part."""
+    import urllib.request
+    base = master if "://" in master else f"http://{master}"
+    name = job_id.split("_", 1)[0]
+    try:
+        with urllib.request.urlopen(f"{base}/jobs/overview", timeout=5) as response:
+            jobs = json.loads(response.read())["jobs"]
+        for job in jobs:
+            if name and job["name"] == name and job["state"] not in ("CANCELED", "FINISHED",
+                                                                       "FAILED"):
+                request = urllib.request.Request(f"{base}/jobs/{job['jid']}?mode=cancel",
+                                                 method="PATCH")
+                urllib.request.urlopen(request, timeout=5).close()
+                logging.warning("cancelled Flink job %s (%s) on %s", job["jid"], name, master)
+    except OSError as exc:
+        logging.warning("could not cancel the job on Flink at %s: %s", master, exc)
 
 
 def _raise_interrupt(signum, frame):

@@ -173,53 +173,73 @@ def test_kinesis__split_mid_run_and_restart_from_checkpoint(kinesis_emulator, tm
                                "second_run_records": two["input_records"]})
 
 
+def _start(*flags):
+    return subprocess.Popen([sys.executable, "-m", "runners.cli", "run", *flags], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _running_job(cluster, process, timeout_s=180):
+    deadline = time.time() + timeout_s
+    while not [j for j in cluster.jobs() if j["state"] == "RUNNING"]:
+        assert time.time() < deadline and process.poll() is None, process.stdout.read()[-3000:]
+        time.sleep(1)
+
+
+def _interrupt(process, cluster):
+    """Ctrl-C the run: the CLI cancels its job on the cluster and exits 130."""
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in out, out[-3000:]
+    deadline = time.time() + 60
+    while any(j["state"] not in ("CANCELED", "FINISHED", "FAILED") for j in cluster.jobs()):
+        assert time.time() < deadline, cluster.jobs()
+        time.sleep(1)
+
+
+def _committed(checkpoint, beacons, client):
+    from tests.streams import records_up_to
+    with open(checkpoint) as f:
+        return records_up_to(beacons, client, json.load(f)["positions"])
+
+
 def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
         kinesis_emulator, flink_cluster, tmp_path):
-    """The same live audience on a standalone Flink cluster: the alert arrives;
-    a cancelled job resumes from the positions its last completed checkpoint
-    committed (bundle finalization), so the restart reads exactly the rest."""
-    from tests import runs
-    from tests.streams import records_up_to
+    """The live audience on a standalone Flink cluster: the alert arrives
+    within the same bound as on the DirectRunner. Ctrl-C cancels the job;
+    positions are committed by bundle finalization after each completed
+    Flink checkpoint, so the restarted job resumes from the last one and reads
+    the rest of the stream (docs/runners.md: why not a savepoint)."""
     beacons, client = new_kinesis_stream("beacons", shards=2)
     alerts_stream = new_kinesis_stream("alerts", shards=1)[0]
     alert_reader = kinesis.KinesisReader(alerts_stream)
     checkpoint = str(tmp_path / "checkpoint.json")
-    first_out, second_out = str(tmp_path / "first"), str(tmp_path / "second")
     flags = ["--preset=flink-cluster", f"--flink_master={flink_cluster.master}", "--streaming",
              f"--source={beacons}", f"--alerts={alerts_stream}", f"--checkpoint={checkpoint}"]
-    first = subprocess.Popen([sys.executable, "-m", "runners.cli", "run", *flags,
-                              f"--output={first_out}"], cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 180
-    while not [j for j in flink_cluster.jobs() if j["state"] == "RUNNING"]:
-        assert time.time() < deadline and first.poll() is None, first.stdout.read()[-3000:]
-        time.sleep(1)
+    first = _start(*flags, f"--output={tmp_path / 'first'}")
+    _running_job(flink_cluster, first)
     started = time.time()
-    thread, published = _publisher(str(beacons))
+    thread, published = _publisher(str(beacons), join_s=40)
 
     def poll():
         return [json.loads(r.payload) for r in alert_reader.poll()]
 
-    after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started, 240)
+    after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started, ALERT_BOUND_S)
+    _interrupt(first, flink_cluster)      # while the audience is still being published
+    committed = _committed(checkpoint, beacons, client)
     truth = _joined(thread, published)
-    time.sleep(25)                          # two checkpoints (10 s) past the last record
-    first.send_signal(signal.SIGINT)        # cancels the job on the cluster
-    out, _ = first.communicate(timeout=120)
-    assert first.returncode == 130 and "interrupted" in out, out[-3000:]
-    deadline = time.time() + 60
-    while any(j["state"] in ("RUNNING", "CANCELLING") for j in flink_cluster.jobs()):
-        assert time.time() < deadline, flink_cluster.jobs()
-        time.sleep(1)
+    assert 0 < committed < truth["input_records"]
 
-    with open(checkpoint) as f:
-        committed = records_up_to(beacons, client, json.load(f)["positions"])
-    assert 0 < committed <= truth["input_records"]
-    second, wall = runs.stallwatch(*flags, f"--output={second_out}", "--stop_at_latest")
-    assert second["input_records"] == truth["input_records"] - committed   # none lost, none twice
+    second = _start(*flags, f"--output={tmp_path / 'second'}")
+    _running_job(flink_cluster, second)
+    deadline = time.time() + 180          # resumes and reads to the end of the stream
+    while _committed(checkpoint, beacons, client) < truth["input_records"]:
+        assert time.time() < deadline and second.poll() is None, "restart did not catch up"
+        time.sleep(2)
+    later = [a for a in poll() if a["cause"] == "content" and a["video_id"] == "clip-a"]
+    _interrupt(second, flink_cluster)
+    assert {a["alert_id"] for a in later} <= {alert["alert_id"]}
     _record("kinesis_flink_cluster", {"alert_after_first_publish_s": round(after_s, 1),
                                       "alert_latency_s": round(received - alert["as_of_ms"] / 1000, 1),
                                       "affected_viewers": alert["affected_viewers"],
                                       "records": truth["input_records"],
-                                      "committed_by_first_run": committed,
-                                      "second_run_records": second["input_records"],
-                                      "second_run_wall_s": round(wall, 1)})
+                                      "committed_by_first_run": committed})

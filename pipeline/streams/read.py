@@ -34,14 +34,19 @@ def runner_name(runner) -> str:
 
 
 # Where ReadStream (a Python splittable DoFn) may run: bounded on the
-# FnApiRunner and Prism (tested); Dataflow is Beam's reference SDF runner
-# (not run here). Flink waits for the runners issue.
+# FnApiRunner and Prism, unbounded on Flink (tested); Dataflow is Beam's
+# reference SDF runner (dry run only here).
 SDF_RUNNERS = DIRECT + ("FnApiRunner", "PrismRunner", "DataflowRunner", "FlinkRunner")
 
 
-def unsupported(uri: str, runner: str) -> Optional[str]:
+def unsupported(uri: str, runner: str, bounded: bool = False) -> Optional[str]:
     """Why ``uri`` cannot be read on ``runner``, or None when it can."""
     stream_uri.parse(uri)
+    if runner == "FlinkRunner" and bounded:
+        return ("--stop_at_latest does not work on Flink: its batch mode has no bundle "
+                "finalization to commit positions (apache/beam#19526) and its streaming mode "
+                "drops a splittable read's pending resumption when the job ends; replay a "
+                "stream bounded on the DirectRunner or Prism")
     if runner in SDF_RUNNERS:
         return None
     return (f"reading streams on {runner} is not supported yet: use the DirectRunner, "
@@ -82,7 +87,7 @@ class ReadBeacons(beam.PTransform):
                  checkpoint: Optional[str] = None, max_lag_ms: int = 300_000,
                  stop_at_latest: bool = False) -> None:
         super().__init__()
-        why = unsupported(uri, runner)
+        why = unsupported(uri, runner, stop_at_latest)
         if why:
             raise ValueError(why)
         self._raw, self._uri, self._runner, self._endpoint = (
