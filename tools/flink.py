@@ -103,42 +103,12 @@ class Cluster:
     def rest_url(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
 
-    @property
-    def savepoints(self) -> str:
-        return os.path.join(self.instance, "savepoints")
-
     def get(self, path: str):
         with urllib.request.urlopen(self.rest_url + path, timeout=5) as response:
             return json.loads(response.read())
 
-    def post(self, path: str, body: dict):
-        request = urllib.request.Request(self.rest_url + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"},
-                                         method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"{}")
-
     def jobs(self) -> list[dict]:
         return self.get("/jobs/overview")["jobs"]
-
-    def stop_with_savepoint(self, job_id: str, drain: bool = False,
-                            timeout_s: float = 120) -> str:
-        """Stop a streaming job with a savepoint (Flink's stop); returns its path.
-        ``drain`` first moves the watermark to the end of time, so every
-        timer fires and every window is written before the job ends."""
-        trigger = self.post(f"/jobs/{job_id}/stop",
-                            {"targetDirectory": self.savepoints, "drain": drain})["request-id"]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            status = self.get(f"/jobs/{job_id}/savepoints/{trigger}")
-            if status["status"]["id"] == "COMPLETED":
-                operation = status["operation"]
-                if "location" not in operation:
-                    raise FlinkError(f"savepoint of {job_id} failed: "
-                                     f"{operation.get('failure-cause', operation)}")
-                return operation["location"]
-            time.sleep(0.5)
-        raise FlinkError(f"savepoint of {job_id} not done in {timeout_s:.0f} s")
 
     def _script(self, script: str, *args: str) -> None:
         env = dict(os.environ, FLINK_CONF_DIR=os.path.join(self.instance, "conf"),
