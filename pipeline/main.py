@@ -111,10 +111,7 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     if cfg.source_stream and runner in read.DIRECT and cfg.streaming:
         totals, extra = _run_stream(pipeline, cfg)
     elif cfg.source_stream:
-        source = read.ReadBeacons(cfg.source_stream, runner, checkpoint=cfg.checkpoint,
-                                  max_lag_ms=cfg.max_lag_s * 1000,
-                                  stop_at_latest=cfg.stop_at_latest)
-        build(pipeline, cfg, source, _sinks(cfg))
+        build(pipeline, cfg, _stream_source(cfg, runner), _sinks(cfg))
         result = _wait(pipeline.run(), _flink_cluster(options, runner))
         totals = (tally.totals_from_outputs(cfg.output, 0) if cfg.streaming and cfg.local_output
                   else counters(result))
@@ -139,6 +136,11 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     else:
         logging.info("run summary: %s", json.dumps(summary))
     return summary
+
+
+def _stream_source(cfg: QoeConfig, runner: str) -> read.ReadBeacons:
+    return read.ReadBeacons(cfg.source_stream, runner, checkpoint=cfg.checkpoint,
+                            max_lag_ms=cfg.max_lag_s * 1000, stop_at_latest=cfg.stop_at_latest)
 
 
 def _wait(result: beam.runners.runner.PipelineResult,
@@ -209,10 +211,8 @@ def _submit(pipeline: beam.Pipeline, cfg: QoeConfig, options: PipelineOptions,
     """Dataflow: translate and submit, do not wait (a Flex Template launcher
     must return; a streaming job never ends). ``--dry_run=True`` translates
     the job without submitting it and reports what Dataflow would get."""
-    source = (read.ReadBeacons(cfg.source_stream, "DataflowRunner", checkpoint=cfg.checkpoint,
-                               max_lag_ms=cfg.max_lag_s * 1000,
-                               stop_at_latest=cfg.stop_at_latest)
-              if cfg.source_stream else io.ReadBeaconFiles(cfg.source_pattern))
+    source = (_stream_source(cfg, "DataflowRunner") if cfg.source_stream
+              else io.ReadBeaconFiles(cfg.source_pattern))
     build(pipeline, cfg, source, _sinks(cfg, check_streams=not dry_run))
     result = pipeline.run()
     job = getattr(result, "job", None)

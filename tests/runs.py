@@ -15,6 +15,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES = os.path.join(ROOT, "out", "runner-test-figures.json")
 
 
+def start(*flags: str) -> subprocess.Popen:
+    """``stallwatch run FLAGS`` in a new process, output captured as text."""
+    return subprocess.Popen([sys.executable, "-m", "runners.cli", "run", *flags], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def stallwatch(*flags: str, timeout_s: float = 1200) -> tuple[dict, float]:
     """(run summary, wall seconds) of ``stallwatch run FLAGS`` in a new process."""
     started = time.monotonic()
@@ -56,9 +62,10 @@ def assert_same_results(expected: str, actual: str) -> None:
     assert alerts(actual) == alerts(expected)
 
 
-def record(name: str, figures: dict) -> None:
-    os.makedirs(os.path.dirname(FIGURES), exist_ok=True)
-    stored = json.load(open(FIGURES)) if os.path.exists(FIGURES) else {}
+def record(name: str, figures: dict, path: str = FIGURES) -> None:
+    """Keep a test's measured figures under ``name`` in the JSON file ``path``."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    stored = json.load(open(path)) if os.path.exists(path) else {}
     stored[name] = figures
-    with open(FIGURES, "w") as f:
+    with open(path, "w") as f:
         json.dump(stored, f, indent=2)

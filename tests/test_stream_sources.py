@@ -8,8 +8,6 @@ stop + restart from the checkpoint lose nothing and keep alert ids."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,6 +15,7 @@ import uuid
 import pytest
 
 from pipeline.streams import kinesis, live, pubsub, uri
+from tests import runs
 from tests.streams import new_kinesis_stream, split_first_shard
 
 pytestmark = pytest.mark.integration
@@ -27,8 +26,7 @@ FIGURES = os.path.join(ROOT, "out", "stream-test-figures.json")
 
 
 def _start_run(*flags):
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--streaming", *flags],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return runs.start("--streaming", *flags)
 
 
 def _finish(process, timeout_s=600):
@@ -36,11 +34,6 @@ def _finish(process, timeout_s=600):
     assert process.returncode == 0, out
     assert "Traceback" not in out, out
     return out
-
-
-def _summary(output):
-    with open(os.path.join(output, "run_summary.json")) as f:
-        return json.load(f)
 
 
 def _publisher(target, rate=2.0, join_s=20, seed=3):
@@ -75,11 +68,7 @@ def _wait_for_content_alert(poll, video_id, started, bound_s):
 
 
 def _record(name, figures):
-    os.makedirs(os.path.dirname(FIGURES), exist_ok=True)
-    stored = json.load(open(FIGURES)) if os.path.exists(FIGURES) else {}
-    stored[name] = figures
-    with open(FIGURES, "w") as f:
-        json.dump(stored, f, indent=2)
+    runs.record(name, figures, FIGURES)
 
 
 def test_pubsub__live_audience_alert_and_dead_letters(pubsub_emulator, tmp_path):
@@ -115,7 +104,7 @@ def test_pubsub__live_audience_alert_and_dead_letters(pubsub_emulator, tmp_path)
     time.sleep(5)
     run.send_signal(signal.SIGINT)        # stop reading: the run drains and finishes
     _finish(run)
-    summary = _summary(output)
+    summary = runs.summary(output)
     assert summary["input_records"] == truth["input_records"]
     assert summary["dead_letters_by_reason"] == truth["dead_letters_by_reason"]
     dead_letters = []
@@ -157,7 +146,7 @@ def test_kinesis__split_mid_run_and_restart_from_checkpoint(kinesis_emulator, tm
     second = _start_run(*flags, f"--output={second_out}", "--stop_at_latest")
     _finish(second)
 
-    one, two = _summary(first_out), _summary(second_out)
+    one, two = runs.summary(first_out), runs.summary(second_out)
     assert one["input_records"] > 0 and two["input_records"] > 0
     assert one["input_records"] + two["input_records"] == truth["input_records"]   # none lost, none twice
     assert one["dead_letters"] + two["dead_letters"] == truth["dead_letters"]
@@ -171,11 +160,6 @@ def test_kinesis__split_mid_run_and_restart_from_checkpoint(kinesis_emulator, tm
                                "records": truth["input_records"],
                                "first_run_records": one["input_records"],
                                "second_run_records": two["input_records"]})
-
-
-def _start(*flags):
-    return subprocess.Popen([sys.executable, "-m", "runners.cli", "run", *flags], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _running_job(cluster, process, timeout_s=180):
@@ -215,7 +199,7 @@ def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
     checkpoint = str(tmp_path / "checkpoint.json")
     flags = ["--preset=flink-cluster", f"--flink_master={flink_cluster.master}", "--streaming",
              f"--source={beacons}", f"--alerts={alerts_stream}", f"--checkpoint={checkpoint}"]
-    first = _start(*flags, f"--output={tmp_path / 'first'}")
+    first = runs.start(*flags, f"--output={tmp_path / 'first'}")
     _running_job(flink_cluster, first)
     started = time.time()
     thread, published = _publisher(str(beacons), join_s=40)
@@ -232,7 +216,7 @@ def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
     in_stream = published["published"]   # Kinesis records (a record may carry several beacons)
     assert 0 < committed < in_stream
 
-    second = _start(*flags, f"--output={tmp_path / 'second'}")
+    second = runs.start(*flags, f"--output={tmp_path / 'second'}")
     restarted = time.time()
     _running_job(flink_cluster, second)
     deadline = time.time() + 420          # resumes and reads to the end of the stream
