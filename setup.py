@@ -18,6 +18,10 @@ setuptools.setup(
         "orjson>=3.9",
         "matplotlib>=3.8",
         "boto3>=1.34",
+        "http-sf>=1.5",            # RFC 9651 structured fields: CMCD v2 reports
+        "aiohttp>=3.9",            # the collector (stallwatch collect)
+        "ua-parser>=1.0",          # browser / os / device from User-Agent
+        "ua-parser-builtins",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45"]},
     entry_points={"console_scripts": ["stallwatch=runners.cli:main"]},

@@ -30,7 +30,7 @@ SUMMARY = "run_summary.json"
 
 _STALL = pa.struct([("start_ms", pa.int64()), ("duration_ms", pa.int64()),
                     ("playhead_ms", pa.int64()), ("rendition", pa.string()),
-                    ("bitrate_bps", pa.int64())])
+                    ("bitrate_bps", pa.int64()), ("playhead_estimated", pa.bool_())])
 _RANGE = pa.struct([("start_ms", pa.int64()), ("end_ms", pa.int64()), ("rendition", pa.string())])
 
 VIEW_SCHEMA = pa.schema([
@@ -51,7 +51,9 @@ VIEW_SCHEMA = pa.schema([
     ("browser", pa.string()), ("os", pa.string()), ("device", pa.string()),
     ("player_name", pa.string()), ("player_version", pa.string()),
     ("rendition", pa.string()), ("stream_type", pa.string()),
-    ("video_duration_ms", pa.int64()), ("version", pa.int64()),
+    ("video_duration_ms", pa.int64()), ("protocol", pa.string()),
+    ("reported_startup_ms", pa.int64()), ("reported_rebuffer_ms", pa.int64()),
+    ("version", pa.int64()),
 ])
 
 METRIC_SCHEMA = pa.schema([

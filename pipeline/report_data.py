@@ -162,7 +162,7 @@ def content_profile(rows: list[dict], alert: dict, bucket_ms: int,
     for row in rows:
         viewer = row["viewer_id"]
         for s in row["stalls"]:
-            if rendition is None or s["rendition"] == rendition:
+            if s["playhead_ms"] is not None and (rendition is None or s["rendition"] == rendition):
                 stalled[s["playhead_ms"] // bucket_ms].add(viewer)
         for r in row["played"]:
             if rendition is None or r["rendition"] == rendition:
@@ -209,7 +209,8 @@ def viewer_views(views: pa.Table, viewer_id: str, limit: int = 25) -> list[dict]
     return [{"video_id": r["video_id"], "start_ms": r["start_ms"],
              "watch_min": r["watch_ms"] / 60_000, "stalls": r["rebuffer_count"],
              "rebuffer_pct": r["rebuffer_pct"], "cdn": r["cdn"], "asn": r["asn"],
-             "stall_positions_s": [s["playhead_ms"] // 1000 for s in r["stalls"]][:12]}
+             "stall_positions_s": [s["playhead_ms"] // 1000 for s in r["stalls"]
+                                   if s["playhead_ms"] is not None][:12]}
             for r in rows[:limit]]
 
 

@@ -36,7 +36,8 @@ def detection_latency(versions: list[dict], views: list[dict], truth: dict,
             if view["video_id"] != fault["video_id"]:
                 continue
             for stall in view["stalls"]:
-                if (fault["start_ms"] - SLACK_MS <= stall["playhead_ms"] <= fault["end_ms"] + SLACK_MS
+                if (stall["playhead_ms"] is not None
+                        and fault["start_ms"] - SLACK_MS <= stall["playhead_ms"] <= fault["end_ms"] + SLACK_MS
                         and (fault["rendition"] is None or stall["rendition"] == fault["rendition"])):
                     seen = first_stall.get(view["viewer_id"])
                     first_stall[view["viewer_id"]] = min(seen or stall["start_ms"], stall["start_ms"])

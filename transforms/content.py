@@ -55,7 +55,8 @@ def view_track(view: View, flagged: Iterable[str], windows) -> tuple[str, Track]
     else:
         stalls = tuple(StallPoint(s.playhead_ms, s.start_ms, s.rendition, view.cdn,
                                   view.asn, view.country)
-                       for s in unexplained_stalls(view, windows))
+                       for s in unexplained_stalls(view, windows)
+                       if s.playhead_ms is not None)     # an unplaced CMCD stall: no position
     return f"{view.video_id}\x1f{view.viewer_id}", Track(view.played, stalls)
 
 

@@ -104,6 +104,13 @@ class Beacon:
     fatal: Optional[bool] = None
     business_error: bool = False
     source: str = ""
+    # Where the event came from: "beacon" (beacon v1 JSON) or "cmcd" (a CMCD v2
+    # event report; docs/cmcd.md). CMCD reports may lack playhead_ms: the view
+    # state machine estimates it from the play-state timeline.
+    protocol: str = "beacon"
+    playhead_estimated: bool = False
+    reported_startup_ms: Optional[int] = None   # CMCD msd (media start delay)
+    reported_stall_ms: Optional[int] = None     # CMCD bsd (starvation durations, summed)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -128,9 +135,10 @@ class Stall:
 
     start_ms: int          # wall clock (client) when the stall began
     duration_ms: int
-    playhead_ms: int       # media position where playback stopped
+    playhead_ms: Optional[int]   # media position where playback stopped; None: unknown
     rendition: Optional[str]
     bitrate_bps: Optional[int]
+    playhead_estimated: bool = False   # reconstructed from the play-state timeline (CMCD without pt)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -189,6 +197,9 @@ class View:
     rendition: Optional[str] = None   # the rendition played longest
     stream_type: Optional[str] = None
     video_duration_ms: Optional[int] = None
+    protocol: str = "beacon"          # "beacon" or "cmcd": what the view was computed from
+    reported_startup_ms: Optional[int] = None   # the player's own figures (CMCD msd, sum of bsd),
+    reported_rebuffer_ms: Optional[int] = None  # to cross-check the derived ones
     version: int = 1                  # a re-emitted view_key with a higher version replaces it
 
     @property

@@ -13,6 +13,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
+from transforms import cmcd
 from transforms.model import (PLAYHEADLESS_KINDS, Beacon, DeadLetter, EventKind,
                               RawRecord)
 
@@ -105,6 +106,8 @@ def parse_message(raw: RawRecord, max_message_bytes: int,
         return [_dead("invalid_json", text, str(exc), raw.source)]
 
     defaults: dict[str, Any] = {}
+    if isinstance(message, dict) and "cmcd" in message:
+        return _parse_cmcd(message, text, raw, bounds)
     if isinstance(message, dict) and "events" in message:
         events = message["events"]
         if not isinstance(events, list):
@@ -131,6 +134,27 @@ def parse_message(raw: RawRecord, max_message_bytes: int,
             continue
         record = {**defaults, **element} if defaults else element
         out.append(_parse_record(record, _dump(record), raw, bounds, source))
+    return out
+
+
+def _parse_cmcd(message: dict, text: str, raw: RawRecord, bounds: TimeBounds) -> list[Parsed]:
+    """A collector record carrying CMCD v2 event reports: ``{"cmcd": BODY,
+    ...defaults}`` (pipeline/collector.py); each report line is one record."""
+    defaults = {k: v for k, v in message.items() if k != "cmcd"}
+    try:
+        lines = list(cmcd.reports(message["cmcd"]))
+    except cmcd.CmcdRejected as exc:
+        return [_dead(exc.reason, text, str(exc), raw.source)]
+    if not lines:
+        return [_dead("empty_batch", text, "no CMCD reports in the body", raw.source)]
+    out: list[Parsed] = []
+    for index, line in enumerate(lines):
+        source = f"{raw.source}#{index}" if len(lines) > 1 else raw.source
+        try:
+            out.append(cmcd.to_beacon(cmcd.decode(line), defaults, source, raw.arrival_ms,
+                                      bounds.bound, parse_ts))
+        except (cmcd.CmcdRejected, Rejected) as exc:
+            out.append(_dead(exc.reason, line, str(exc), source))
     return out
 
 

@@ -29,7 +29,8 @@ def viewer_activity(view: View, windows) -> tuple[str, ViewerActivity]:
     return view.viewer_id, ViewerActivity(
         watch_ms=view.watch_ms,
         stall_ms=tuple(s.start_ms for s in stalls),
-        positions=tuple((view.video_id, s.playhead_ms // POSITION_MS) for s in stalls),
+        positions=tuple((view.video_id, s.playhead_ms // POSITION_MS) for s in stalls
+                        if s.playhead_ms is not None),
         video_id=view.video_id, cdn=str(view.cdn), asn=str(view.asn))
 
 

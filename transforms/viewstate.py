@@ -79,6 +79,59 @@ def order(beacons: list[Beacon]) -> list[Beacon]:
                                           _RANK[b.kind]))
 
 
+CMCD = "cmcd"
+
+
+def prefer_beacons(beacons: list[Beacon]) -> tuple[list[Beacon], int]:
+    """A view reported both as beacon v1 and as CMCD (same view_id = sid) is
+    computed from its beacons alone, so no stall counts twice; its CMCD
+    reports are counted as duplicates. Returns (beacons kept, reports dropped)."""
+    kept = [b for b in beacons if b.protocol != CMCD]
+    if not kept or len(kept) == len(beacons):
+        return beacons, 0
+    return kept, len(beacons) - len(kept)
+
+
+def estimate_playheads(events: list[Beacon]) -> list[Beacon]:
+    """Fill in the playhead of CMCD reports that carry no ``pt``.
+
+    Walks the ordered reports of one view: the playhead starts at 0 (on-demand)
+    and advances with the device clock only while the state is playing;
+    startup, stalls, pauses and seeks do not advance it. A reported ``pt``
+    resets it. After a seek whose target is unknown (no ``pt``) nothing is
+    estimated until a report carries ``pt`` again, and a live stream is never
+    estimated (its start position is unknown). Estimated events are marked
+    ``playhead_estimated``; events whose playhead stays unknown keep None.
+    """
+    out: list[Beacon] = []
+    known = not any(b.stream_type == "live" for b in events)
+    position, playing, last = 0, False, None
+    for b in events:
+        now = clock(b)
+        if b.playhead_ms is not None:
+            position, known = b.playhead_ms, True
+        elif known:
+            if playing and last is not None:
+                position += max(0, now - last)
+            b = dataclasses.replace(b, playhead_ms=position, playhead_estimated=True)
+        kind = b.kind
+        if kind is K.SEEKING:
+            playing = False
+            if b.playhead_estimated:
+                known = False          # the seek's target is unknown
+        elif kind is K.PLAYING:
+            playing = True
+        elif kind in _STOPS_PLAYHEAD:
+            playing = False
+        last = now
+        out.append(b)
+    return out
+
+
+_STOPS_PLAYHEAD = frozenset({K.PLAY, K.PAUSE, K.WAITING, K.STALLED, K.REBUFFERSTART,
+                             K.ENDED, K.VIEWEND, K.ERROR, K.PLAYERREADY, K.VIEWSTART})
+
+
 def summarize_views(view_id: str, beacons: Iterable[Beacon],
                     max_stall_ms: int = 300_000, inactivity_ms: int = 3_600_000) -> list[View]:
     """All Views in the beacons of one view_id.
@@ -90,7 +143,11 @@ def summarize_views(view_id: str, beacons: Iterable[Beacon],
       inactivity_ms: a gap this long between beacons starts a new view.
     """
     unique, dropped = dedupe(list(beacons))
+    unique, redundant = prefer_beacons(unique)
+    dropped += redundant
     events = order(unique)
+    if events and events[0].protocol == CMCD:
+        events = estimate_playheads(events)
     views: list[View] = []
     start = 0
     while start < len(events):
@@ -121,15 +178,19 @@ class _ViewMachine:
         self.error_code: Optional[str] = None
         self.watch_ms = self.playing_ms = 0
         self.stalls: list[Stall] = []
-        # (wall ms, playhead, rendition, bitrate) at the start of the open stall
-        self.stall_start: Optional[tuple[int, int, Optional[str], Optional[int]]] = None
+        # (wall ms, playhead, rendition, bitrate, estimated) at the start of the open stall
+        self.stall_start: Optional[tuple[int, Optional[int], Optional[str], Optional[int], bool]] = None
         self.stall_ms = 0
         self.seek_count = self.seek_ms = 0
         self.seek_started = 0
         self.seek_from_pause = False
         self.seek_target: Optional[int] = None
         self.playhead: Optional[int] = None
+        self.playhead_estimated = False
         self.max_playhead = 0
+        self.protocol = "beacon"
+        self.reported_startup_ms: Optional[int] = None
+        self.reported_stall_ms: Optional[int] = None
         self.rendition: Optional[str] = None
         self.bitrate: Optional[int] = None
         self.max_bitrate: Optional[int] = None
@@ -150,6 +211,7 @@ class _ViewMachine:
             if self.first is None:
                 self.first = b
                 self.last_ms = clock(b)
+                self.protocol = b.protocol
             elif b.video_id != self.first.video_id:
                 return i                      # a new video in the same player: new view
             elif clock(b) - self.last_ms > self.inactivity_ms:
@@ -225,7 +287,12 @@ class _ViewMachine:
             # Waiting during startup or a seek is startup time / seek latency.
             if self.state is _S.PLAYING or (kind is K.REBUFFERSTART and self.state is _S.PAUSED
                                             and self.first_frame):
-                self._open_stall(now, ph if ph is not None else self.playhead)
+                if ph is not None:
+                    self._open_stall(now, ph, b.playhead_estimated)
+                elif b.protocol == CMCD:
+                    self._open_stall(now, None, False)
+                else:
+                    self._open_stall(now, self.playhead, self.playhead_estimated)
         elif kind is K.REBUFFEREND:
             if self.state is _S.STALLED:
                 self._close_stall(now)
@@ -239,8 +306,14 @@ class _ViewMachine:
             self._close_seek(now)
             self.state = _S.ENDED
         if ph is not None:
-            self.playhead = ph
             self.max_playhead = max(self.max_playhead, ph)
+        if ph is not None or b.protocol == CMCD:   # a CMCD report without one: position unknown
+            self.playhead = ph
+            self.playhead_estimated = b.playhead_estimated
+        if b.reported_startup_ms is not None and self.reported_startup_ms is None:
+            self.reported_startup_ms = b.reported_startup_ms
+        if b.reported_stall_ms is not None:
+            self.reported_stall_ms = (self.reported_stall_ms or 0) + b.reported_stall_ms
 
     def _resume(self, now: int) -> None:
         if not self.first_frame:
@@ -248,7 +321,7 @@ class _ViewMachine:
             if self.play_ms is not None:
                 self.startup_ms = now - self.play_ms
             else:
-                self.play_ms = now     # no play intent seen: startup unknown
+                self.play_ms = now     # no play intent seen: startup unknown (unless the player says)
         self._close_stall(now)
         self._close_seek(now)
         self.state = _S.PLAYING
@@ -256,7 +329,8 @@ class _ViewMachine:
     def _on_progress(self, now: int, ph: Optional[int]) -> None:
         if ph is None or self.playhead is None:
             return
-        if self.state is _S.STALLED and self.stall_start and ph > self.stall_start[1] + _RESUME_MS:
+        if (self.state is _S.STALLED and self.stall_start and self.stall_start[1] is not None
+                and ph > self.stall_start[1] + _RESUME_MS):
             self._close_stall(now)
             self.state = _S.PLAYING
         elif self.state is _S.SEEKING and self.seek_target is not None and ph > self.seek_target + _RESUME_MS:
@@ -278,18 +352,22 @@ class _ViewMachine:
             self._close_seek(clock(b))
             self.state = _S.ENDED
 
-    def _open_stall(self, now: int, ph: Optional[int]) -> None:
-        position = ph if ph is not None else 0
-        self.stall_start = (now, position, self.rendition, self.bitrate)
+    def _open_stall(self, now: int, ph: Optional[int], estimated: bool) -> None:
+        # A beacon v1 stall with no playhead at all sits at 0 (as before); a
+        # CMCD stall whose position cannot be estimated stays unplaced (None):
+        # it counts in rebuffering but never in a stall cluster.
+        position = ph if ph is not None or self.protocol == CMCD else 0
+        self.stall_start = (now, position, self.rendition, self.bitrate, estimated)
         self.state = _S.STALLED
-        self._played(position, position)
+        if position is not None:
+            self._played(position, position)
 
     def _close_stall(self, now: int) -> None:
         if self.stall_start is None:
             return
-        started, position, rendition, bitrate = self.stall_start
+        started, position, rendition, bitrate, estimated = self.stall_start
         duration = min(max(0, now - started), self.max_stall_ms)
-        self.stalls.append(Stall(started, duration, position, rendition, bitrate))
+        self.stalls.append(Stall(started, duration, position, rendition, bitrate, estimated))
         self.stall_ms += duration
         self.stall_start = None
 
@@ -328,6 +406,9 @@ class _ViewMachine:
         avg_bitrate = self.bitrate_ms / self.bitrate_time if self.bitrate_time else (
             float(self.bitrate) if self.bitrate is not None else None)
         play_requested = self.play_ms is not None
+        startup_ms = self.startup_ms
+        if startup_ms is None and self.first_frame and self.reported_startup_ms is not None:
+            startup_ms = self.reported_startup_ms     # no "starting" report: take the player's msd
         # The device clock orders and times the view; this shift (the median
         # correction event time applied to its beacons) places it in the world.
         shift = sorted(self.offsets)[len(self.offsets) // 2] if self.offsets else 0
@@ -345,7 +426,7 @@ class _ViewMachine:
             watch_ms=self.watch_ms,
             playing_ms=self.playing_ms,
             play_requested=play_requested,
-            startup_ms=self.startup_ms,
+            startup_ms=startup_ms,
             exited_before_start=play_requested and not self.first_frame and not self.failure,
             playback_failure=self.failure,
             startup_failure=self.startup_failure,
@@ -364,6 +445,9 @@ class _ViewMachine:
             stalls=stalls,
             played=merge_ranges(self.ranges),
             rendition=rendition,
+            protocol=self.protocol,
+            reported_startup_ms=self.reported_startup_ms,
+            reported_rebuffer_ms=self.reported_stall_ms,
             **self.dims,
         )
 
