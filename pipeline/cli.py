@@ -20,6 +20,7 @@ commands:
   generate  write a generated workload: --out=DIR [--viewers N] [--seed S] [--scenario NAME]
   score     compare a run's alerts with a workload's truth.json: --output=DIR --truth=FILE
   report    write DIR/report.html (self-contained) from a run's outputs: --output=DIR
+  collect   the HTTP collector for players: --listen=127.0.0.1:8080 --sink=file://DIR|pubsub://...|kinesis://...
 
 'stallwatch COMMAND --help' describes a command's options."""
 
@@ -197,7 +198,57 @@ def _report(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "generate": _generate, "score": _score, "report": _report}
+def _collect(argv: Sequence[str]) -> int:
+    from pipeline import collector
+    from pipeline.streams import uri as stream_uri
+    parser = _Parser(prog="stallwatch collect", description=(
+        "HTTP collector: POST /v1/beacons (beacon v1 JSON), POST /v1/cmcd (CMCD v2 event "
+        "reports), GET /healthz. Writes one record per request to the sink; "
+        "'stallwatch run --source=' reads them. SIGTERM/Ctrl-C drain and exit. docs/collector.md"))
+    parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080; port 0: any free port).")
+    parser.add_argument("--sink", required=True,
+                        help="file://DIR (NDJSON files), pubsub://projects/P/topics/T or kinesis://STREAM.")
+    parser.add_argument("--max_body_kb", type=int, default=256, help="Largest request body (default 256 KiB): 413 above.")
+    parser.add_argument("--max_pending", type=int, default=20_000,
+                        help="Records waiting for the sink before requests get 503 + Retry-After (default 20000).")
+    parser.add_argument("--flush_ms", type=int, default=100, help="Group-commit interval (default 100 ms).")
+    parser.add_argument("--cors_origins", default="*",
+                        help="Comma-separated origins allowed to POST from a browser (default *).")
+    parser.add_argument("--trust_forwarded", action="store_true",
+                        help="Take the client address from X-Forwarded-For (behind a load balancer).")
+    parser.add_argument("--viewer_salt", default=os.environ.get("STALLWATCH_VIEWER_SALT", "stallwatch"),
+                        help="Salt of the hashed address + user agent viewer id of CMCD clients "
+                             "(default $STALLWATCH_VIEWER_SALT or 'stallwatch').")
+    args = parser.parse_args(list(argv))
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise CliError(f"--listen must be HOST:PORT, got {args.listen!r}")
+    for flag, value in (("--max_body_kb", args.max_body_kb), ("--max_pending", args.max_pending),
+                        ("--flush_ms", args.flush_ms)):
+        if value <= 0:
+            raise CliError(f"{flag} must be > 0, got {value}")
+    if stream_uri.is_stream(args.sink):
+        try:
+            stream_uri.parse(args.sink, want_topic=True)
+        except stream_uri.StreamUriError as exc:
+            raise CliError(f"--sink {exc}") from None
+    elif args.sink.startswith(("gs://", "s3://")) or "://" in args.sink and not args.sink.startswith("file://"):
+        raise CliError(f"--sink must be file://DIR, pubsub://... or kinesis://..., got {args.sink!r}")
+    config = collector.CollectorConfig(
+        host=host.strip("[]"), port=int(port), sink=args.sink, max_body_bytes=args.max_body_kb * 1024,
+        max_pending=args.max_pending, flush_ms=args.flush_ms,
+        cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
+        trust_forwarded=args.trust_forwarded, viewer_salt=args.viewer_salt)
+    try:
+        return collector.main(config)
+    except LookupError as exc:
+        raise CliError(f"--sink {exc}") from None
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.listen} or write the sink: {exc}") from None
+
+
+COMMANDS = {"run": _run, "generate": _generate, "score": _score, "report": _report,
+            "collect": _collect}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
