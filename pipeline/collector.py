@@ -129,6 +129,10 @@ def beacon_record(body: bytes, meta: dict) -> tuple[str, bytes, int]:
                                              f"not a JSON {type(message).__name__}")
     if not events:
         raise Rejected(400, "empty_batch", "no events")
+    # received_ms is the collector's stamp: a client cannot set it, on the
+    # envelope or on an event.
+    events = [{k: v for k, v in e.items() if k != "received_ms"} if isinstance(e, dict) else e
+              for e in events]
     envelope = {**meta, **defaults, "received_ms": meta["received_ms"], "events": events}
     first = events[0] if isinstance(events[0], dict) else {}
     key = str(first.get("view_id") or defaults.get("view_id") or meta.get("viewer_id") or "-")
