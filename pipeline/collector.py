@@ -458,7 +458,7 @@ async def serve(config: CollectorConfig, ready: Optional[Callable[[int], None]] 
     runner = web.AppRunner(collector.app(), handle_signals=False, access_log=None,
                            shutdown_timeout=config.shutdown_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = web.TCPSite(runner, config.host, config.port, reuse_port=True)
     await site.start()
     port = runner.addresses[0][1]
     stop = stop or asyncio.Event()
