@@ -99,7 +99,9 @@ def estimate_playheads(events: list[Beacon]) -> list[Beacon]:
     and advances with the device clock only while the state is playing;
     startup, stalls, pauses and seeks do not advance it. A reported ``pt``
     resets it. After a seek whose target is unknown (no ``pt``) nothing is
-    estimated until a report carries ``pt`` again, and a live stream is never
+    estimated until a report carries ``pt`` again (a seek in the first second
+    of playback is the player's own initial positioning and keeps the
+    estimate), and a live stream is never
     estimated (its start position is unknown). Estimated events are marked
     ``playhead_estimated``; events whose playhead stays unknown keep None.
     """
@@ -117,7 +119,7 @@ def estimate_playheads(events: list[Beacon]) -> list[Beacon]:
         kind = b.kind
         if kind is K.SEEKING:
             playing = False
-            if b.playhead_estimated:
+            if b.playhead_estimated and b.playhead_ms > _INITIAL_SEEK_MS:
                 known = False          # the seek's target is unknown
         elif kind is K.PLAYING:
             playing = True
@@ -127,6 +129,11 @@ def estimate_playheads(events: list[Beacon]) -> list[Beacon]:
         out.append(b)
     return out
 
+
+# A seek this early is the player positioning itself at the start (Shaka
+# reports sta=k right after its first frame), not a viewer's seek: the
+# estimate goes on.
+_INITIAL_SEEK_MS = 1_000
 
 _STOPS_PLAYHEAD = frozenset({K.PLAY, K.PAUSE, K.WAITING, K.STALLED, K.REBUFFERSTART,
                              K.ENDED, K.VIEWEND, K.ERROR, K.PLAYERREADY, K.VIEWSTART})

@@ -1,5 +1,7 @@
 """CMCD v2 event reports: parsing into Beacons and views from them (docs/cmcd.md)."""
 
+import os
+
 import orjson
 import pytest
 
@@ -175,3 +177,65 @@ def test_wrongly_typed_keys_are_dead_letters(value, reason):
     line = ",".join(p for p in line.split(",") if not p.startswith(key + "=")) + "," + value
     [dead] = parse(line)
     assert isinstance(dead, DeadLetter) and dead.reason == reason
+
+
+def test_a_seek_in_the_first_second_keeps_the_estimate():
+    # Shaka reports sta=k right after its first frame: it positions itself at the start.
+    view = view_of(*numbered(report(0, sta="r"), report(0.5, sta="p"), report(0.51, sta="k"),
+                             report(0.52, sta="r"), report(0.6, sta="p"),
+                             report(4.6, sta="r"), report(9, sta="p")))
+    [stall] = view.stalls
+    assert (stall.playhead_ms, stall.playhead_estimated) == (4010, True)
+
+
+# -- reports captured from real players (tests/e2e/capture.py; docs/clients.md) --------------
+CAPTURED = os.path.join(os.path.dirname(__file__), "..", "data", "cmcd")
+HELD_SEGMENT_START_MS = 4_000      # the captures held segment 3 (media 4-6 s) for 9 s
+
+
+def captured_views(name: str):
+    """The views of one captured file: each POST body becomes one collector record."""
+    bodies, current = [], None
+    with open(os.path.join(CAPTURED, f"{name}.txt"), encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("# POST"):
+                if current:
+                    bodies.append(current)
+                current = ""
+            else:
+                current += line
+    bodies.append(current)
+    parsed = [p for i, body in enumerate(bodies)
+              for p in parse_message(RawRecord(orjson.dumps({"cmcd": body}), f"{name}:{i}"), 1_048_576)]
+    assert [p for p in parsed if isinstance(p, DeadLetter)] == []
+    [view_id] = {b.view_id for b in parsed}
+    return summarize_views(view_id, parsed)
+
+
+@pytest.mark.parametrize("player", ["hls", "dash", "shaka"])
+def test_captured_clean_playback__no_stall_and_a_startup(player):
+    # dash.js and Shaka report sta=r before their first sta=p: startup, not a stall.
+    [view] = captured_views(f"{player}-clean")
+    assert view.rebuffer_count == 0 and not view.exited_before_start and not view.playback_failure
+    assert 0 < view.startup_ms < 2_000
+    assert view.max_playhead_ms > 35_000          # ~40 s played, estimated from the state timeline
+
+
+@pytest.mark.parametrize("player", ["hls", "dash", "shaka"])
+def test_captured_held_segment__stall_placed_at_the_segment_from_the_state_timeline(player):
+    # No player sends pt; the stall's playhead is reconstructed. The browsers
+    # saw `waiting` at 3.96 s (hls.js) and 3.88 s (dash.js, Shaka).
+    [view] = captured_views(f"{player}-delayed")
+    first = view.stalls[0]
+    assert first.playhead_estimated
+    assert abs(first.playhead_ms - HELD_SEGMENT_START_MS) <= 250, view.stalls
+    assert 4_000 <= first.duration_ms <= 9_000       # the 9 s hold minus what was buffered
+    assert all(s.playhead_ms is not None for s in view.stalls)
+
+
+def test_captured_msd__plausible_from_shaka_not_from_dashjs():
+    # Cross-check of the player's own media start delay with the derived startup time.
+    [shaka] = captured_views("shaka-delayed")
+    [dash] = captured_views("dash-delayed")
+    assert shaka.startup_ms == shaka.reported_startup_ms        # Shaka sends no sta=s: msd is used
+    assert dash.reported_startup_ms < 50 < dash.startup_ms       # dash.js 5.2.1's msd is 1-10 ms
