@@ -64,7 +64,7 @@ run: generate
 	$(BIN)/stallwatch report --output=$(OUTPUT) && \
 	echo "make run: done in $$(( $$(date +%s) - start )) s; results in $(OUTPUT)/"
 
-test: venv browser emulators prism flink
+test: venv browser e2e-tools emulators prism flink
 	$(BIN)/python -m pytest -q
 
 emulators: $(PSTEST) $(KINESIS_MOCK)
@@ -127,10 +127,32 @@ browser:
 	  echo "installing Debian's chromium for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Tools for the real-browser end-to-end test (tests/e2e/): Debian's ffmpeg
+# (synthetic VOD) and the stock web players from npm, served to Chromium from
+# $(PLAYERS)/node_modules.
+HLSJS_VERSION  := 1.7.4
+DASHJS_VERSION := 5.2.1
+SHAKA_VERSION  := 5.2.12
+PLAYER_PKGS    := hls.js@$(HLSJS_VERSION) dashjs@$(DASHJS_VERSION) shaka-player@$(SHAKA_VERSION)
+PLAYERS        := $(TOOLS)/players
+PLAYERS_STAMP  := $(PLAYERS)/.installed-$(HLSJS_VERSION)-$(DASHJS_VERSION)-$(SHAKA_VERSION)
+
+.PHONY: e2e-tools
+e2e-tools: $(PLAYERS_STAMP)
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+	  echo "installing Debian's ffmpeg for the end-to-end test media"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; }
+
+$(PLAYERS_STAMP):
+	@echo "installing the web players ($(PLAYER_PKGS)) into $(PLAYERS)/"
+	@mkdir -p $(PLAYERS)
+	@npm install --silent --no-audit --no-fund --prefix $(PLAYERS) $(PLAYER_PKGS) >/dev/null
+	@touch $@
+
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"
 
-test-integration: venv browser emulators prism flink
+test-integration: venv browser e2e-tools emulators prism flink
 	$(BIN)/python -m pytest -q -m integration
 
 # Dataflow Flex Template (not runnable here: needs a GCP project, Docker or

@@ -1,0 +1,246 @@
+/**
+ * stallwatch.js: a minimal browser monitor that sends beacon v1 (docs/beacons.md).
+ *
+ * Plain ES module, no dependencies, no build step:
+ *
+ *   import { monitor } from '/clients/stallwatch.js';
+ *   const sw = monitor(document.querySelector('video'), {
+ *     collector: 'https://collector.example.com', // POSTs go to `${collector}/v1/beacons`
+ *     videoId: 'vod-1',
+ *     player: { name: 'hls.js', version: Hls.version, hls },  // or { dash }, or { shaka }
+ *   });
+ *   // later: sw.stop();
+ *
+ * What it sends: the HTML5 media events (play, playing, pause, seeking, seeked, waiting,
+ * ended, error), a heartbeat every `heartbeatMs` while playing, `renditionchange` from the
+ * player's own ABR events (hls.js LEVEL_SWITCHED, dash.js QUALITY_CHANGE_RENDERED, Shaka
+ * adaptation/variantchanged), player fatal errors, and `viewstart`, `playerready` and
+ * `viewend` (on pagehide). Events are batched into one envelope per `flushMs`:
+ *
+ *   {view_id, video_id, viewer_id, player_name, player_version, stream_type,
+ *    video_duration_ms, events: [{event, ts, playhead_ms, seq, event_id, ...}, ...]}
+ *
+ * The envelope's top-level fields are defaults for every event (docs/beacons.md). `seq`
+ * increases by one per event within a view and `event_id` is `${view_id}:${seq}`, so a
+ * redelivered batch is dropped by the pipeline.
+ *
+ * HTML5 `stalled` (the network fetch stalled, which can happen while playback continues from
+ * the buffer) is deliberately not forwarded: `waiting` is the playback stall signal.
+ */
+
+export const VERSION = '1.0.0';
+
+const VIEWER_KEY = 'stallwatch.viewer_id';
+
+/** A random id: a UUID where the browser has one (secure contexts), else 128 random bits. */
+function randomId() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The viewer id persisted in localStorage (a new random one the first time). */
+function persistentViewerId() {
+  try {
+    let id = localStorage.getItem(VIEWER_KEY);
+    if (!id) localStorage.setItem(VIEWER_KEY, (id = randomId()));
+    return id;
+  } catch {
+    return randomId(); // storage disabled: one viewer per page load
+  }
+}
+
+/** "360p" style rendition name and bitrate from a height and bits/s, as beacon fields. */
+function rendition(height, bitrate) {
+  const fields = {};
+  if (height) fields.rendition = `${height}p`;
+  if (Number.isFinite(bitrate) && bitrate > 0) fields.bitrate_bps = Math.round(bitrate);
+  return fields;
+}
+
+/**
+ * Start monitoring a <video> element. Returns {viewId, viewerId, flush(), stop()}.
+ *
+ * @param {HTMLMediaElement} video
+ * @param {object} options
+ * @param {string} options.collector     base URL of the collector (no trailing /v1/...)
+ * @param {string} options.videoId       the content id (beacon `video_id`)
+ * @param {string} [options.viewerId]    default: persisted in localStorage
+ * @param {object} [options.player]      {name, version, hls | dash | shaka}: the player instance
+ * @param {number} [options.heartbeatMs=10000]  heartbeat period while playing
+ * @param {number} [options.flushMs=2000]       how often queued events are POSTed
+ * @param {object} [options.dimensions]  extra envelope fields (cdn, country, ...)
+ * @param {string} [options.viewId]      default: random. Pass the player's CMCD session id
+ *                                       (sid) when it also sends CMCD, so stallwatch counts
+ *                                       the view once (docs/cmcd.md)
+ */
+export function monitor(video, options) {
+  const {
+    collector, videoId, viewerId = persistentViewerId(), player = {},
+    heartbeatMs = 10000, flushMs = 2000, dimensions = {}, viewId = randomId(),
+  } = options;
+  const endpoint = `${collector.replace(/\/+$/, '')}/v1/beacons`;
+  const envelope = {
+    view_id: viewId, video_id: videoId, viewer_id: viewerId, ...dimensions,
+  };
+  if (player.name) envelope.player_name = player.name;
+  const version = player.version ?? detectVersion(player);
+  if (version) envelope.player_version = String(version);
+
+  let seq = 0;
+  let queue = [];
+  let heartbeat = null;
+  let stopped = false;
+  const cleanups = [];
+
+  /** Queue one event; `fields` may carry rendition, bitrate_bps, error_* ... */
+  function emit(event, fields = {}) {
+    if (stopped) return;
+    const s = seq++;
+    queue.push({
+      event, ts: Date.now(), playhead_ms: Math.max(0, Math.round(video.currentTime * 1000)),
+      seq: s, event_id: `${viewId}:${s}`, ...fields,
+    });
+  }
+
+  /** Duration and stream type, known once metadata is loaded. */
+  function updateMediaFields() {
+    const d = video.duration;
+    if (d === Infinity) envelope.stream_type = 'live';
+    else if (Number.isFinite(d) && d > 0) {
+      envelope.stream_type = 'on-demand';
+      envelope.video_duration_ms = Math.round(d * 1000);
+    }
+  }
+
+  /**
+   * POST the queued events. `final` (pagehide) uses sendBeacon, which survives the page
+   * going away. Its body is sent as text/plain on purpose: sendBeacon always sends
+   * credentials, so an application/json body would need a CORS preflight answered with the
+   * exact origin and Allow-Credentials (`Access-Control-Allow-Origin: *` is refused), while
+   * a text/plain beacon is a simple request. The collector reads the body as JSON either way.
+   */
+  function flush(final = false) {
+    if (!queue.length) return;
+    const body = JSON.stringify({ ...envelope, events: queue });
+    queue = [];
+    if (final && navigator.sendBeacon) {
+      const blob = new Blob([body], { type: 'text/plain;charset=UTF-8' });
+      if (navigator.sendBeacon(endpoint, blob)) return;
+    }
+    fetch(endpoint, {
+      method: 'POST', keepalive: true, body, headers: { 'Content-Type': 'application/json' },
+    }).catch(() => {}); // analytics never breaks playback; a lost batch is lost
+  }
+
+  function listen(target, type, handler) {
+    target.addEventListener(type, handler);
+    cleanups.push(() => target.removeEventListener(type, handler));
+  }
+
+  // HTML5 media events, forwarded as they are.
+  for (const type of ['play', 'playing', 'pause', 'seeking', 'seeked', 'waiting', 'ended']) {
+    listen(video, type, () => emit(type));
+  }
+  listen(video, 'loadedmetadata', updateMediaFields);
+  listen(video, 'durationchange', updateMediaFields);
+  listen(video, 'error', () => {
+    const err = video.error;
+    emit('error', {
+      error_code: `media:${err?.code ?? 0}`, error_message: err?.message || 'media error', fatal: true,
+    });
+  });
+
+  // Heartbeats carry the playhead while frames are (supposed to be) moving.
+  const beat = () => { if (!video.paused && !video.ended) emit('heartbeat'); };
+  heartbeat = setInterval(beat, heartbeatMs);
+  const flusher = setInterval(() => flush(), flushMs);
+
+  // Player-specific rendition changes and fatal errors.
+  const onRendition = (height, bitrate) => emit('renditionchange', rendition(height, bitrate));
+  const onPlayerError = (code, message, fatal) => emit('error', {
+    error_code: String(code), error_message: String(message || code), fatal: !!fatal,
+  });
+  if (player.hls) attachHls(player.hls, onRendition, onPlayerError, cleanups);
+  if (player.dash) attachDash(player.dash, onRendition, onPlayerError, cleanups);
+  if (player.shaka) attachShaka(player.shaka, onRendition, onPlayerError, listen);
+
+  // The page going away (tab closed, navigation, bfcache) ends the view.
+  const onPageHide = () => stop();
+  window.addEventListener('pagehide', onPageHide);
+  cleanups.push(() => window.removeEventListener('pagehide', onPageHide));
+
+  emit('viewstart');
+  emit('playerready'); // monitor() is called on a constructed player
+  updateMediaFields();
+
+  /** End the view: send `viewend` and everything queued, and remove all listeners. */
+  function stop() {
+    if (stopped) return;
+    emit('viewend');
+    stopped = true;
+    clearInterval(heartbeat);
+    clearInterval(flusher);
+    cleanups.forEach((fn) => fn());
+    flush(true);
+  }
+
+  return { viewId, viewerId, flush: () => flush(), stop };
+}
+
+/** The player's own version string, when the instance exposes it. */
+function detectVersion({ hls, dash, shaka }) {
+  if (hls) return hls.constructor?.version;
+  if (dash) return dash.getVersion?.();
+  if (shaka) return shaka.constructor?.version;
+  return undefined;
+}
+
+/** hls.js: LEVEL_SWITCHED ('hlsLevelSwitched') and fatal ERROR ('hlsError'). */
+function attachHls(hls, onRendition, onError, cleanups) {
+  const switched = (_, data) => {
+    const level = hls.levels?.[data.level];
+    if (level) onRendition(level.height, level.bitrate);
+  };
+  const error = (_, data) => {
+    if (data.fatal) onError(`hls:${data.details}`, data.error?.message || data.details, true);
+  };
+  hls.on('hlsLevelSwitched', switched);
+  hls.on('hlsError', error);
+  cleanups.push(() => { hls.off('hlsLevelSwitched', switched); hls.off('hlsError', error); });
+}
+
+/** dash.js: QUALITY_CHANGE_RENDERED (video only) and ERROR (dash.js errors are fatal). */
+function attachDash(dash, onRendition, onError, cleanups) {
+  const rendered = (e) => {
+    if (e.mediaType !== 'video') return;
+    const rep = e.newRepresentation || {};
+    onRendition(rep.height, rep.bandwidth);
+  };
+  const error = (e) => {
+    const err = e.error || {};
+    onError(`dash:${err.code ?? 'unknown'}`, err.message, true);
+  };
+  dash.on('qualityChangeRendered', rendered);
+  dash.on('error', error);
+  cleanups.push(() => { dash.off('qualityChangeRendered', rendered); dash.off('error', error); });
+}
+
+/** Shaka: 'adaptation' (ABR) and 'variantchanged' (manual), 'error' (severity 2 = critical). */
+function attachShaka(shaka, onRendition, onError, listen) {
+  let last = null;
+  const changed = () => {
+    const active = shaka.getVariantTracks?.().find((t) => t.active);
+    if (!active || active.id === last) return;
+    last = active.id;
+    onRendition(active.height, active.videoBandwidth || active.bandwidth);
+  };
+  listen(shaka, 'adaptation', changed);
+  listen(shaka, 'variantchanged', changed);
+  listen(shaka, 'loaded', changed); // the initial variant
+  listen(shaka, 'error', (e) => {
+    const err = e.detail || {};
+    onError(`shaka:${err.code ?? 'unknown'}`, err.message || `shaka error ${err.code}`,
+      err.severity === 2);
+  });
+}

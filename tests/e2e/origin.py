@@ -1,0 +1,165 @@
+"""A loopback HTTP origin for the browser end-to-end test (aiohttp, in a background thread).
+
+Serves, with ``Access-Control-Allow-Origin: *`` on every answer:
+
+    /...           the VOD directory made by tests.e2e.media.make_vod (hls/, dash/)
+    /vendor/...    .tools/players/node_modules (hls.js, dashjs, shaka-player: `make e2e-tools`)
+    /clients/...   the repository's clients/web/ (stallwatch.js, examples/*.html)
+
+``delay_segment=N`` holds every request for media segment N (every video rendition and the
+audio, HLS and DASH; see tests.e2e.media.segment_index) for ``delay_s`` seconds before
+anything is sent: the time to first byte, as when an origin or CDN stalls. Every request is
+logged in :attr:`Origin.log` with its time and the delay applied.
+
+    origin = Origin(vod["dir"], delay_segment=3, delay_s=9.0).start()
+    try: ...  # origin.url + "/clients/examples/hls.html?src=" + origin.url + "/hls/master.m3u8"
+    finally: origin.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from tests.e2e.media import segment_index
+
+REPO = Path(__file__).resolve().parents[2]
+VENDOR_DIR = REPO / ".tools" / "players" / "node_modules"
+CLIENTS_DIR = REPO / "clients" / "web"
+
+MIME_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".mpd": "application/dash+xml",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".map": "application/json",
+    ".json": "application/json",
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css",
+}
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "*",
+    "Access-Control-Max-Age": "600",
+}
+
+
+class BackgroundApp:
+    """Runs an aiohttp Application on 127.0.0.1 (a free port) in its own thread and loop."""
+
+    def __init__(self, app: web.Application, port: int = 0):
+        self.app, self.port = app, port
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self):
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def setup() -> None:
+            self._runner = web.AppRunner(self.app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]
+            self.url = f"http://127.0.0.1:{self.port}"
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(setup())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError(f"{type(self).__name__} did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+        self._loop = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@web.middleware
+async def cors(request: web.Request, handler):
+    """CORS on every answer; OPTIONS preflights are answered here (204)."""
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=CORS_HEADERS)
+    response = await handler(request)
+    response.headers.update(CORS_HEADERS)
+    return response
+
+
+@dataclass
+class Request:
+    t: float  # epoch seconds when the request arrived
+    method: str
+    path: str  # without the query string
+    segment: int | None
+    delay_s: float  # how long the origin held it before answering
+    status: int = 0
+    query: str = ""  # e.g. the player's request-mode CMCD=... (carries sid)
+
+
+class Origin(BackgroundApp):
+    def __init__(self, media_dir: str | Path, *, delay_segment: int | None = None,
+                 delay_s: float = 9.0, port: int = 0):
+        self.roots = {"/vendor/": VENDOR_DIR, "/clients/": CLIENTS_DIR, "/": Path(media_dir)}
+        self.delay_segment, self.delay_s = delay_segment, delay_s
+        self.log: list[Request] = []
+        app = web.Application(middlewares=[cors])
+        app.router.add_route("*", "/{tail:.*}", self._serve)
+        super().__init__(app, port)
+
+    def _resolve(self, path: str) -> Path | None:
+        for prefix, root in self.roots.items():
+            if path.startswith(prefix):
+                file = (root / path[len(prefix):]).resolve()
+                # No escaping the root with "..".
+                return file if file.is_file() and file.is_relative_to(root.resolve()) else None
+        return None
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        entry = Request(time.time(), request.method, request.path, segment_index(request.path),
+                        0.0, query=request.query_string)
+        self.log.append(entry)
+        if request.method not in ("GET", "HEAD"):
+            entry.status = 405
+            return web.Response(status=405)
+        if self.delay_segment is not None and entry.segment == self.delay_segment:
+            entry.delay_s = self.delay_s
+            await asyncio.sleep(self.delay_s)  # nothing is sent before this: a TTFB delay
+        file = self._resolve(request.path)
+        if file is None:
+            entry.status = 404
+            return web.Response(status=404, text="not found")
+        entry.status = 200
+        content_type = MIME_TYPES.get(file.suffix, "application/octet-stream")
+        return web.FileResponse(file, headers={"Content-Type": content_type,
+                                               "Cache-Control": "no-store"})
+
+    def delayed(self) -> list[Request]:
+        """The requests that the origin held (segment ``delay_segment``)."""
+        return [r for r in self.log if r.delay_s > 0]
