@@ -172,6 +172,9 @@ export function monitor(video, options) {
 
   emit('viewstart');
   emit('playerready'); // monitor() is called on a constructed player
+  // Autoplay is play intent from the start: startup time then covers loading the
+  // manifest and first segments (HTML5 'play' only fires once the element can start).
+  if (video.autoplay && video.paused) emit('play');
   updateMediaFields();
 
   /** End the view: send `viewend` and everything queued, and remove all listeners. */

