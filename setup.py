@@ -23,6 +23,7 @@ setuptools.setup(
         "ua-parser>=1.0",          # browser / os / device from User-Agent
         "ua-parser-builtins",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45"]},
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "playwright>=1.45",
+                             "duckdb>=1.1"]},   # bench/reference.sql: the oracle and the speed reference
     entry_points={"console_scripts": ["stallwatch=runners.cli:main"]},
 )
