@@ -13,7 +13,7 @@ WORKLOAD ?= out/workload
 OUTPUT   ?= out/run
 RUNNER   ?= direct
 
-.PHONY: run test test-unit test-integration venv generate browser clean help \
+.PHONY: run test test-unit test-integration venv generate browser clean help bench \
 	emulators emulators-up emulators-down prism flink flink-jobserver flink-dist flink-up flink-down template
 
 # Local protocol peers (tools/emulators.py): Google's pstest built from the Go
@@ -40,6 +40,7 @@ help:
 	@echo "make emulators-up / emulators-down   Pub/Sub (pstest) and Kinesis (kinesis-mock) on loopback"
 	@echo "make prism / flink   build Prism; the Flink job server jar + a Flink distribution (.tools/)"
 	@echo "make flink-up / flink-down   a standalone Flink cluster (JobManager + 2 TaskManagers) on loopback"
+	@echo "make bench  throughput vs the DuckDB reference (BENCH_SIZE=100k,1m|5m) -> docs/benchmarks.md"
 	@echo "variables: SCENARIO=$(SCENARIO) SEED=$(SEED) VIEWERS=$(VIEWERS) WORKLOAD=$(WORKLOAD) OUTPUT=$(OUTPUT)"
 
 venv: $(STAMP)
@@ -148,6 +149,14 @@ $(PLAYERS_STAMP):
 	@mkdir -p $(PLAYERS)
 	@npm install --silent --no-audit --no-fund --prefix $(PLAYERS) $(PLAYER_PKGS) >/dev/null
 	@touch $@
+
+# Batch throughput against the DuckDB reference (bench/run.py): BENCH_SIZE=100k,1m (default),
+# 5m opt-in; BENCH_RUNNERS=direct-1,direct-2,prism,flink-1,flink-2 (default per size).
+# Writes the tables of docs/benchmarks.md.
+BENCH_SIZE    ?= 100k,1m
+BENCH_RUNNERS ?=
+bench: venv prism flink
+	$(BIN)/python -m bench.run --sizes=$(BENCH_SIZE) $(if $(BENCH_RUNNERS),--runners=$(BENCH_RUNNERS)) --write-doc
 
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"

@@ -18,6 +18,7 @@ setuptools.setup(
         "orjson>=3.9",
         "matplotlib>=3.8",
         "boto3>=1.34",
+        "objsize>=0.7.1,<0.8",     # transforms/statecache.py passes exclude_modules_globals
         "http-sf>=1.5",            # RFC 9651 structured fields: CMCD v2 reports
         "aiohttp>=3.9",            # the collector (stallwatch collect)
         "ua-parser>=1.0",          # browser / os / device from User-Agent

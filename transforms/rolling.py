@@ -19,6 +19,8 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from transforms import statecache
+
 # Rank of a retraction: above any version a member can reach.
 RETRACTED = (1 << 40, 0)
 
@@ -90,6 +92,9 @@ class _RollingFn(beam.DoFn):
         self._every_ms = every_ms
         self._retention_ms = retention_ms
         self._gc_ms = gc_ms
+
+    def setup(self) -> None:
+        statecache.install()      # Beam's state-cache weigher, minus a slow scan (statecache.py)
 
     def process(self, element: tuple[str, Member],
                 ts=beam.DoFn.TimestampParam,

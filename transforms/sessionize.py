@@ -16,6 +16,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from transforms import statecache
 from transforms.model import Beacon, EventKind, View
 from transforms.parse import METRICS_NAMESPACE
 from transforms.rolling import Member, retraction
@@ -79,6 +80,9 @@ class _ViewStateFn(beam.DoFn):
         self._updates = Metrics.counter(METRICS_NAMESPACE, "view_updates")
         self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates_dropped")
         self._late = Metrics.counter(METRICS_NAMESPACE, "late_beacons")
+
+    def setup(self) -> None:
+        statecache.install()      # Beam's state-cache weigher, minus a slow scan (statecache.py)
 
     def process(self, element: tuple[str, Beacon],
                 beacons=beam.DoFn.StateParam(BEACONS),
