@@ -97,3 +97,15 @@ def test_kinesis_sink__run_reads_the_collected_beacons_unchanged(workload, kines
     runs.stallwatch(f"--source={stream}", f"--output={tmp_path / 'run'}", "--stop_at_latest",
                     f"--checkpoint={tmp_path / 'cp.json'}", *OLD_DATA)
     assert_same_views(str(direct), str(tmp_path / "run"))
+
+
+def test_pubsub_sink__run_reads_the_collected_beacons_unchanged(workload, pubsub_emulator, tmp_path):
+    from pipeline.streams import pubsub, uri
+    source, direct = workload
+    topic = uri.parse(f"pubsub://projects/stallwatch-test/topics/collect-{uuid.uuid4().hex[:8]}")
+    pubsub.create_topic(topic)
+    pubsub.PubSubReader(topic)                  # its subscription exists before publishing
+    collect(str(topic), workload_lines(source))
+    runs.stallwatch(f"--source={topic}", f"--output={tmp_path / 'run'}", "--stop_at_latest",
+                    *OLD_DATA)
+    assert_same_views(str(direct), str(tmp_path / "run"))
