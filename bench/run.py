@@ -47,7 +47,7 @@ RUNNERS = {
     "flink-2": ("Flink [local], parallelism 2", ["--preset=flink-local", "--parallelism=2"]),
 }
 DEFAULT_RUNNERS = {"10k": ["direct-1"], "100k": ["direct-1", "direct-2", "prism", "flink-1", "flink-2"],
-                   "1m": ["direct-1", "direct-2"], "5m": ["direct-1"]}
+                   "1m": ["direct-1"], "5m": ["direct-1"]}
 
 
 def _tree_rss_kb(pid: int) -> int:
