@@ -153,7 +153,7 @@ def cmcd_record(body: str, meta: dict) -> tuple[str, bytes, int]:
         try:
             if _CMCD_KEYS & cmcd.decode(line).keys():
                 break
-        except cmcd.CmcdRejected:
+        except cmcd.Rejected:
             continue
     else:
         raise Rejected(400, "invalid_cmcd", "no line is a CMCD report (a structured-field "

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import http_sf
 
+from transforms.fields import Rejected, identifier, number, token
 from transforms.model import Beacon, EventKind
 
 K = EventKind
@@ -24,6 +25,7 @@ K = EventKind
 PROTOCOL = "cmcd"
 VIEWER_KEY = "com.stallwatch-vid"      # custom key a site may add: the viewer id
 MAX_STRING_CHARS = 256                 # CMCD caps strings at 64 (cid 128); be lenient
+MAX_PLAYHEAD_MS = 7 * 86_400_000       # as beacon v1: a week-long stream
 
 # Player state (sta) to the event it implies.
 STATE_EVENTS = {
@@ -43,14 +45,6 @@ _ERROR, _BITRATE_CHANGE, _PLAY_STATE = "e", "bc", "ps"
 _STREAM_TYPES = {"v": "on-demand", "l": "live", "ll": "live"}
 
 
-class CmcdRejected(ValueError):
-    """A report that cannot become a Beacon; ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
 def split_reports(body: str) -> list[str]:
     """The reports of one event-mode body: one per non-blank line."""
     return [line.strip() for line in body.splitlines() if line.strip()]
@@ -61,12 +55,12 @@ def decode(report: str) -> dict[str, Any]:
     ``(value, params)``, tokens as str.
 
     Raises:
-      CmcdRejected: ``invalid_cmcd`` when it is not a structured-field dictionary.
+      Rejected: ``invalid_cmcd`` when it is not a structured-field dictionary.
     """
     try:
         parsed = http_sf.parse(report.encode("utf-8"), tltype="dictionary")
     except (http_sf.StructuredFieldError, ValueError, UnicodeEncodeError) as exc:
-        raise CmcdRejected("invalid_cmcd", f"not a CMCD dictionary: {exc}") from None
+        raise Rejected("invalid_cmcd", f"not a CMCD dictionary: {exc}") from None
     return {key: _plain(value) for key, (value, _params) in parsed.items()}
 
 
@@ -96,26 +90,26 @@ def to_beacon(fields: dict[str, Any], defaults: dict[str, Any], source: str,
         ``Rejected`` propagates with beacon v1's reason codes.
 
     Raises:
-      CmcdRejected: with a stable reason code.
+      Rejected: with a stable reason code.
     """
     version = fields.get("v", 1)
     if version != 2:
-        raise CmcdRejected("unsupported_version", f"CMCD v={version!r}: event reports are v2")
-    view_id = _string(fields, "sid", required=True)
-    video_id = _string(fields, "cid", required=True)
+        raise Rejected("unsupported_version", f"CMCD v={version!r}: event reports are v2")
+    view_id = identifier(fields, "sid", required=True)
+    video_id = identifier(fields, "cid", required=True)
     ts = check_ts(fields.get("ts"))
-    event_type = _token(fields, "e", required=True)
-    state = _token(fields, "sta", required=False)
+    event_type = token(fields, "e", required=True)
+    state = token(fields, "sta", required=False)
     if state is not None and state not in STATE_EVENTS:
-        raise CmcdRejected("invalid_value:sta", f"unknown player state {state[:16]!r}")
+        raise Rejected("invalid_value:sta", f"unknown player state {state[:16]!r}")
     if event_type == _PLAY_STATE and state is None:
-        raise CmcdRejected("missing_field:sta", "a play-state report (e=ps) needs sta")
+        raise Rejected("missing_field:sta", "a play-state report (e=ps) needs sta")
     kind, fatal, error_code = _kind(event_type, state, fields)
-    playhead = _int(fields, "pt", required=False)
+    playhead = number(fields, "pt", 0, MAX_PLAYHEAD_MS)
     bitrate_kbps = _video_value(fields.get("pb")) or _video_value(fields.get("br"))
     if arrival_ms is None:
         arrival_ms = defaults.get("received_ms") if isinstance(defaults.get("received_ms"), int) else None
-    viewer = _string(fields, VIEWER_KEY, required=False) or _default(defaults, "viewer_id")
+    viewer = identifier(fields, VIEWER_KEY, required=False) or _default(defaults, "viewer_id")
     return Beacon(
         view_id=view_id,
         video_id=video_id,
@@ -124,21 +118,21 @@ def to_beacon(fields: dict[str, Any], defaults: dict[str, Any], source: str,
         client_ms=ts,
         playhead_ms=playhead,
         viewer_id=viewer,
-        seq=_int(fields, "sn", required=False),
+        seq=number(fields, "sn", 0, 2**62),
         rendition=f"{bitrate_kbps}k" if bitrate_kbps else None,
         bitrate_bps=bitrate_kbps * 1000 if bitrate_kbps else None,
-        cdn=_string(fields, "cdn", required=False),
+        cdn=identifier(fields, "cdn", required=False),
         browser=_default(defaults, "browser"),
         os=_default(defaults, "os"),
         device=_default(defaults, "device"),
         player_name=_default(defaults, "player_name"),
         player_version=_default(defaults, "player_version"),
-        stream_type=_STREAM_TYPES.get(_token(fields, "st", required=False) or ""),
+        stream_type=_STREAM_TYPES.get(token(fields, "st", required=False) or ""),
         error_code=error_code,
         fatal=fatal,
         source=source,
         protocol=PROTOCOL,
-        reported_startup_ms=_int(fields, "msd", required=False),
+        reported_startup_ms=number(fields, "msd", 0, MAX_PLAYHEAD_MS),
         reported_stall_ms=_sum(fields.get("bsd")),
     )
 
@@ -154,7 +148,7 @@ def _kind(event_type: str, state: Optional[str], fields: dict) -> tuple[EventKin
     if event_type == _ERROR or state == "f":
         codes = fields.get("ec")
         if event_type == _ERROR and codes is None:
-            raise CmcdRejected("missing_field:ec", "an error report (e=e) needs ec")
+            raise Rejected("missing_field:ec", "an error report (e=e) needs ec")
         code = ",".join(str(v) for v, _ in codes)[:MAX_STRING_CHARS] if isinstance(codes, list) \
             else (str(codes)[:MAX_STRING_CHARS] if codes is not None else None)
         return K.ERROR, state == "f", code
@@ -188,44 +182,6 @@ def _sum(value: Any) -> Optional[int]:
     return None
 
 
-def _string(fields: dict, key: str, required: bool) -> Optional[str]:
-    value = fields.get(key)
-    if value is None:
-        if required:
-            raise CmcdRejected(f"missing_field:{key}", f"{key} is required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise CmcdRejected(f"wrong_type:{key}", f"{key} is {type(value).__name__}")
-    text = str(value)
-    if not text or len(text) > MAX_STRING_CHARS:
-        raise CmcdRejected(f"invalid_value:{key}", f"{key} must have 1..{MAX_STRING_CHARS} characters")
-    return text
-
-
-def _token(fields: dict, key: str, required: bool) -> Optional[str]:
-    value = fields.get(key)
-    if value is None:
-        if required:
-            raise CmcdRejected(f"missing_field:{key}", f"{key} is required")
-        return None
-    if not isinstance(value, str):
-        raise CmcdRejected(f"wrong_type:{key}", f"{key} is {type(value).__name__}")
-    return value
-
-
-def _int(fields: dict, key: str, required: bool) -> Optional[int]:
-    value = fields.get(key)
-    if value is None:
-        if required:
-            raise CmcdRejected(f"missing_field:{key}", f"{key} is required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CmcdRejected(f"wrong_type:{key}", f"{key} is {type(value).__name__}")
-    if value < 0:
-        raise CmcdRejected(f"out_of_range:{key}", f"{key}={value!r} < 0")
-    return int(value)
-
-
 def _default(defaults: dict, key: str) -> Optional[str]:
     value = defaults.get(key)
     return str(value)[:MAX_STRING_CHARS] if isinstance(value, (str, int)) and not isinstance(value, bool) \
@@ -238,4 +194,4 @@ def reports(body: Any) -> Iterable[str]:
         return split_reports(body)
     if isinstance(body, list) and all(isinstance(b, str) for b in body):
         return [r for b in body for r in split_reports(b)]
-    raise CmcdRejected("wrong_type:cmcd", f"cmcd is {type(body).__name__}, not a string")
+    raise Rejected("wrong_type:cmcd", f"cmcd is {type(body).__name__}, not a string")

@@ -14,6 +14,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
 from transforms import cmcd
+from transforms.fields import MAX_ID_CHARS, Rejected
+from transforms.fields import flag as _flag, identifier as _id, number as _number, text as _text
 from transforms.model import (PLAYHEADLESS_KINDS, Beacon, DeadLetter, EventKind,
                               RawRecord)
 
@@ -27,7 +29,6 @@ MAX_TS_MS = 4_102_444_800_000      # 2100-01-01T00:00:00Z
 MAX_PLAYHEAD_MS = 7 * 86_400_000   # a week-long stream
 MAX_DURATION_MS = 30 * 86_400_000
 MAX_BITRATE_BPS = 1_000_000_000
-MAX_ID_CHARS = 256
 MAX_TEXT_CHARS = 2_048
 DEAD_PAYLOAD_CHARS = 65_536        # an oversize payload is kept up to this
 
@@ -41,14 +42,6 @@ _DIMENSION_FIELDS = ("rendition", "cdn", "asn", "country", "browser", "os",
 _STREAM_TYPES = ("on-demand", "live")
 
 Parsed = Union[Beacon, DeadLetter]
-
-
-class Rejected(ValueError):
-    """A record that breaks the beacon contract; ``reason`` is the stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 def _dead(reason: str, payload: str, detail: str, source: str) -> DeadLetter:
@@ -143,7 +136,7 @@ def _parse_cmcd(message: dict, text: str, raw: RawRecord, bounds: TimeBounds) ->
     defaults = {k: v for k, v in message.items() if k != "cmcd"}
     try:
         lines = list(cmcd.reports(message["cmcd"]))
-    except cmcd.CmcdRejected as exc:
+    except Rejected as exc:
         return [_dead(exc.reason, text, str(exc), raw.source)]
     if not lines:
         return [_dead("empty_batch", text, "no CMCD reports in the body", raw.source)]
@@ -153,7 +146,7 @@ def _parse_cmcd(message: dict, text: str, raw: RawRecord, bounds: TimeBounds) ->
         try:
             out.append(cmcd.to_beacon(cmcd.decode(line), defaults, source, raw.arrival_ms,
                                       bounds.bound, parse_ts))
-        except (cmcd.CmcdRejected, Rejected) as exc:
+        except Rejected as exc:
             out.append(_dead(exc.reason, line, str(exc), source))
     return out
 
@@ -255,50 +248,6 @@ def parse_ts(value: Any) -> int:
         raise Rejected("out_of_range:ts",
                        f"ts {value!r} is not epoch ms between 2000 and 2100")
     return ms
-
-
-def _id(record: dict, name: str, required: bool) -> Optional[str]:
-    value = record.get(name)
-    if value is None:
-        if required:
-            raise Rejected(f"missing_field:{name}", f"{name} is required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise Rejected(f"wrong_type:{name}", f"{name} is {type(value).__name__}")
-    text = str(value)
-    if not text or len(text) > MAX_ID_CHARS:
-        raise Rejected(f"invalid_value:{name}",
-                       f"{name} must have 1..{MAX_ID_CHARS} characters")
-    return text
-
-
-def _text(record: dict, name: str, max_chars: int) -> Optional[str]:
-    value = record.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise Rejected(f"wrong_type:{name}", f"{name} is {type(value).__name__}")
-    return str(value)[:max_chars]
-
-
-def _number(record: dict, name: str, low: int, high: int) -> Optional[int]:
-    value = record.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise Rejected(f"wrong_type:{name}", f"{name} is {type(value).__name__}")
-    if not low <= value <= high:
-        raise Rejected(f"out_of_range:{name}", f"{name}={value!r} not in [{low}, {high}]")
-    return int(round(value))
-
-
-def _flag(record: dict, name: str) -> Optional[bool]:
-    value = record.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise Rejected(f"wrong_type:{name}", f"{name} is {type(value).__name__}")
-    return value
 
 
 class _ParseFn(beam.DoFn):
