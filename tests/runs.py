@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -69,3 +70,14 @@ def record(name: str, figures: dict, path: str = FIGURES) -> None:
     stored[name] = figures
     with open(path, "w") as f:
         json.dump(stored, f, indent=2)
+
+
+def start_collector(sink: str, *flags: str) -> tuple[subprocess.Popen, str]:
+    """``stallwatch collect --sink=SINK`` on a free loopback port: (process, base URL)."""
+    process = subprocess.Popen([sys.executable, "-m", "runners.cli", "collect",
+                                "--listen=127.0.0.1:0", f"--sink={sink}", *flags], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = process.stdout.readline()
+    match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+    assert match, line + process.stdout.read()
+    return process, match.group(1)

@@ -11,10 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import glob
 import os
-import re
 import signal
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -41,13 +38,8 @@ def workload(tmp_path_factory):
 
 def collect(sink: str, lines: list[bytes]) -> str:
     """POST every line to a collector writing to ``sink``; SIGTERM; its summary line."""
-    process = subprocess.Popen([sys.executable, "-m", "runners.cli", "collect",
-                                "--listen=127.0.0.1:0", f"--sink={sink}"], cwd=runs.ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    first = process.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:(\d+)", first)
-    assert match, first + process.stdout.read()
-    url = f"http://127.0.0.1:{match.group(1)}/v1/beacons"
+    process, base = runs.start_collector(sink)
+    url = f"{base}/v1/beacons"
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda line: post(url, line, ua=UA)[0], lines))
     process.send_signal(signal.SIGTERM)

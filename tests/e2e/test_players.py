@@ -15,14 +15,10 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
 from urllib.parse import urlencode
 
-import orjson
 import pytest
 
 from pipeline import score
@@ -60,16 +56,6 @@ def vod():
     return make_vod(os.path.join(runs.ROOT, "out", "e2e-media"), VIDEO_S)
 
 
-def _collector(sink: str) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-m", "runners.cli", "collect",
-                                "--listen=127.0.0.1:0", f"--sink=file://{sink}"], cwd=runs.ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = process.stdout.readline()
-    match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
-    assert match, line + process.stdout.read()
-    return process, match.group(1)
-
-
 def _split(sink: str, into: str) -> dict[str, str]:
     """The collector's records as two sources: beacon envelopes and CMCD bodies."""
     dirs = {kind: os.path.join(into, kind) for kind in ("beacons", "cmcd")}
@@ -91,7 +77,7 @@ def _play(vod, tmp, delayed: bool) -> dict:
     from tests.e2e.browsers import watch
     from tests.e2e.origin import Origin
     sink = str(tmp / "sink")
-    collector, collector_url = _collector(sink)
+    collector, collector_url = runs.start_collector(f"file://{sink}")
     origin = Origin(vod["dir"], delay_segment=DELAYED_SEGMENT if delayed else None,
                     delay_s=DELAY_S).start()
     try:

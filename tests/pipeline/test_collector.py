@@ -15,8 +15,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -26,7 +24,7 @@ import orjson
 import pytest
 
 from pipeline import collector
-from tests.runs import ROOT
+from tests import runs
 
 CHROME = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/156.0.0.0 Safari/537.36")
@@ -186,13 +184,8 @@ def test_file_sink__parts_left_by_a_crash_are_recovered_and_files_roll(tmp_path)
 def test_sigterm_under_load__every_accepted_request_is_in_the_sink(tmp_path):
     """Clients keep posting; SIGTERM arrives mid-load. Every request answered
     204 is in the files, the process exits 0 and its summary agrees."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runners.cli", "collect", "--listen=127.0.0.1:0",
-         f"--sink=file://{tmp_path}", "--flush_ms=50"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = process.stdout.readline()
-    port = int(re.search(r"http://127\.0\.0\.1:(\d+)", line).group(1))
-    url = f"http://127.0.0.1:{port}/v1/beacons"
+    process, base = runs.start_collector(f"file://{tmp_path}", "--flush_ms=50")
+    url = f"{base}/v1/beacons"
     accepted, refused, stop = [], [], threading.Event()
 
     def client(n):
