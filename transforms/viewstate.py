@@ -13,6 +13,7 @@ import dataclasses
 import enum
 from typing import Iterable, Optional
 
+from transforms import cmcd
 from transforms.model import Beacon, EventKind, PlayedRange, Stall, View
 
 K = EventKind
@@ -79,7 +80,7 @@ def order(beacons: list[Beacon]) -> list[Beacon]:
                                           _RANK[b.kind]))
 
 
-CMCD = "cmcd"
+CMCD = cmcd.PROTOCOL
 
 
 def prefer_beacons(beacons: list[Beacon]) -> tuple[list[Beacon], int]:
@@ -123,8 +124,8 @@ def estimate_playheads(events: list[Beacon]) -> list[Beacon]:
                 known = False          # the seek's target is unknown
         elif kind is K.PLAYING:
             playing = True
-        elif kind in _STOPS_PLAYHEAD:
-            playing = False
+        elif kind in _STOPS_PLAYHEAD or (kind is K.ERROR and b.fatal):
+            playing = False            # a recoverable error (e=e without sta=f) plays on
         last = now
         out.append(b)
     return out
@@ -136,7 +137,7 @@ def estimate_playheads(events: list[Beacon]) -> list[Beacon]:
 _INITIAL_SEEK_MS = 1_000
 
 _STOPS_PLAYHEAD = frozenset({K.PLAY, K.PAUSE, K.WAITING, K.STALLED, K.REBUFFERSTART,
-                             K.ENDED, K.VIEWEND, K.ERROR, K.PLAYERREADY, K.VIEWSTART})
+                             K.ENDED, K.VIEWEND, K.PLAYERREADY, K.VIEWSTART})
 
 
 def summarize_views(view_id: str, beacons: Iterable[Beacon],

@@ -239,3 +239,12 @@ def test_captured_msd__plausible_from_shaka_not_from_dashjs():
     [dash] = captured_views("dash-delayed")
     assert shaka.startup_ms == shaka.reported_startup_ms        # Shaka sends no sta=s: msd is used
     assert dash.reported_startup_ms < 50 < dash.startup_ms       # dash.js 5.2.1's msd is 1-10 ms
+
+
+def test_a_recoverable_error_does_not_stop_the_estimate():
+    # hls.js reports recoverable errors (e=e without sta=f) while it keeps playing.
+    view = view_of(*numbered(report(0, sta="s"), report(1, sta="p"),
+                             report(4, e="e", sta="p", ec='("FRAG_LOAD_TIMEOUT")'),
+                             report(9, sta="r"), report(11, sta="p")))
+    [stall] = view.stalls
+    assert (stall.playhead_ms, view.playback_failure) == (8_000, False)
