@@ -1,5 +1,6 @@
 """stallwatch transforms: parse, sessionize, aggregate and detect."""
 
+from transforms import coders as _coders  # noqa: F401  (registers BeaconCoder)
 from transforms.metrics import AggregateMetrics
 from transforms.parse import ParseBeacons, ParsedBeacons
 from transforms.sessionize import SessionizeViews

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam import coders
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
 from transforms.model import MetricRow, View
-from transforms.rolling import Member, RollingEvaluate, retraction
+from transforms.rolling import Member, RollingEvaluate, retraction, use_state, with_event_ms
 
 DIMENSIONS = ("video_id", "cdn", "asn", "country", "browser", "os", "device",
               "rendition", "player_name", "stream_type")
@@ -128,6 +129,18 @@ class _ViewCellsFn(beam.DoFn):
         return ()
 
 
+def _latest_cells(element: tuple[str, Iterable[tuple[int, View]]], minute_ms: int):
+    """The bounded-input path of _ViewCellsFn: all versions of a view_key at
+    once (with their event times), so only the latest is sent, to its cells
+    (nothing to retract), at that version's time."""
+    view_key, versions = element
+    ms, view = max(versions, key=lambda item: item[1].version)
+    part = contribution(view)
+    for key, _ in metric_keys(view, minute_ms):
+        yield TimestampedValue((cell_key(*key), Member(view_key, (view.version, 0),
+                                                       view.end_ms, part)), ms / 1000)
+
+
 class AggregateMetrics(beam.PTransform):
     """Per-minute QoE per dimension value.
 
@@ -141,19 +154,35 @@ class AggregateMetrics(beam.PTransform):
       minute_ms: width of a time bucket in ms (60 000 by default).
       inactivity_ms: how long a view can still be updated (cell state is
         released twice that long after its last view).
+      stateful: see ``rolling.use_state`` (None: grouped once for a bounded
+        input, keyed state and timers for an unbounded one).
     """
 
-    def __init__(self, minute_ms: int = 60_000, inactivity_ms: int = 3_600_000) -> None:
+    def __init__(self, minute_ms: int = 60_000, inactivity_ms: int = 3_600_000,
+                 stateful: Optional[bool] = None) -> None:
         super().__init__()
         if minute_ms <= 0 or inactivity_ms <= 0:
             raise ValueError(f"minute_ms and inactivity_ms must be > 0, got {minute_ms}, {inactivity_ms}")
         self._minute_ms = minute_ms
         self._gc_ms = 2 * inactivity_ms
+        self._stateful = stateful
 
     def expand(self, views: beam.PCollection) -> beam.PCollection:
-        return (views
-                | "KeyByView" >> beam.Map(lambda v: (v.view_key, v)).with_output_types(tuple[str, View])
-                | "OwnStage" >> beam.Reshuffle()       # see RollingEvaluate: no fusion with timers
-                | "ToCells" >> beam.ParDo(_ViewCellsFn(self._minute_ms, self._gc_ms))
-                    .with_output_types(tuple[str, Member])
-                | "Rows" >> RollingEvaluate(evaluate_cell, settle_ms=1_000, gc_ms=self._gc_ms))
+        keyed = (views
+                 | "KeyByView" >> beam.Map(lambda v: (v.view_key, v))
+                     .with_output_types(tuple[str, View]))
+        stateful = use_state(self._stateful, views, early=False)
+        if stateful:
+            cells = (keyed
+                     | "OwnStage" >> beam.Reshuffle()    # see RollingEvaluate: no fusion with timers
+                     | "ToCells" >> beam.ParDo(_ViewCellsFn(self._minute_ms, self._gc_ms))
+                         .with_output_types(tuple[str, Member]))
+        else:
+            cells = (keyed
+                     | "WithTime" >> beam.Map(with_event_ms)
+                     | "GroupVersions" >> beam.GroupByKey()
+                     | "ToCells" >> beam.FlatMap(_latest_cells, self._minute_ms)
+                         .with_output_types(tuple[str, Member]))
+        return (cells
+                | "Rows" >> RollingEvaluate(evaluate_cell, settle_ms=1_000, gc_ms=self._gc_ms,
+                                            stateful=stateful))

@@ -190,6 +190,85 @@ class _RollingFn(beam.DoFn):
         return [TimestampedValue(out, _ts(as_of)) if stamp else out for out in outputs]
 
 
+def use_state(stateful: Optional[bool], pcoll: beam.PCollection, early: bool) -> bool:
+    """Whether a keyed aggregation keeps per-key state and timers (True) or
+    groups its bounded input once (False).
+
+    ``stateful`` None decides by the input: state for an unbounded
+    PCollection (a stream, TestStream) or when results are wanted ``early``,
+    before the input ends; a GroupByKey for a bounded one. The two paths run
+    the same pure functions and give the same output on bounded input: the
+    watermark only moves once all of it is in, so every timer fires after
+    the last element (tests run both on the same input).
+    """
+    if stateful is not None:
+        return stateful
+    return early or not pcoll.is_bounded
+
+
+class _Cell:
+    """A value state (or a timer) in memory, so the grouped path can run
+    _RollingFn's own timer code on a whole group at once."""
+
+    def __init__(self, value: Any = None) -> None:
+        self._value = value
+
+    def read(self) -> Any:
+        return self._value
+
+    def write(self, value: Any) -> None:
+        self._value = value
+
+    def clear(self) -> None:
+        self._value = None
+
+    def set(self, _when: Timestamp) -> None:
+        pass                 # a wake-up: DUE holds its time and on_gc runs it
+
+
+class _Bag:
+    """A bag state in memory (see _Cell)."""
+
+    def __init__(self) -> None:
+        self._items: list = []
+
+    def read(self) -> list:
+        return self._items
+
+    def add(self, value: Any) -> None:
+        self._items.append(value)
+
+    def clear(self) -> None:
+        self._items = []
+
+
+class _GroupedRollingFn(beam.DoFn):
+    """The bounded-input path: a key's members all at once (after a
+    GroupByKey, each with its event time). It runs _RollingFn.on_gc on them,
+    as the last timer of a batch run does: the settled evaluation at the
+    newest element + settle_ms, then each wake-up the evaluator asked for,
+    in time order."""
+
+    def __init__(self, fn: _RollingFn) -> None:
+        self._fn = fn
+
+    def process(self, element: tuple[str, Iterable[tuple[int, Member]]]) -> Iterable:
+        key, grouped = element
+        members, newest = _Bag(), None
+        for ms, member in grouped:
+            members.add(pickle.dumps(member, protocol=pickle.HIGHEST_PROTOCOL))
+            newest = ms if newest is None else max(newest, ms)
+        yield from self._fn.on_gc(key, members=members, emitted=_Cell(), last_eval=_Cell(),
+                                  max_ts=_Cell(newest), due=_Cell(), wake=_Cell())
+
+
+def with_event_ms(element: tuple[str, Any], ts=beam.DoFn.TimestampParam) -> tuple[str, tuple[int, Any]]:
+    """(key, value) -> (key, (event time ms, value)): a GroupByKey keeps values,
+    not their timestamps."""
+    key, value = element
+    return key, (ts.micros // 1000, value)
+
+
 class RollingEvaluate(beam.PTransform):
     """Keep the latest version of each member per key; evaluate the key's
     members and emit what the evaluator returns.
@@ -207,7 +286,10 @@ class RollingEvaluate(beam.PTransform):
         evaluation time (0: keep all).
       gc_ms: clear the key this long after its newest element.
 
-    The input is reshuffled first. Without it Beam 2.77's FnApiRunner may
+    ``stateful``: see ``use_state`` (None: grouped once for a bounded input
+    evaluated only when it settles, keyed state otherwise).
+
+    On the stateful path the input is reshuffled first. Without it Beam 2.77's FnApiRunner may
     fuse this stateful DoFn into the stage of an upstream stateful DoFn's
     timers, and the state it writes then lands under the upstream timer's
     key: in batch, about every second run evaluated an empty state and
@@ -215,13 +297,20 @@ class RollingEvaluate(beam.PTransform):
     """
 
     def __init__(self, evaluate: Evaluate, settle_ms: int, gc_ms: int,
-                 every_ms: int = 0, retention_ms: int = 0) -> None:
+                 every_ms: int = 0, retention_ms: int = 0,
+                 stateful: Optional[bool] = None) -> None:
         super().__init__()
         if min(settle_ms, gc_ms, every_ms, retention_ms) < 0 or gc_ms <= settle_ms:
             raise ValueError("need 0 <= settle_ms < gc_ms and every_ms, retention_ms >= 0")
         self._fn = _RollingFn(evaluate, settle_ms, every_ms, retention_ms, gc_ms)
+        self._stateful = stateful
 
     def expand(self, keyed: beam.PCollection) -> beam.PCollection:
+        if use_state(self._stateful, keyed, self._fn._every_ms > 0):
+            return (keyed
+                    | "OwnStage" >> beam.Reshuffle()
+                    | "KeepLatestAndEvaluate" >> beam.ParDo(self._fn))
         return (keyed
-                | "OwnStage" >> beam.Reshuffle()
-                | "KeepLatestAndEvaluate" >> beam.ParDo(self._fn))
+                | "WithTime" >> beam.Map(with_event_ms)
+                | "GroupByKey" >> beam.GroupByKey()
+                | "Evaluate" >> beam.ParDo(_GroupedRollingFn(self._fn)))

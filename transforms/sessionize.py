@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import pickle
 import typing
-from typing import Iterable
+from typing import Iterable, Optional
 
 import apache_beam as beam
 from apache_beam import coders, pvalue
@@ -19,7 +19,7 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms import statecache
 from transforms.model import Beacon, EventKind, View
 from transforms.parse import METRICS_NAMESPACE
-from transforms.rolling import Member, retraction
+from transforms.rolling import Member, retraction, use_state
 from transforms.viewstate import summarize_views
 
 LATE = "late"
@@ -30,6 +30,45 @@ _STALL_KINDS = frozenset((EventKind.WAITING, EventKind.STALLED, EventKind.REBUFF
 
 def _digest(view: View) -> str:
     return hashlib.sha1(repr(dataclasses.replace(view, version=0)).encode("utf-8")).hexdigest()[:16]
+
+
+def _versioned(view: View, version: int, fired: Timestamp) -> Iterable:
+    """A view going out as ``version``: on the main output and, as a Member,
+    on PROGRESS for the detectors; both at the time its view was complete."""
+    view = dataclasses.replace(view, version=version)
+    yield TimestampedValue(view, fired)
+    yield pvalue.TaggedOutput(PROGRESS, TimestampedValue(Member(
+        view.view_key, (version, 0), view.end_ms, view), fired))
+
+
+class _GroupedViewsFn(beam.DoFn):
+    """The bounded-input path: every beacon of a view_id at once (after a
+    GroupByKey), so each view is summarized once and goes out as version 1.
+
+    It gives what _ViewStateFn gives on bounded input, where the watermark
+    only moves once all input is in: there every timer fires after the last
+    beacon, so nothing is late and each view is emitted once, at its
+    view_id's newest event time + complete_ms (tests/transforms/
+    test_sessionize.py runs both paths on the same input). Here a view costs
+    one sort and no per-beacon state reads, writes or timers (docs/benchmarks.md).
+    """
+
+    def __init__(self, complete_ms: int, inactivity_ms: int, max_stall_ms: int) -> None:
+        self._complete_ms = complete_ms
+        self._inactivity_ms = inactivity_ms
+        self._max_stall_ms = max_stall_ms
+        self._views = Metrics.counter(METRICS_NAMESPACE, "views")
+        self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates_dropped")
+
+    def process(self, element: tuple[str, Iterable[Beacon]]) -> Iterable:
+        key, grouped = element
+        beacons = list(grouped)
+        fired = Timestamp(micros=(max(b.event_ms for b in beacons) + self._complete_ms) * 1000)
+        views = summarize_views(key, beacons, self._max_stall_ms, self._inactivity_ms)
+        self._views.inc(len(views))
+        self._duplicates.inc(sum(v.duplicate_events for v in views))
+        for view in views:
+            yield from _versioned(view, 1, fired)
 
 
 class _ViewStateFn(beam.DoFn):
@@ -182,10 +221,7 @@ class _ViewStateFn(beam.DoFn):
             self._duplicates.inc(view.duplicate_events - counted)
             sent[view.view_key] = (version + 1, digest, view.duplicate_events)
             changed = True
-            view = dataclasses.replace(view, version=version + 1)
-            yield TimestampedValue(view, fired)
-            yield pvalue.TaggedOutput(PROGRESS, TimestampedValue(Member(
-                view.view_key, (view.version, 0), view.end_ms, view), fired))
+            yield from _versioned(view, version + 1, fired)
         stale = (set(sent) | set(snapped)) - {v.view_key for v in views}
         for view_key in sorted(stale):
             yield pvalue.TaggedOutput(PROGRESS, TimestampedValue(
@@ -229,10 +265,15 @@ class SessionizeViews(beam.PTransform):
       complete_s: silence (s) after which a view is emitted (Mux: 60).
       progress_s: event time between snapshots of a playing view (0: none,
         the batch setting: every view is complete by the time anyone looks).
+      stateful: how views are held (see ``rolling.use_state``). None picks by
+        the input: per-key state and event-time timers for an unbounded
+        input or with ``progress_s``; one GroupByKey for a bounded one,
+        with the same views (each once, as version 1) several times faster.
     """
 
     def __init__(self, inactivity_s: int = 3600, max_stall_s: int = 300,
-                 complete_s: int = 60, progress_s: int = 0) -> None:
+                 complete_s: int = 60, progress_s: int = 0,
+                 stateful: Optional[bool] = None) -> None:
         super().__init__()
         for name, value in (("inactivity_s", inactivity_s), ("max_stall_s", max_stall_s),
                             ("complete_s", complete_s)):
@@ -242,13 +283,24 @@ class SessionizeViews(beam.PTransform):
             raise ValueError("complete_s must not exceed inactivity_s")
         if progress_s < 0:
             raise ValueError(f"progress_s must be >= 0, got {progress_s}")
+        if stateful is False and progress_s > 0:
+            raise ValueError("progress_s > 0 needs the stateful path")
+        self._stateful = stateful
         self._fn = _ViewStateFn(complete_s * 1000, inactivity_s * 1000, max_stall_s * 1000,
                                 progress_s * 1000)
+        self._grouped_fn = _GroupedViewsFn(complete_s * 1000, inactivity_s * 1000,
+                                           max_stall_s * 1000)
 
     def expand(self, beacons: beam.PCollection) -> SessionizedViews:
-        results = (beacons
-                   | "KeyByView" >> beam.Map(lambda b: (b.view_id, b))
-                       .with_output_types(tuple[str, Beacon])
-                   | "KeepViewState" >> beam.ParDo(self._fn).with_outputs(
-                       LATE, PROGRESS, main="views"))
+        keyed = (beacons
+                 | "KeyByView" >> beam.Map(lambda b: (b.view_id, b))
+                     .with_output_types(tuple[str, Beacon]))
+        if use_state(self._stateful, beacons, self._fn._progress_ms > 0):
+            results = keyed | "KeepViewState" >> beam.ParDo(self._fn).with_outputs(
+                LATE, PROGRESS, main="views")
+        else:
+            results = (keyed
+                       | "GroupByView" >> beam.GroupByKey()
+                       | "SummarizeViews" >> beam.ParDo(self._grouped_fn).with_outputs(
+                           LATE, PROGRESS, main="views"))
         return SessionizedViews(results.views, results[LATE], results[PROGRESS])

@@ -176,10 +176,13 @@ class DetectStallClusters(beam.PTransform):
         input settles).
       close_after_s: an alert with no new affected stall for this long is closed.
       retention_s: window of views an evaluation looks at (0: all).
+      stateful: see ``rolling.use_state`` (None: grouped once for a bounded
+        input with ``every_s`` 0, keyed state and timers otherwise).
     """
 
     def __init__(self, thresholds: Thresholds | None = None, every_s: int = 0,
-                 close_after_s: int = 600, retention_s: int = 0) -> None:
+                 close_after_s: int = 600, retention_s: int = 0,
+                 stateful: Optional[bool] = None) -> None:
         super().__init__()
         if min(every_s, retention_s) < 0 or close_after_s <= 0:
             raise ValueError("every_s, retention_s must be >= 0 and close_after_s > 0")
@@ -188,7 +191,7 @@ class DetectStallClusters(beam.PTransform):
         self._rolling = RollingEvaluate(
             AlertLifecycle(t, close_after_s * 1000, retention_s * 1000),
             settle_ms=1_000, gc_ms=horizon_ms + close_after_s * 1000,
-            every_ms=every_s * 1000, retention_ms=retention_s * 1000)
+            every_ms=every_s * 1000, retention_ms=retention_s * 1000, stateful=stateful)
 
     def expand(self, members: beam.PCollection) -> beam.PCollection:
         return (members
