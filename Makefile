@@ -13,7 +13,7 @@ WORKLOAD ?= out/workload
 OUTPUT   ?= out/run
 RUNNER   ?= direct
 
-.PHONY: run test test-unit test-integration venv generate browser clean help bench \
+.PHONY: run test test-unit test-integration venv generate browser clean help bench bench-stream \
 	emulators emulators-up emulators-down prism flink flink-jobserver flink-dist flink-up flink-down template
 
 # Local protocol peers (tools/emulators.py): Google's pstest built from the Go
@@ -41,6 +41,7 @@ help:
 	@echo "make prism / flink   build Prism; the Flink job server jar + a Flink distribution (.tools/)"
 	@echo "make flink-up / flink-down   a standalone Flink cluster (JobManager + 2 TaskManagers) on loopback"
 	@echo "make bench  throughput vs the DuckDB reference (BENCH_SIZE=100k,1m|5m) -> docs/benchmarks.md"
+	@echo "make bench-stream  alert latency + memory under load (STREAM_SOURCE=pubsub|kinesis STREAM_RUNNER=direct|flink)"
 	@echo "variables: SCENARIO=$(SCENARIO) SEED=$(SEED) VIEWERS=$(VIEWERS) WORKLOAD=$(WORKLOAD) OUTPUT=$(OUTPUT)"
 
 venv: $(STAMP)
@@ -157,6 +158,16 @@ BENCH_SIZE    ?= 100k,1m
 BENCH_RUNNERS ?=
 bench: venv prism flink
 	$(BIN)/python -m bench.run --sizes=$(BENCH_SIZE) $(if $(BENCH_RUNNERS),--runners=$(BENCH_RUNNERS)) --write-doc
+
+# Streaming benchmark (bench/stream.py): the soak audience published in real time into the
+# emulator at STREAM_RATE events/s for STREAM_MINUTES; alert latency, memory by minute, drain.
+STREAM_SOURCE  ?= pubsub
+STREAM_RUNNER  ?= direct
+STREAM_MINUTES ?= 10
+STREAM_RATE    ?= 2000
+bench-stream: venv emulators $(if $(filter flink,$(STREAM_RUNNER)),flink)
+	$(BIN)/python -m bench.stream --source=$(STREAM_SOURCE) --runner=$(STREAM_RUNNER) \
+		--minutes=$(STREAM_MINUTES) --rate=$(STREAM_RATE) --write-doc
 
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"

@@ -38,6 +38,7 @@ class ContentFault:
     rendition: Optional[str]
     probability: float
     expect: str = "content"            # or "no_content" for the tiny title
+    broken_from_ms: Optional[int] = None   # broken only from this (wall) time on; None: always
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +155,22 @@ def live(origin_ms: int, viewers: int, join_ms: int) -> Scenario:
         content_faults=(ContentFault("clip-a", MINUTE, MINUTE + SEGMENT_MS, None, 0.6),),
         outages=(), premiere_video=None, highlight=None, tiny_title=None,
         bad_wifi_video=None, bad_wifi_share=0.01)
+
+
+def soak(origin_ms: int, viewers: int, join_ms: int, faults: int) -> Scenario:
+    """The live audience, joining for ``join_ms``, plus ``faults`` titles whose
+    segment at 1:00-1:04 breaks at evenly spaced times during the run (an
+    origin or cache going bad), so alert latency is sampled again and again
+    under a steady load (bench/stream.py)."""
+    base = live(origin_ms, viewers, join_ms)
+    breaks = [origin_ms + join_ms * (i + 1) // (faults + 1) for i in range(faults)]
+    titles = tuple(Video(f"soak-{i}", 2 * MINUTE, 0.4 / faults) for i in range(faults))
+    return dataclasses.replace(
+        base, name="soak",
+        videos=(Video("clip-a", 2 * MINUTE, 0.35), Video("clip-b", 90_000, 0.15),
+                Video("clip-c", 150_000, 0.1)) + titles,
+        content_faults=tuple(ContentFault(t.video_id, MINUTE, MINUTE + SEGMENT_MS, None, 0.6,
+                                          broken_from_ms=at) for t, at in zip(titles, breaks)))
 
 
 # name -> (default viewers, mess)

@@ -192,6 +192,7 @@ def _play(p: _Player, rng: random.Random, s: Scenario, viewer: Viewer, video: Vi
         for f in faults:
             name = RENDITIONS[p.rendition][0]
             if (f.start_ms <= p.ph < f.end_ms and (f.rendition in (None, name))
+                    and (f.broken_from_ms is None or p.t >= f.broken_from_ms)
                     and rng.random() < f.probability):
                 p.ph = rng.randint(f.start_ms, f.end_ms - 1)
                 p.stall(int(rng.lognormvariate(math.log(6_000), 0.5)), exit_probability=0.2)

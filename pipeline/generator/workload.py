@@ -216,7 +216,8 @@ def _truth(s: Scenario, seed: int, plan: _Plan, stats: dict, dead: dict[str, int
     for f in s.content_faults:
         faults.append({"kind": "content_fault" if f.expect == "content" else "tiny_title",
                        "expect": f.expect, "video_id": f.video_id, "rendition": f.rendition,
-                       "start_ms": f.start_ms, "end_ms": f.end_ms, "probability": f.probability})
+                       "start_ms": f.start_ms, "end_ms": f.end_ms, "probability": f.probability,
+                       "broken_from_ms": f.broken_from_ms})
     for o in s.outages:
         faults.append({"kind": "cdn_outage", "expect": "delivery", "dimension": "cdn",
                        "value": o.cdn, "start_ts": o.start_ms, "end_ts": o.end_ms})

@@ -26,8 +26,14 @@ def publish_live(uri: str, rate: float, join_s: int, seed: int = 7,
                  out_dir: Optional[str] = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep,
-                 progress: Callable[[str], None] = print) -> dict:
-    """Publish a live audience to ``uri``; returns counts and the truth."""
+                 progress: Callable[[str], None] = print, faults: int = 0,
+                 published: Optional[Callable[[list, float], None]] = None) -> dict:
+    """Publish a live audience to ``uri``; returns counts and the truth.
+
+    ``faults`` > 0: the soak audience (``scenario.soak``), whose titles break
+    one after another during the run. ``published(messages, wall_s)`` is
+    told of every batch once the stream has accepted it.
+    """
     parsed = stream_uri.parse(uri, want_topic=True)
     writer = open_writer(uri)
     if isinstance(parsed, stream_uri.PubSubUri):
@@ -36,7 +42,8 @@ def publish_live(uri: str, rate: float, join_s: int, seed: int = 7,
     writer.check()
     viewers = max(20, round(rate * join_s))
     origin = int(clock() * 1000) + 1_000
-    live = scenario.live(origin, viewers, join_s * 1000)
+    live = (scenario.soak(origin, viewers, join_s * 1000, faults) if faults > 0
+            else scenario.live(origin, viewers, join_s * 1000))
     messages, truth = workload.simulate_messages(live, seed)
     messages.sort(key=lambda m: (m.arrival_ms, m.shard))
     truth["started_ms"] = origin
@@ -56,12 +63,14 @@ def publish_live(uri: str, rate: float, join_s: int, seed: int = 7,
         if due > now_ms:
             sleep(min(1.0, (due - now_ms) / 1000))
             continue
-        batch = []
+        batch, start = [], i
         while i < len(messages) and messages[i].arrival_ms <= now_ms and len(batch) < _BATCH_MAX:
             message = messages[i]
             batch.append((message.key if keyed else "", message.payload(), {}))
             i += 1
         writer.put(batch)
+        if published is not None:
+            published(messages[start:i], clock())
         sent += len(batch)
         lag_max = max(lag_max, clock() * 1000 - due)
         if clock() >= next_report:

@@ -1,0 +1,316 @@
+"""Streaming benchmark: sustained load, alert latency and memory over time.
+
+A soak audience (``scenario.soak``: the live audience plus titles whose
+segment at 1:00 breaks one after another during the run) is published in
+real time into a real emulator (pstest or kinesis-mock, started here) at
+about ``--rate`` events/s, while ``stallwatch run --streaming`` reads it on
+the chosen runner and publishes alerts to a second topic/stream, which this
+harness reads.
+
+Figures:
+- sustained load: events and messages published per second, and how far
+  the publisher fell behind its schedule;
+- alert latency per broken title: from the moment the 5th distinct viewer's
+  stall beacon at the broken segment (after the break) was accepted by the
+  emulator to the moment the title's first content alert arrived on the
+  alerts stream; p50 / p95 / max over the titles;
+- peak RSS of the pipeline's process tree, sampled every 5 s, per minute,
+  with the finished views written by then (memory must not grow with them);
+- the drain: seconds from SIGINT (publisher done) to the run's exit, i.e.
+  the backlog it still had, and whether it read every record.
+
+Usage: python -m bench.stream --source=pubsub --runner=direct --minutes=10
+Results: out/bench/stream-SOURCE-RUNNER.json; ``--write-doc`` adds a row
+to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Optional
+
+import orjson
+
+from bench.run import DOC, OUT, ROOT, _tree_rss_kb
+from pipeline.streams import kinesis, live, pubsub, uri
+from tools import emulators
+from transforms.fields import Rejected
+from transforms.parse import parse_ts
+
+STALL_EVENTS = {"waiting", "stalled", "rebufferstart"}
+NTH_VIEWER = 5              # the issue's "5th affected viewer"
+FAULT_FROM_MS, FAULT_TO_MS = 60_000, 64_000
+
+
+def _events(body) -> list[dict]:
+    if isinstance(body, bytes):
+        return []
+    if isinstance(body, list):
+        return [e for e in body if isinstance(e, dict)]
+    if "events" in body:
+        common = {k: v for k, v in body.items() if k != "events"}
+        return [{**common, **e} for e in body["events"] if isinstance(e, dict)]
+    return [body]
+
+
+def _ms(ts) -> int:
+    try:
+        return parse_ts(ts)
+    except Rejected:
+        return -1
+
+
+class Triggers:
+    """Watches what the publisher sends: per broken title, when the stall
+    beacon of its NTH_VIEWER-th distinct affected viewer was accepted."""
+
+    def __init__(self, breaks: dict[str, int]) -> None:
+        self._breaks = breaks
+        self._viewers: dict[str, set] = {title: set() for title in breaks}
+        self.fired: dict[str, float] = {}
+        self.events = 0
+        self.messages = 0
+
+    def __call__(self, messages: list, wall_s: float) -> None:
+        self.messages += len(messages)
+        for message in messages:
+            events = _events(message.body)
+            self.events += len(events) or 1
+            for e in events:
+                title = e.get("video_id")
+                if (title in self._breaks and title not in self.fired
+                        and e.get("event") in STALL_EVENTS
+                        and FAULT_FROM_MS <= (e.get("playhead_ms") or -1) < FAULT_TO_MS
+                        and _ms(e.get("ts")) >= self._breaks[title]):
+                    seen = self._viewers[title]
+                    seen.add(e.get("viewer_id"))
+                    if len(seen) == NTH_VIEWER:
+                        self.fired[title] = wall_s
+
+
+def _streams(source: str, tag: str) -> tuple[str, str, object]:
+    """(beacons URI, alerts URI, alert reader) on the running emulator."""
+    if source == "pubsub":
+        topics = [f"pubsub://projects/stallwatch-bench/topics/{k}-{tag}" for k in ("beacons", "alerts")]
+        for t in topics:
+            pubsub.create_topic(uri.parse(t))
+        return topics[0], topics[1], pubsub.PubSubReader(uri.parse(topics[1]))
+    endpoint = os.environ["KINESIS_ENDPOINT"]
+    names = []
+    for kind, shards in (("beacons", 2), ("alerts", 1)):
+        stream = uri.parse(f"kinesis://{kind}-{tag}?endpoint={endpoint}")
+        client = kinesis.client(stream)
+        client.create_stream(StreamName=stream.stream, ShardCount=shards)
+        client.get_waiter("stream_exists").wait(StreamName=stream.stream,
+                                                WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+        names.append(stream)
+    return str(names[0]), str(names[1]), kinesis.KinesisReader(names[1])
+
+
+def _wait_until_reading(source: str, beacons: str, run: subprocess.Popen) -> None:
+    """Pub/Sub: publish only once the run's subscription exists (else the
+    first messages are lost to nobody). Kinesis reads from the trim horizon."""
+    if source != "pubsub":
+        return
+    deadline = time.time() + 300
+    while True:
+        try:
+            pubsub.PubSubReader(uri.parse(f"pubsub://{uri.parse(beacons).subscription_for()}"))
+            return
+        except LookupError:
+            if time.time() > deadline or run.poll() is not None:
+                raise RuntimeError("the run never subscribed: " + (run.stdout.read() or "")[-2000:])
+            time.sleep(0.5)
+
+
+def _finished_views(output: str) -> int:
+    count = 0
+    for path in glob.glob(os.path.join(output, "**", "views*"), recursive=True):
+        if path.endswith(".jsonl"):
+            with open(path, "rb") as f:
+                count += sum(1 for _ in f)
+        elif path.endswith(".parquet"):
+            import pyarrow.parquet as pq
+            count += pq.ParquetFile(path).metadata.num_rows
+    return count
+
+
+def bench(source: str, runner: str, minutes: float, rate: float, faults: int) -> dict:
+    join_s = int(minutes * 60)
+    # ~15 records per view and ~1.8 views per viewer in the live audience
+    viewers_per_s = rate / 26.0
+    tag = uuid.uuid4().hex[:8]
+    work = tempfile.mkdtemp(prefix=f"stream-{source}-{runner}-", dir=OUT)
+    running = emulators.start(source, log_dir=work)
+    os.environ.update(running.env)
+    run: Optional[subprocess.Popen] = None
+    try:
+        beacons, alerts_uri, reader = _streams(source, tag)
+        output = os.path.join(work, "out")
+        flags = ["--streaming", f"--source={beacons}", f"--alerts={alerts_uri}", f"--output={output}"]
+        if runner == "flink":
+            flags += ["--preset=flink-local", "--parallelism=2"]
+        run = subprocess.Popen([sys.executable, "-m", "runners.cli", "run", *flags], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log: list[str] = []
+        threading.Thread(target=lambda: log.extend(run.stdout), daemon=True).start()
+        _wait_until_reading(source, beacons, run)
+
+        origin_guess = int(time.time() * 1000) + 1_000
+        breaks = {f"soak-{i}": origin_guess + join_s * 1000 * (i + 1) // (faults + 1)
+                  for i in range(faults)}
+        triggers = Triggers(breaks)
+        published: dict = {}
+
+        def publish():
+            try:
+                published.update(live.publish_live(beacons, viewers_per_s, join_s, seed=7,
+                                                   progress=lambda _: None, faults=faults,
+                                                   published=triggers))
+            except Exception as exc:          # reported below
+                published["error"] = repr(exc)
+
+        publisher = threading.Thread(target=publish, daemon=True)
+        started = time.time()
+        publisher.start()
+
+        arrived: dict[str, float] = {}
+        memory: list[tuple[float, float]] = []
+        next_sample = 0.0
+        while publisher.is_alive() or time.time() < started + 5:
+            for record in reader.poll():
+                alert = orjson.loads(record.payload)
+                if alert.get("cause") == "content" and alert.get("video_id") in breaks:
+                    arrived.setdefault(alert["video_id"], time.time())
+            reader.commit(reader.positions())
+            if time.time() >= next_sample:
+                memory.append((time.time() - started, _tree_rss_kb(run.pid) / 1024))
+                next_sample = time.time() + 5
+            if run.poll() is not None:
+                raise RuntimeError("the run stopped: " + "".join(log)[-3000:])
+            time.sleep(0.5)
+        if "error" in published:
+            raise RuntimeError(f"publisher failed: {published['error']}")
+        # a last title may break near the end: give its alert the target's time
+        grace = time.time() + 30
+        while time.time() < grace and set(triggers.fired) - set(arrived):
+            for record in reader.poll():
+                alert = orjson.loads(record.payload)
+                if alert.get("cause") == "content" and alert.get("video_id") in breaks:
+                    arrived.setdefault(alert["video_id"], time.time())
+            reader.commit(reader.positions())
+            time.sleep(0.5)
+        published_s = time.time() - started
+        stop = time.time()
+        run.send_signal(signal.SIGINT)
+        run.wait(timeout=1800)
+        drain_s = time.time() - stop
+        summary_path = os.path.join(output, "run_summary.json")
+        summary = json.load(open(summary_path)) if os.path.exists(summary_path) else {}
+        truth = published["truth"]
+        latencies = {t: round(arrived[t] - triggers.fired[t], 1)
+                     for t in triggers.fired if t in arrived}
+        values = sorted(latencies.values())
+        minute_rss = {}
+        for at, mb in memory:
+            minute_rss[int(at // 60)] = max(mb, minute_rss.get(int(at // 60), 0))
+        return {
+            "source": source, "runner": runner, "minutes": minutes, "rc": run.returncode,
+            "events": truth["input_records"], "messages": triggers.messages,
+            "events_per_s": round(truth["input_records"] / published_s),
+            "messages_per_s": round(triggers.messages / published_s),
+            "publisher_behind_max_s": published["max_behind_ms"] / 1000,
+            "titles_broken": len(breaks), "titles_triggered": len(triggers.fired),
+            "alerts_arrived": len(arrived), "latency_s": latencies,
+            "latency_p50_s": statistics.median(values) if values else None,
+            "latency_p95_s": values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
+            if values else None,
+            "latency_max_s": values[-1] if values else None,
+            "rss_mb_by_minute": {m: round(v) for m, v in sorted(minute_rss.items())},
+            "views_written": _finished_views(output),
+            "drain_s": round(drain_s, 1),
+            "read_all": summary.get("input_records") == truth["input_records"],
+            "input_records_read": summary.get("input_records"),
+            "log_tail": "".join(log)[-1500:] if run.returncode else "",
+        }
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+        running.stop()
+
+
+def _doc_line(r: dict) -> str:
+    rss = r["rss_mb_by_minute"]
+    minutes = sorted(int(m) for m in rss)
+    shown = ", ".join(f"{m}′ {rss[m] if m in rss else rss[str(m)]:,}" for m in minutes)
+    lat = (f"{r['latency_p50_s']:.1f} / {r['latency_p95_s']:.1f} / {r['latency_max_s']:.1f}"
+           if r["latency_p50_s"] is not None else "no alert")
+    return (f"| {r['source']} | {r['runner']} | {r['minutes']:g} | {r['events_per_s']:,} | "
+            f"{r['alerts_arrived']}/{r['titles_triggered']} | {lat} | {shown} | "
+            f"{r['views_written']:,} | {r['drain_s']:.0f} | {'yes' if r['read_all'] else 'NO'} |")
+
+
+def write_doc(result: dict, started: str) -> None:
+    with open(DOC, encoding="utf-8") as f:
+        doc = f.read()
+    header = ("| source | runner | minutes | events/s | alerts / broken titles | alert latency "
+              "p50 / p95 / max (s) | peak RSS MB by minute | views written | drain (s) | read all |\n"
+              "|---|---|---:|---:|---:|---|---|---:|---:|---|")
+    match = re.search(r"<!-- stream:start.*?-->\n(.*?)<!-- stream:end -->", doc, flags=re.S)
+    rows = [line for line in (match.group(1).splitlines() if match else [])
+            if line.startswith("| ") and not line.startswith("| source")
+            and not line.startswith(f"| {result['source']} | {result['runner']} |")]
+    rows.append(_doc_line(result))
+    block = (f"<!-- stream:start (generated by `make bench-stream`; do not edit) -->\n"
+             f"Last row written {started}.\n\n{header}\n" + "\n".join(rows) + "\n<!-- stream:end -->")
+    if match:
+        doc = re.sub(r"<!-- stream:start.*?<!-- stream:end -->", lambda _: block, doc, flags=re.S)
+    else:
+        doc += "\n" + block + "\n"
+    with open(DOC, "w", encoding="utf-8") as f:
+        f.write(doc)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", choices=("pubsub", "kinesis"), default="pubsub")
+    parser.add_argument("--runner", choices=("direct", "flink"), default="direct")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=2_000, help="target events/s")
+    parser.add_argument("--faults", type=int, default=8, help="titles that break during the run")
+    parser.add_argument("--write-doc", action="store_true")
+    args = parser.parse_args(argv)
+    if args.minutes <= 0 or args.rate <= 0 or args.faults < 1:
+        print("bench.stream: --minutes and --rate must be > 0, --faults >= 1", file=sys.stderr)
+        return 2
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    os.makedirs(OUT, exist_ok=True)
+    result = bench(args.source, args.runner, args.minutes, args.rate, args.faults)
+    result["started"] = started
+    path = os.path.join(OUT, f"stream-{args.source}-{args.runner}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps({k: v for k, v in result.items() if k != "log_tail"}, indent=1))
+    if result["rc"] not in (0, None):
+        print(result["log_tail"], file=sys.stderr)
+    if args.write_doc:
+        write_doc(result, started)
+    return 0 if result["rc"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
