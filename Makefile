@@ -152,12 +152,14 @@ $(PLAYERS_STAMP):
 	@touch $@
 
 # Batch throughput against the DuckDB reference (bench/run.py): BENCH_SIZE=100k,1m (default),
-# 5m opt-in; BENCH_RUNNERS=direct-1,direct-2,prism,flink-1,flink-2 (default per size).
+# 5m opt-in; BENCH_RUNNERS=direct-1,direct-2,prism,flink-1,flink-2 (default per size);
+# BENCH_MERGE=1 keeps the other sizes' rows of the last run.
 # Writes the tables of docs/benchmarks.md.
 BENCH_SIZE    ?= 100k,1m
 BENCH_RUNNERS ?=
 bench: venv prism flink
-	$(BIN)/python -m bench.run --sizes=$(BENCH_SIZE) $(if $(BENCH_RUNNERS),--runners=$(BENCH_RUNNERS)) --write-doc
+	$(BIN)/python -m bench.run --sizes=$(BENCH_SIZE) $(if $(BENCH_RUNNERS),--runners=$(BENCH_RUNNERS)) \
+		$(if $(BENCH_MERGE),--merge) --write-doc
 
 # Streaming benchmark (bench/stream.py): the soak audience published in real time into the
 # emulator at STREAM_RATE events/s for STREAM_MINUTES; alert latency, memory by minute, drain.

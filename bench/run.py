@@ -202,6 +202,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZE", "100k,1m"))
     parser.add_argument("--runners", default=None, help="Comma-separated; default per size.")
     parser.add_argument("--write-doc", action="store_true")
+    parser.add_argument("--merge", action="store_true",
+                        help="Keep the other sizes' rows of out/bench/results.json.")
     parser.add_argument("--doc-only", action="store_true",
                         help="Rewrite docs/benchmarks.md from out/bench/results.json; run nothing.")
     args = parser.parse_args(argv)
@@ -221,7 +223,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     for size in sizes:
         runners = args.runners.split(",") if args.runners else DEFAULT_RUNNERS[size]
         rows += bench_size(size, runners)
-    with open(os.path.join(OUT, "results.json"), "w") as f:
+    saved_path = os.path.join(OUT, "results.json")
+    if args.merge and os.path.exists(saved_path):
+        # keep the other sizes of the last run; note when each size was measured
+        with open(saved_path) as f:
+            saved = json.load(f)
+        for row in rows:
+            row["measured"] = started
+        kept = [dict(r, measured=r.get("measured", saved["started"]))
+                for r in saved["rows"] if r["size"] not in sizes]
+        rows = sorted(kept + rows, key=lambda r: SIZES[r["size"]])
+        started = f"{saved['started']} (sizes {', '.join(sizes)} re-run {started})"
+    with open(saved_path, "w") as f:
         json.dump({"started": started, "rows": rows}, f, indent=1)
     print("\n" + table(rows))
     if args.write_doc:

@@ -83,12 +83,14 @@ class Triggers:
         self.fired: dict[str, float] = {}
         self.events = 0
         self.messages = 0
+        self.by_second: dict[int, int] = {}      # events accepted per wall-clock second
 
     def __call__(self, messages: list, wall_s: float) -> None:
         self.messages += len(messages)
         for message in messages:
             events = _events(message.body)
             self.events += len(events) or 1
+            self.by_second[int(wall_s)] = self.by_second.get(int(wall_s), 0) + (len(events) or 1)
             for e in events:
                 title = e.get("video_id")
                 if (title in self._breaks and title not in self.fired
@@ -148,7 +150,8 @@ def _finished_views(output: str) -> int:
     return count
 
 
-def bench(source: str, runner: str, minutes: float, rate: float, faults: int) -> dict:
+def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
+          run_flags: tuple[str, ...] = (), drain_timeout_s: float = 600) -> dict:
     join_s = int(minutes * 60)
     # ~15 records per view and ~1.8 views per viewer in the live audience
     viewers_per_s = rate / 26.0
@@ -163,6 +166,7 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int) ->
         flags = ["--streaming", f"--source={beacons}", f"--alerts={alerts_uri}", f"--output={output}"]
         if runner == "flink":
             flags += ["--preset=flink-local", "--parallelism=2"]
+        flags += list(run_flags)
         run = subprocess.Popen([sys.executable, "-m", "runners.cli", "run", *flags], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -190,41 +194,61 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int) ->
 
         arrived: dict[str, float] = {}
         memory: list[tuple[float, float]] = []
-        next_sample = 0.0
-        while publisher.is_alive() or time.time() < started + 5:
+        next_sample = next_report = 0.0
+
+        def watch() -> None:
+            nonlocal next_sample, next_report
             for record in reader.poll():
                 alert = orjson.loads(record.payload)
-                if alert.get("cause") == "content" and alert.get("video_id") in breaks:
-                    arrived.setdefault(alert["video_id"], time.time())
+                title = alert.get("video_id")
+                if alert.get("cause") == "content" and title in breaks and title not in arrived:
+                    arrived[title] = time.time()
+                    fired = triggers.fired.get(title)
+                    print(f"  {time.time() - started:6.0f} s  alert {title}: "
+                          f"{arrived[title] - fired:.1f} s after its 5th affected viewer"
+                          if fired else f"  alert {title} before its 5th viewer was seen", flush=True)
             reader.commit(reader.positions())
-            if time.time() >= next_sample:
-                memory.append((time.time() - started, _tree_rss_kb(run.pid) / 1024))
-                next_sample = time.time() + 5
+            now = time.time()
+            if now >= next_sample:
+                memory.append((now - started, _tree_rss_kb(run.pid) / 1024))
+                next_sample = now + 5
+            if now >= next_report:
+                print(f"  {now - started:6.0f} s  {triggers.events:,} events published, "
+                      f"run RSS {memory[-1][1]:,.0f} MB", flush=True)
+                next_report = now + 60
             if run.poll() is not None:
                 raise RuntimeError("the run stopped: " + "".join(log)[-3000:])
+
+        while publisher.is_alive() or time.time() < started + 5:
+            watch()
             time.sleep(0.5)
         if "error" in published:
             raise RuntimeError(f"publisher failed: {published['error']}")
         # a last title may break near the end: give its alert the target's time
         grace = time.time() + 30
         while time.time() < grace and set(triggers.fired) - set(arrived):
-            for record in reader.poll():
-                alert = orjson.loads(record.payload)
-                if alert.get("cause") == "content" and alert.get("video_id") in breaks:
-                    arrived.setdefault(alert["video_id"], time.time())
-            reader.commit(reader.positions())
+            watch()
             time.sleep(0.5)
         published_s = time.time() - started
         stop = time.time()
         run.send_signal(signal.SIGINT)
-        run.wait(timeout=1800)
-        drain_s = time.time() - stop
+        try:
+            run.wait(timeout=drain_timeout_s)
+            drain_s: Optional[float] = time.time() - stop
+        except subprocess.TimeoutExpired:           # a backlog it would take too long to finish
+            run.kill()
+            run.wait()
+            drain_s = None
         summary_path = os.path.join(output, "run_summary.json")
         summary = json.load(open(summary_path)) if os.path.exists(summary_path) else {}
         truth = published["truth"]
         latencies = {t: round(arrived[t] - triggers.fired[t], 1)
                      for t in triggers.fired if t in arrived}
         values = sorted(latencies.values())
+        load = {}
+        for second, n in triggers.by_second.items():
+            minute = int((second - started) // 60)
+            load[minute] = load.get(minute, 0) + n
         minute_rss = {}
         for at, mb in memory:
             minute_rss[int(at // 60)] = max(mb, minute_rss.get(int(at // 60), 0))
@@ -232,6 +256,8 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int) ->
             "source": source, "runner": runner, "minutes": minutes, "rc": run.returncode,
             "events": truth["input_records"], "messages": triggers.messages,
             "events_per_s": round(truth["input_records"] / published_s),
+            "events_per_s_by_minute": {m: round(n / 60) for m, n in sorted(load.items())},
+            "events_per_s_peak_minute": round(max(load.values()) / 60) if load else 0,
             "messages_per_s": round(triggers.messages / published_s),
             "publisher_behind_max_s": published["max_behind_ms"] / 1000,
             "titles_broken": len(breaks), "titles_triggered": len(triggers.fired),
@@ -242,7 +268,8 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int) ->
             "latency_max_s": values[-1] if values else None,
             "rss_mb_by_minute": {m: round(v) for m, v in sorted(minute_rss.items())},
             "views_written": _finished_views(output),
-            "drain_s": round(drain_s, 1),
+            "drain_s": round(drain_s, 1) if drain_s is not None else None,
+            "drain_timeout_s": drain_timeout_s, "run_flags": list(run_flags),
             "read_all": summary.get("input_records") == truth["input_records"],
             "input_records_read": summary.get("input_records"),
             "log_tail": "".join(log)[-1500:] if run.returncode else "",
@@ -259,21 +286,25 @@ def _doc_line(r: dict) -> str:
     shown = ", ".join(f"{m}′ {rss[m] if m in rss else rss[str(m)]:,}" for m in minutes)
     lat = (f"{r['latency_p50_s']:.1f} / {r['latency_p95_s']:.1f} / {r['latency_max_s']:.1f}"
            if r["latency_p50_s"] is not None else "no alert")
-    return (f"| {r['source']} | {r['runner']} | {r['minutes']:g} | {r['events_per_s']:,} | "
+    return (f"| {r['source']} | {r['runner']} | {r['minutes']:g} | {r['events_per_s_peak_minute']:,} "
+            f"({r['events']:,} in all) | "
             f"{r['alerts_arrived']}/{r['titles_triggered']} | {lat} | {shown} | "
-            f"{r['views_written']:,} | {r['drain_s']:.0f} | {'yes' if r['read_all'] else 'NO'} |")
+            f"{r['views_written']:,} | "
+            + (f"{r['drain_s']:.0f}" if r["drain_s"] is not None else f"> {r['drain_timeout_s']:.0f}, killed")
+            + " | " + ("yes" if r["read_all"] else "NO" if r["input_records_read"] is not None
+                       else "unknown (no summary)")
+            + f" | {' '.join(r['run_flags']) or 'defaults'} |")
 
 
 def write_doc(result: dict, started: str) -> None:
     with open(DOC, encoding="utf-8") as f:
         doc = f.read()
-    header = ("| source | runner | minutes | events/s | alerts / broken titles | alert latency "
-              "p50 / p95 / max (s) | peak RSS MB by minute | views written | drain (s) | read all |\n"
-              "|---|---|---:|---:|---:|---|---|---:|---:|---|")
+    header = ("| source | runner | minutes | events/s, busiest minute | alerts / broken titles | alert latency "
+              "p50 / p95 / max (s) | peak RSS MB by minute | views written | drain (s) | read all | run flags |\n"
+              "|---|---|---:|---:|---:|---|---|---:|---:|---|---|")
     match = re.search(r"<!-- stream:start.*?-->\n(.*?)<!-- stream:end -->", doc, flags=re.S)
     rows = [line for line in (match.group(1).splitlines() if match else [])
-            if line.startswith("| ") and not line.startswith("| source")
-            and not line.startswith(f"| {result['source']} | {result['runner']} |")]
+            if line.startswith("| ") and not line.startswith("| source")][-7:]
     rows.append(_doc_line(result))
     block = (f"<!-- stream:start (generated by `make bench-stream`; do not edit) -->\n"
              f"Last row written {started}.\n\n{header}\n" + "\n".join(rows) + "\n<!-- stream:end -->")
@@ -285,6 +316,14 @@ def write_doc(result: dict, started: str) -> None:
         f.write(doc)
 
 
+def _rewrite_from(paths: list[str]) -> None:
+    """Rebuild the streaming table from saved result files (oldest first)."""
+    for path in paths:
+        with open(path) as f:
+            result = json.load(f)
+        write_doc(result, result["started"])
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=("pubsub", "kinesis"), default="pubsub")
@@ -292,6 +331,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=2_000, help="target events/s")
     parser.add_argument("--faults", type=int, default=8, help="titles that break during the run")
+    parser.add_argument("--drain_timeout_s", type=float, default=600,
+                        help="after publishing, how long the run may take to finish its backlog")
+    parser.add_argument("--run_flag", action="append", default=[],
+                        help="extra `stallwatch run` flag, e.g. --run_flag=--inactivity_s=300")
     parser.add_argument("--write-doc", action="store_true")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.rate <= 0 or args.faults < 1:
@@ -299,7 +342,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     os.makedirs(OUT, exist_ok=True)
-    result = bench(args.source, args.runner, args.minutes, args.rate, args.faults)
+    result = bench(args.source, args.runner, args.minutes, args.rate, args.faults,
+                   tuple(args.run_flag), args.drain_timeout_s)
     result["started"] = started
     path = os.path.join(OUT, f"stream-{args.source}-{args.runner}.json")
     with open(path, "w") as f:

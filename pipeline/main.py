@@ -293,6 +293,14 @@ def _run_stream(pipeline: beam.Pipeline, cfg: QoeConfig) -> tuple[dict, dict]:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         reader.close()
+    if not stream_feed.finished:
+        # The DirectRunner's TestStream reader thread died (its error is in the
+        # log above) and the runner ended as if the stream had: not a result.
+        raise RuntimeError(
+            f"the runner stopped taking the stream after {stream_feed.records:,} records, "
+            "before it ended (its TestStream reader failed, see the log above); outputs are "
+            "partial. Nothing read after the last delivered bundle was committed: a restart "
+            "resumes there")
     totals = tally.totals_from_outputs(cfg.output, 0)
     return totals, {"stream_records": stream_feed.records, "source_stats": dict(reader.stats),
                     "checkpoint": cfg.checkpoint}

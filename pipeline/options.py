@@ -39,7 +39,9 @@ class QoeOptions(PipelineOptions):
             help="With a stream source: file of reader positions, resumed on restart "
                  "(default OUTPUT/_checkpoints/source.json).")
         add("--stream_tick_s", type=float, default=1.0,
-            help="With a stream source on the DirectRunner: wall seconds per bundle.")
+            help="With a stream source on the DirectRunner: wall seconds per bundle. "
+                 "Above ~300 events/s use 5: each bundle costs the DirectRunner a scan of "
+                 "every key (docs/benchmarks.md).")
         add = parser.add_argument_group("views and metrics").add_argument
         add("--inactivity_s", type=int, default=3600,
             help="Seconds without beacons after which a view is final (Mux: 3600).")

@@ -139,7 +139,7 @@ class FileReplay:
         every replayed time in January 1970.
         """
         for event in self.events():
-            yield to_proto(event)
+            yield from to_protos(event)
 
     def events(self) -> Iterator:
         self._blank = [0]
@@ -171,16 +171,32 @@ class FileReplay:
         yield test_stream.ElementEvent(batch, TAG)
         yield from self._watermark.advance(tick * self._tick - self._lag)
 
-def to_proto(event) -> beam_runner_api_pb2.TestStreamPayload.Event:
-    """A TestStream event as the DirectRunner's RPC reader expects it (micros)."""
+# The DirectRunner's TestStream RPC client keeps gRPC's default 4 MiB receive
+# limit; a bigger event kills its reader thread, and the run then ends as if
+# the stream had (found at 2,000 events/s with 5 s ticks: a 4.3 MB bundle).
+MAX_EVENT_BYTES = 3 * 1024 * 1024
+
+
+def to_protos(event) -> Iterator[beam_runner_api_pb2.TestStreamPayload.Event]:
+    """A TestStream event as the DirectRunner's RPC reader expects it (micros),
+    an element event split into as many as keep each under MAX_EVENT_BYTES."""
     payload = beam_runner_api_pb2.TestStreamPayload
-    if isinstance(event, test_stream.ElementEvent):
-        return payload.Event(element_event=payload.Event.AddElements(
-            elements=[payload.TimestampedElement(encoded_element=CODER.encode(tv.value),
-                                                 timestamp=tv.timestamp.micros)
-                      for tv in event.timestamped_values], tag=TAG))
-    return payload.Event(watermark_event=payload.Event.AdvanceWatermark(
-        new_watermark=event.new_watermark.micros, tag=TAG))
+    if not isinstance(event, test_stream.ElementEvent):
+        yield payload.Event(watermark_event=payload.Event.AdvanceWatermark(
+            new_watermark=event.new_watermark.micros, tag=TAG))
+        return
+    chunk: list = []
+    size = 0
+    for tv in event.timestamped_values:
+        element = payload.TimestampedElement(encoded_element=CODER.encode(tv.value),
+                                             timestamp=tv.timestamp.micros)
+        grown = len(element.encoded_element) + 32        # field tags, timestamp
+        if chunk and size + grown > MAX_EVENT_BYTES:
+            yield payload.Event(element_event=payload.Event.AddElements(elements=chunk, tag=TAG))
+            chunk, size = [], 0
+        chunk.append(element)
+        size += grown
+    yield payload.Event(element_event=payload.Event.AddElements(elements=chunk, tag=TAG))
 
 
 class ReplayService:

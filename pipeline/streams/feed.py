@@ -24,7 +24,7 @@ from apache_beam.testing import test_stream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.replay import TAG, WatermarkSteps, to_proto
+from pipeline.replay import TAG, WatermarkSteps, to_protos
 from transforms.model import RawRecord
 
 LOG = logging.getLogger(__name__)
@@ -66,11 +66,13 @@ class StreamFeed:
         self.stop_requested = threading.Event()
         self.records = 0
         self.last_arrival_ms: Optional[int] = None
+        self.finished = False        # the runner took every event, the drain included
 
     def read_multiple(self, _tags) -> Iterator:
-        """The TestStreamService entry point (times in microseconds, see replay.to_proto)."""
+        """The TestStreamService entry point (times in microseconds, see replay.to_protos)."""
         for event in self.events():
-            yield to_proto(event)
+            yield from to_protos(event)
+        self.finished = True
 
     def events(self) -> Iterator:
         watermark = WatermarkSteps()

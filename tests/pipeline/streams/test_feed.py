@@ -83,3 +83,30 @@ def test_feed__a_stop_request_drains_and_ends():
     feed.stop_requested.set()
     rest = list(events)
     assert reader.committed and rest[-1].new_watermark.micros // 1000 >= 1_000_000 + 60_000
+
+
+def test_feed__a_big_tick_goes_to_the_runner_in_events_under_grpcs_4_mib_limit():
+    from pipeline.replay import CODER, MAX_EVENT_BYTES
+    clock = Clock()
+    big = [RawRecord(b"x" * 2_000, f"test:{i}", 1_000_000) for i in range(5_000)]   # ~10 MB
+    reader = ScriptedReader(clock, [big])
+    feed = StreamFeed(reader, tick_ms=5_000, max_lag_ms=0, drain_ms=1_000,
+                      stop_at_latest=True, idle_ms=100, clock=clock, sleep=clock.sleep)
+    protos = list(feed.read_multiple(None))
+    elements = [p.element_event for p in protos if p.HasField("element_event")]
+    assert len(elements) >= 4
+    assert all(p.ByteSize() < 4 * 1024 * 1024 for p in protos)
+    assert max(p.ByteSize() for p in protos) <= MAX_EVENT_BYTES + 64 * 1024
+    got = [CODER.decode(e.encoded_element) for ev in elements for e in ev.elements]
+    assert [r.source for r in got] == [r.source for r in big]          # all, in order
+    assert feed.finished
+
+
+def test_feed__is_not_finished_while_the_runner_has_not_taken_everything():
+    clock = Clock()
+    reader = ScriptedReader(clock, [_records(2, 1000)])
+    feed = StreamFeed(reader, tick_ms=500, max_lag_ms=0, drain_ms=1_000,
+                      stop_at_latest=True, idle_ms=100, clock=clock, sleep=clock.sleep)
+    protos = feed.read_multiple(None)
+    next(protos)                      # the runner's reader died after one event
+    assert not feed.finished
