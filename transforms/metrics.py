@@ -94,6 +94,13 @@ def metric_keys(view: View, minute_ms: int):
             yield (minute, dimension, str(value)), view
 
 
+def view_cells(view_key: str, view: View, minute_ms: int) -> list[tuple[str, Member]]:
+    """(cell, Member) for each cell a view version counts in: both paths send these."""
+    part = contribution(view)
+    return [(cell_key(*key), Member(view_key, (view.version, 0), view.end_ms, part))
+            for key, _ in metric_keys(view, minute_ms)]
+
+
 class _ViewCellsFn(beam.DoFn):
     """Per view_key: which cells its last version counted in. A new version
     is sent to its cells, and retracted from cells it no longer belongs to
@@ -114,10 +121,9 @@ class _ViewCellsFn(beam.DoFn):
             yield from self._send(view_key, view, cells, sent, gc, ts)
 
     def _send(self, view_key: str, view: View, cells, sent, gc, ts):
-        part = contribution(view)
-        current = tuple(cell_key(*key) for key, _ in metric_keys(view, self._minute_ms))
-        for cell in current:
-            yield cell, Member(view_key, (view.version, 0), view.end_ms, part)
+        members = view_cells(view_key, view, self._minute_ms)
+        yield from members
+        current = tuple(cell for cell, _ in members)
         for cell in set(cells) - set(current):
             yield cell, retraction(view_key, view.end_ms)
         sent.write((view.version, current))
@@ -135,10 +141,8 @@ def _latest_cells(element: tuple[str, Iterable[tuple[int, View]]], minute_ms: in
     (nothing to retract), at that version's time."""
     view_key, versions = element
     ms, view = max(versions, key=lambda item: item[1].version)
-    part = contribution(view)
-    for key, _ in metric_keys(view, minute_ms):
-        yield TimestampedValue((cell_key(*key), Member(view_key, (view.version, 0),
-                                                       view.end_ms, part)), ms / 1000)
+    for cell in view_cells(view_key, view, minute_ms):
+        yield TimestampedValue(cell, ms / 1000)
 
 
 class AggregateMetrics(beam.PTransform):
