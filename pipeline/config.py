@@ -44,6 +44,7 @@ class QoeConfig:
     detect_every_s: int = 0
     detect_window_s: int = 0
     close_after_s: int = 600
+    detect_shards: int = 16
     # Streams (docs/io.md): URIs of the source and of extra sinks.
     source_stream: Optional[str] = None      # pubsub://... or kinesis://...
     alerts_stream: Optional[str] = None
@@ -132,7 +133,8 @@ def to_config(options: PipelineOptions) -> QoeConfig:
         if value < 0:
             raise ConfigError(f"{flag} must be >= 0, got {value}")
     for flag, value in {"--replay_tick_s": o.replay_tick_s,
-                        "--close_after_s": o.close_after_s}.items():
+                        "--close_after_s": o.close_after_s,
+                        "--detect_shards": o.detect_shards}.items():
         if value <= 0:
             raise ConfigError(f"{flag} must be > 0, got {value}")
     if o.complete_s > o.inactivity_s:
@@ -190,4 +192,5 @@ def to_config(options: PipelineOptions) -> QoeConfig:
         detect_every_s=o.detect_every_s if streaming else 0,
         detect_window_s=o.detect_window_s if streaming else 0,
         close_after_s=o.close_after_s,
+        detect_shards=o.detect_shards,
     )

@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
-from pipeline import io, replay, tally
+from pipeline import directrunner, io, replay, tally
 from pipeline.streams import feed, read
 from pipeline.streams.sinks import open_writer
 from pipeline.build import build
@@ -94,6 +94,8 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     if standard.runner is None:
         standard.runner = "DirectRunner"
     runner = read.runner_name(standard.runner)
+    if runner in read.DIRECT:
+        directrunner.install()
     if cfg.source_stream:
         why = read.unsupported(cfg.source_stream, runner, cfg.stop_at_latest)
         if why:

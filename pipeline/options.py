@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.stalls import DEFAULT_SHARDS
 from transforms.thresholds import Thresholds
 
 _T = Thresholds()
@@ -71,6 +72,9 @@ class QoeOptions(PipelineOptions):
             help="False-alarm rate per dimension of the delivery test.")
         add("--viewer_alpha", type=float, default=_T.viewer_alpha,
             help="False-alarm rate over all viewers of the viewer test.")
+        add("--detect_shards", type=int, default=DEFAULT_SHARDS,
+            help="Keys of each sharded detection stage (viewer and content state, tests); "
+                 "more shards spread wider, each global value is copied to every one.")
         add = parser.add_argument_group("streaming").add_argument
         add("--replay_speed", type=float, default=0.0,
             help="With --streaming: recorded seconds replayed per wall second (0: as fast as possible).")

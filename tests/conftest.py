@@ -1,11 +1,16 @@
 """Session fixtures: the Pub/Sub and Kinesis emulators, started on free
-loopback ports for the tests that ask for them and always stopped."""
+loopback ports for the tests that ask for them and always stopped. The
+DirectRunner runs without its per-bundle DoFn pickling and introspection,
+as ``stallwatch run`` does (pipeline/directrunner.py)."""
 
 import os
 
 import pytest
 
+from pipeline import directrunner
 from tools import emulators
+
+directrunner.install()
 
 
 def _emulator(name, tmp_path_factory):

@@ -1,58 +1,70 @@
-"""DetectDeliveryProblems: stalls concentrated in time on one CDN / ASN / country."""
+"""Delivery problems: stalls concentrated in time on one CDN / ASN / country.
+
+The test (docs/detection.md) works on *cells*: per (value, wall-clock
+bucket), the distinct viewers on the value who began a stall there (k) and
+the views of the value active there (n). ``delivery_alerts`` builds the
+cells from a set of views at once; sharded and incremental,
+``DeliveryCells`` (keyed by dimension and value) keeps them up to date from
+``DeliveryDelta``s and reports the cells that changed to ``DeliveryTest``
+(keyed by dimension), which compares each value with the others in the
+same bucket, runs the alert lifecycle and sends the dimension's delivery
+windows (what explains stalls) to the viewer and content stages.
+
+State bounds: DeliveryCells, per (dimension, value): one count per bucket
+of the retention window, and the stalled viewers of those buckets.
+DeliveryTest, per dimension: one (k, n) per (value, bucket) of the window,
+and the stalled viewers of the buckets next to a bucket with at least
+``min_viewers`` of them (an alert's extent can only reach those).
+"""
 
 from __future__ import annotations
 
 import collections
-from typing import Iterable
+import dataclasses
+from typing import Iterable, NamedTuple, Optional
 
-from transforms.alerting import alert_id, breakdown
+from apache_beam import pvalue
+
+from transforms.alerting import Lifecycle, alert_id, breakdown, delivery_windows
+from transforms.broadcast import DeliveryWindows, Rank, next_rank
+from transforms.contributions import DeliveryDelta, delivery_facts
+from transforms.facts import view_facts
 from transforms.model import Alert, Cause, View
-from transforms.spans import add_span, coverage_at, runs
+from transforms.spans import runs, span_deltas
 from transforms.stats import binomial_sf
 from transforms.thresholds import Thresholds
 
 # Prior weight (viewer-buckets) of the dimension-wide rate in each reference rate.
 _PRIOR = 50.0
+WINDOWS = "windows"
 
 
-class _DimensionAcc:
-    """Per dimension: active views per (value, bucket) as difference arrays, and
-    the stalled viewers per (value, bucket)."""
-
-    __slots__ = ("active", "stalled")
-
-    def __init__(self) -> None:
-        self.active: dict[str, dict[int, int]] = {}
-        self.stalled: dict[tuple[str, int], dict[str, str]] = {}
+class Cell(NamedTuple):
+    k: int                                       # distinct viewers who began a stall here
+    n: int                                       # views active here
+    viewers: Optional[tuple[tuple[str, str], ...]]   # (viewer, video of their first view); None: not sent
 
 
-def add_to_dimension(acc: _DimensionAcc, item) -> None:
-    """Add (value, first_bucket, last_bucket, ((bucket, viewer, video), ...))."""
-    value, first, last, stalls = item
-    add_span(acc.active.setdefault(value, {}), first, last)
-    for bucket, viewer, video in stalls:
-        acc.stalled.setdefault((value, bucket), {}).setdefault(viewer, video)
-
-
-def find_delivery_alerts(dimension: str, acc: _DimensionAcc, t: Thresholds) -> list[Alert]:
-    """Test every (value, bucket) against the other values in the same bucket."""
-    buckets = {b for (_, b) in acc.stalled}
-    active = {v: coverage_at(diff, buckets) for v, diff in acc.active.items()}
-    total_n = collections.Counter()
-    total_k = collections.Counter()
-    for (value, bucket), viewers in acc.stalled.items():
-        total_k[bucket] += len(viewers)
-    for value, counts in active.items():
-        for bucket, n in counts.items():
-            total_n[bucket] += n
+def test_cells(dimension: str, cells: dict[tuple[str, int], Cell], t: Thresholds) -> list[Alert]:
+    """Test every (value, bucket) with stalls against the other values in the same bucket."""
+    total_k: collections.Counter = collections.Counter()
+    total_n: collections.Counter = collections.Counter()
+    stalled = 0
+    for (_, bucket), cell in cells.items():
+        if cell.k > 0:
+            total_k[bucket] += cell.k
+            stalled += 1
+    for (_, bucket), cell in cells.items():
+        if bucket in total_k:
+            total_n[bucket] += cell.n
     all_k, all_n = sum(total_k.values()), sum(total_n.values())
     if not all_n:
         return []
     global_rate = all_k / all_n
-    tests = max(1, len(acc.stalled))
+    tests = max(1, stalled)
     flagged: dict[str, list[tuple[int, float, float, float]]] = collections.defaultdict(list)
-    for (value, bucket), viewers in acc.stalled.items():
-        k, n = len(viewers), active.get(value, {}).get(bucket, 0)
+    for (value, bucket), cell in cells.items():
+        k, n = cell.k, cell.n
         if k < t.min_viewers or n <= 0:
             continue
         rest_k, rest_n = total_k[bucket] - k, total_n[bucket] - n
@@ -64,18 +76,19 @@ def find_delivery_alerts(dimension: str, acc: _DimensionAcc, t: Thresholds) -> l
         if p < t.delivery_alpha / tests:
             flagged[value].append((bucket, p, reference, observed))
     alerts = []
-    for value, cells in flagged.items():
-        for run in runs(sorted(cells), max_step=2):      # bridge a single quiet bucket
-            alerts.append(_delivery_alert(dimension, value, run, acc, active[value], t))
+    for value in sorted(flagged):
+        for run in runs(sorted(flagged[value]), max_step=2):   # bridge a single quiet bucket
+            alerts.append(_delivery_alert(dimension, value, run, cells, t))
     return alerts
 
 
-def _delivery_alert(dimension: str, value: str, run, acc: _DimensionAcc,
-                    active: dict[int, int], t: Thresholds) -> Alert:
+def _delivery_alert(dimension: str, value: str, run, cells: dict[tuple[str, int], Cell],
+                    t: Thresholds) -> Alert:
     first, last = run[0][0], run[-1][0]
     viewers: dict[str, str] = {}
     for bucket in range(first, last + 1):
-        for viewer, video in acc.stalled.get((value, bucket), {}).items():
+        cell = cells.get((value, bucket))
+        for viewer, video in (cell.viewers or ()) if cell is not None else ():
             viewers.setdefault(viewer, video)
     best = min(run, key=lambda c: c[1])
     return Alert(
@@ -85,22 +98,12 @@ def _delivery_alert(dimension: str, value: str, run, acc: _DimensionAcc,
         start_ts=first * t.delivery_bucket_ms,
         end_ts=(last + 1) * t.delivery_bucket_ms,
         affected_viewers=len(viewers),
-        exposed_viewers=max(active.get(c[0], 0) for c in run),
-        stalls=sum(len(acc.stalled.get((value, c[0]), {})) for c in run),
+        exposed_viewers=max(cells[(value, c[0])].n for c in run),
+        stalls=sum(cells[(value, c[0])].k for c in run),
         baseline_rate=round(best[2], 6), observed_rate=round(best[3], 6),
         p_value=best[1],
         breakdown=breakdown(video_id=viewers.values()),
     )
-
-
-def _contributions(view: View, dimensions: tuple[str, ...], bucket_ms: int):
-    first, last = view.start_ms // bucket_ms, view.end_ms // bucket_ms
-    stalls = tuple((s.start_ms // bucket_ms, view.viewer_id, view.video_id)
-                   for s in view.stalls)
-    for dimension in dimensions:
-        value = getattr(view, dimension)
-        if value is not None:
-            yield dimension, (str(value), first, last, stalls)
 
 
 def delivery_alerts(views: Iterable[View], t: Thresholds) -> list[Alert]:
@@ -112,8 +115,168 @@ def delivery_alerts(views: Iterable[View], t: Thresholds) -> list[Alert]:
     in the same bucket, so a content fault, which hits every CDN alike,
     cancels out.
     """
-    accs: dict[str, _DimensionAcc] = {}
-    for view in views:
-        for dimension, item in _contributions(view, t.delivery_dimensions, t.delivery_bucket_ms):
-            add_to_dimension(accs.setdefault(dimension, _DimensionAcc()), item)
-    return [a for dimension in sorted(accs) for a in find_delivery_alerts(dimension, accs[dimension], t)]
+    active: dict[str, dict[tuple[str, int], int]] = collections.defaultdict(dict)
+    stalled: dict[str, dict[tuple[str, int], dict[str, str]]] = collections.defaultdict(dict)
+    for view in sorted(views, key=lambda v: v.view_key):
+        facts = view_facts(view, t.delivery_dimensions)
+        for (dimension, value), fact in delivery_facts(facts, t.delivery_dimensions,
+                                                       t.delivery_bucket_ms).items():
+            for bucket in range(fact.first, fact.last + 1):
+                cell = (value, bucket)
+                active[dimension][cell] = active[dimension].get(cell, 0) + 1
+            for bucket in fact.stall_buckets:
+                stalled[dimension].setdefault((value, bucket), {}).setdefault(view.viewer_id,
+                                                                              view.video_id)
+    alerts = []
+    for dimension in sorted(active):
+        cells = {cell: Cell(len(stalled[dimension].get(cell, {})), n,
+                            tuple(stalled[dimension].get(cell, {}).items()))
+                 for cell, n in active[dimension].items()}
+        alerts += test_cells(dimension, cells, t)
+    return alerts
+
+
+# -- sharded and incremental ----------------------------------------------------------
+
+class CellReport(NamedTuple):
+    """The cells of one value that changed: (bucket, k, n, viewers or None)."""
+
+    value: str
+    rank: Rank
+    cells: tuple[tuple[int, int, int, Optional[tuple[tuple[str, str], ...]]], ...]
+
+
+@dataclasses.dataclass
+class _Value:
+    active: dict = dataclasses.field(default_factory=dict)     # bucket -> active views
+    stalled: dict = dataclasses.field(default_factory=dict)    # bucket -> {viewer: {view_key: video}}
+    dirty: set = dataclasses.field(default_factory=set)
+    detailed: set = dataclasses.field(default_factory=set)     # buckets last sent with viewers
+    cutoff: Optional[int] = None
+    epoch: Optional[int] = None
+    seq: int = 0
+
+
+class DeliveryCells:
+    """Evaluator of one (dimension, value)'s cells. Input: DeliveryDelta.
+    Output: (dimension, CellReport)."""
+
+    def __init__(self, t: Thresholds, retention_ms: int) -> None:
+        self._t, self._retention_ms = t, retention_ms
+
+    def empty(self, key: str) -> _Value:
+        return _Value()
+
+    def urgent(self, d: DeliveryDelta) -> bool:
+        return bool(d.new and set(d.new.stall_buckets) - set(d.old.stall_buckets if d.old else ()))
+
+    def fold(self, acc: _Value, d: DeliveryDelta, ts_ms: int) -> _Value:
+        old, new = d.old, d.new
+        floor = acc.cutoff if acc.cutoff is not None else -(1 << 62)
+        for first, last, delta in span_deltas([(old.first, old.last)] if old else [],
+                                              [(new.first, new.last)] if new else []):
+            for bucket in range(max(first, floor), last + 1):
+                count = acc.active.get(bucket, 0) + delta
+                if count:
+                    acc.active[bucket] = count
+                else:
+                    acc.active.pop(bucket, None)
+                acc.dirty.add(bucket)
+        for bucket in set(old.stall_buckets if old else ()):
+            views = acc.stalled.get(bucket, {}).get(d.viewer_id, {})
+            views.pop(d.view_key, None)
+            if not views:
+                acc.stalled.get(bucket, {}).pop(d.viewer_id, None)
+                if bucket in acc.stalled and not acc.stalled[bucket]:
+                    del acc.stalled[bucket]
+            acc.dirty.add(bucket)
+        for bucket in set(new.stall_buckets if new else ()):
+            if bucket >= floor:
+                acc.stalled.setdefault(bucket, {}).setdefault(d.viewer_id, {})[d.view_key] = \
+                    new.video_id
+                acc.dirty.add(bucket)
+        return acc
+
+    def evaluate(self, key: str, acc: _Value, as_of_ms: int, settled: bool):
+        dimension, value = key.split("\x1f", 1)
+        if self._retention_ms > 0:
+            cutoff = (as_of_ms - self._retention_ms) // self._t.delivery_bucket_ms
+            if acc.cutoff is None or cutoff > acc.cutoff:
+                acc.cutoff = cutoff
+                for table in (acc.active, acc.stalled):
+                    for bucket in [b for b in table if b < cutoff]:
+                        del table[bucket]
+                acc.detailed = {b for b in acc.detailed if b >= cutoff}
+                acc.dirty = {b for b in acc.dirty if b >= cutoff}
+        near = {b + step for b, viewers in acc.stalled.items()
+                if len(viewers) >= self._t.min_viewers for step in (-1, 0, 1)}
+        detailed = {b for b in near if b in acc.stalled}
+        report = sorted(acc.dirty | (detailed ^ acc.detailed))
+        acc.dirty.clear()
+        acc.detailed = detailed
+        if not report:
+            return [], None
+        cells = []
+        for bucket in report:
+            viewers = acc.stalled.get(bucket, {})
+            cells.append((bucket, len(viewers), acc.active.get(bucket, 0),
+                          tuple((viewer, views[min(views)]) for viewer, views in sorted(viewers.items()))
+                          if bucket in detailed else None))
+        return [(dimension, CellReport(value, next_rank(acc, as_of_ms), tuple(cells)))], None
+
+
+@dataclasses.dataclass
+class _Dimension:
+    cells: dict = dataclasses.field(default_factory=dict)      # (value, bucket) -> (rank, Cell)
+    sent: dict = dataclasses.field(default_factory=dict)       # value -> {alert_id: Alert}
+    cutoff: Optional[int] = None
+    epoch: Optional[int] = None
+    seq: int = 0
+
+
+class DeliveryTest:
+    """Evaluator of one dimension's test and alert lifecycle. Input:
+    CellReport. Outputs: Alert; (None, DeliveryWindows) on WINDOWS after
+    every evaluation (it is also the delivery clock of the causal hold)."""
+
+    def __init__(self, t: Thresholds, lifecycle: Lifecycle, retention_ms: int) -> None:
+        self._t, self._lifecycle, self._retention_ms = t, lifecycle, retention_ms
+
+    def empty(self, key: str) -> _Dimension:
+        return _Dimension()
+
+    def fold(self, acc: _Dimension, report: CellReport, ts_ms: int) -> _Dimension:
+        for bucket, k, n, viewers in report.cells:
+            cell = (report.value, bucket)
+            seen = acc.cells.get(cell)
+            if seen is None or report.rank > seen[0]:
+                acc.cells[cell] = (report.rank, Cell(k, n, viewers))
+        return acc
+
+    def evaluate(self, dimension: str, acc: _Dimension, as_of_ms: int, settled: bool):
+        if self._retention_ms > 0:
+            cutoff = (as_of_ms - self._retention_ms) // self._t.delivery_bucket_ms
+            if acc.cutoff is None or cutoff > acc.cutoff:
+                acc.cutoff = cutoff
+                for cell in [c for c in acc.cells if c[1] < cutoff]:
+                    del acc.cells[cell]
+        cells = {cell: c for cell, (_, c) in acc.cells.items() if c.k or c.n}
+        found = test_cells(dimension, cells, self._t)
+        by_value: dict[str, list[Alert]] = collections.defaultdict(list)
+        for alert in found:
+            by_value[alert.value].append(alert)
+        out, wakes = [], []
+        for value in sorted(set(by_value) | set(acc.sent)):
+            alerts, sent, wake = self._lifecycle(by_value.get(value, []), acc.sent.get(value, {}),
+                                                 as_of_ms, settled)
+            out += alerts
+            if wake is not None:
+                wakes.append(wake)
+            if sent:
+                acc.sent[value] = sent
+            else:
+                acc.sent.pop(value, None)
+        windows = DeliveryWindows(dimension, next_rank(acc, as_of_ms), delivery_windows(found),
+                                  as_of_ms)
+        out.append(pvalue.TaggedOutput(WINDOWS, (None, windows)))
+        return out, min(wakes, default=None)

@@ -1,19 +1,25 @@
-"""RollingEvaluate: keyed state of the latest version of each member, evaluated
-early, on schedule and finally: the one code path for batch and streaming
-aggregations whose inputs get updated (views re-emitted with a higher version).
+"""RollingEvaluate: per key, fold what arrives into an accumulator and evaluate it
+early, on schedule and finally; the one keyed-aggregation primitive of batch
+and streaming (metrics cells, every detection stage).
 
-Used by the detectors (one key per detection scope, members = views) and by
-the per-minute metrics (one key per cell, members = view contributions).
+An ``Evaluator`` is three pure functions: ``empty(key)``, ``fold(acc, item,
+ts_ms)`` (commutative: items may arrive in any order) and ``evaluate(key, acc,
+as_of_ms, settled)`` -> (outputs, wake-up time or None). On an unbounded input
+the key keeps the items that arrived since its last evaluation in a bag (an
+append, O(1) per element) and its accumulator as one pickled value, so an
+evaluation costs the items that arrived plus one read and write of the
+accumulator. On a bounded input the key's items are grouped once and
+evaluated as the last timer of a batch run would.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pickle
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Protocol
 
 import apache_beam as beam
-from apache_beam import coders
+from apache_beam import coders, pvalue
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
@@ -23,6 +29,7 @@ from transforms import statecache
 
 # Rank of a retraction: above any version a member can reach.
 RETRACTED = (1 << 40, 0)
+_PICKLE = pickle.HIGHEST_PROTOCOL
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,30 +61,86 @@ def latest(members: Iterable[Member]) -> dict[str, Member]:
     return out
 
 
+class Evaluator(Protocol):
+    """What RollingEvaluate does per key; pure functions of their arguments."""
+
+    def empty(self, key: str) -> Any: ...
+
+    def fold(self, acc: Any, item: Any, ts_ms: int) -> Any: ...
+
+    # -> (outputs, wake-up time or None). ``settled``: the input has been
+    # quiet for settle_ms (the SETTLE timer; in batch, the last evaluation).
+    # An output may be a pvalue.TaggedOutput.
+    def evaluate(self, key: str, acc: Any, as_of_ms: int,
+                 settled: bool) -> tuple[list, Optional[int]]: ...
+
+    # Optional: whether an item is news that should not wait for the
+    # ``every_ms`` period (e.g. a new stall), only for ``urgent_ms``.
+    # def urgent(self, item: Any) -> bool: ...
+
+
 # evaluate(key, live member values sorted by member key, as_of_ms, previous, settled)
-#   -> (outputs, next previous, wake-up time or None). ``settled``: the input
-#   has been quiet for settle_ms (the SETTLE timer; in batch, the evaluation).
-Evaluate = Callable[[str, list, int, Any, bool], tuple[list, Any, Optional[int]]]
+#   -> (outputs, next previous, wake-up time or None)
+MembersEvaluate = Callable[[str, list, int, Any, bool], tuple[list, Any, Optional[int]]]
+
+
+class LatestMembers:
+    """An Evaluator over the latest version of each Member (metrics cells):
+    it keeps them, drops those that ended ``retention_ms`` before the
+    evaluation, and hands their values to ``evaluate`` with its memory."""
+
+    def __init__(self, evaluate: MembersEvaluate, retention_ms: int = 0) -> None:
+        self._evaluate, self._retention_ms = evaluate, retention_ms
+
+    def empty(self, key: str) -> list:
+        return [{}, None]               # [latest Member per member key, evaluator memory]
+
+    def fold(self, acc: list, member: Member, ts_ms: int) -> list:
+        members = acc[0]
+        seen = members.get(member.member_key)
+        if seen is None or member.rank > seen.rank:
+            members[member.member_key] = member
+        return acc
+
+    def evaluate(self, key: str, acc: list, as_of_ms: int, settled: bool):
+        members, memory = acc
+        cutoff = as_of_ms - self._retention_ms if self._retention_ms > 0 else None
+        for member_key, member in list(members.items()):
+            if member.value is None or (cutoff is not None and member.end_ms < cutoff):
+                del members[member_key]             # retracted or aged out
+        values = [members[k].value for k in sorted(members)]
+        if not values and memory is None:
+            return [], None
+        outputs, memory, wake = self._evaluate(key, values, as_of_ms, memory, settled)
+        acc[1] = memory
+        return outputs, wake
 
 
 def _ts(ms: int) -> Timestamp:
     return Timestamp(micros=ms * 1000)
 
 
+def _stamped(out: Any, ms: int) -> Any:
+    if isinstance(out, pvalue.TaggedOutput):
+        return pvalue.TaggedOutput(out.tag, TimestampedValue(out.value, _ts(ms)))
+    return TimestampedValue(out, _ts(ms))
+
+
 class _RollingFn(beam.DoFn):
-    """State per key: MEMBERS (pickled Member versions, compacted on read),
-    EMITTED (the evaluator's memory of what it sent), LAST_EVAL and MAX_TS.
+    """State per key: PENDING (pickled (ts, item) since the last evaluation),
+    ACC (the pickled accumulator), LAST_EVAL, MAX_TS and DUE.
 
     Timers (event time): SETTLE at the newest element + ``settle_ms`` (the
     evaluation once input stops: in batch the only one); WAKE when the
     evaluator asks (e.g. to close an alert after a quiet period); GC at the
     newest element + ``gc_ms`` clears the key. Between them, with
-    ``every_ms`` > 0, an element at least ``every_ms`` after the previous
-    evaluation triggers one at once, so results do not wait for the watermark.
+    ``every_ms`` set, an element at least ``every_ms`` after the previous
+    evaluation (0: every element) triggers one at once, so results do not
+    wait for the watermark.
     """
 
-    MEMBERS = userstate.BagStateSpec("members", coders.BytesCoder())
-    EMITTED = userstate.ReadModifyWriteStateSpec("emitted", coders.PickleCoder())
+    PENDING = userstate.BagStateSpec("pending", coders.BytesCoder())
+    ACC = userstate.ReadModifyWriteStateSpec("acc", coders.BytesCoder())
     LAST_EVAL = userstate.ReadModifyWriteStateSpec("last_eval", coders.VarIntCoder())
     MAX_TS = userstate.ReadModifyWriteStateSpec("max_ts", coders.VarIntCoder())
     DUE = userstate.ReadModifyWriteStateSpec("due", coders.VarIntCoder())
@@ -85,64 +148,68 @@ class _RollingFn(beam.DoFn):
     WAKE = userstate.TimerSpec("wake", TimeDomain.WATERMARK)
     GC = userstate.TimerSpec("gc", TimeDomain.WATERMARK)
 
-    def __init__(self, evaluate: Evaluate, settle_ms: int, every_ms: int,
-                 retention_ms: int, gc_ms: int) -> None:
-        self._evaluate = evaluate
+    def __init__(self, evaluator: Evaluator, settle_ms: int, every_ms: Optional[int],
+                 gc_ms: int, urgent_ms: Optional[int] = None) -> None:
+        self._evaluator = evaluator
         self._settle_ms = settle_ms
         self._every_ms = every_ms
-        self._retention_ms = retention_ms
         self._gc_ms = gc_ms
+        self._urgent = (getattr(evaluator, "urgent", None)
+                        if urgent_ms is not None and every_ms is not None else None)
+        self._urgent_ms = urgent_ms
 
     def setup(self) -> None:
         statecache.install()      # Beam's state-cache weigher, minus a slow scan (statecache.py)
 
-    def process(self, element: tuple[str, Member],
+    def process(self, element: tuple[str, Any],
                 ts=beam.DoFn.TimestampParam,
-                members=beam.DoFn.StateParam(MEMBERS),
-                emitted=beam.DoFn.StateParam(EMITTED),
+                pending=beam.DoFn.StateParam(PENDING),
+                acc=beam.DoFn.StateParam(ACC),
                 last_eval=beam.DoFn.StateParam(LAST_EVAL),
                 max_ts=beam.DoFn.StateParam(MAX_TS),
                 due=beam.DoFn.StateParam(DUE),
                 settle=beam.DoFn.TimerParam(SETTLE),
                 wake=beam.DoFn.TimerParam(WAKE),
                 gc=beam.DoFn.TimerParam(GC)) -> Iterable:
-        key, member = element
-        members.add(pickle.dumps(member, protocol=pickle.HIGHEST_PROTOCOL))
+        key, item = element
         now = ts.micros // 1000
+        pending.add(pickle.dumps((now, item), protocol=_PICKLE))
         newest = max(max_ts.read() or now, now)
         max_ts.write(newest)
         settle.set(_ts(newest + self._settle_ms))
         gc.set(_ts(newest + self._gc_ms))
-        if self._every_ms > 0:
+        if self._every_ms is not None:
             previous = last_eval.read()
-            if previous is None or now >= previous + self._every_ms:
-                yield from self._run(key, now, members, emitted, last_eval, due, wake,
+            if (previous is None or now >= previous + self._every_ms
+                    or self._urgent is not None and now >= previous + self._urgent_ms
+                    and self._urgent(item)):
+                yield from self._run(key, now, pending, acc, last_eval, due, wake,
                                      stamp=False, settled=False)
 
     @userstate.on_timer(SETTLE)
     def on_settle(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
-                  members=beam.DoFn.StateParam(MEMBERS),
-                  emitted=beam.DoFn.StateParam(EMITTED),
+                  pending=beam.DoFn.StateParam(PENDING),
+                  acc=beam.DoFn.StateParam(ACC),
                   last_eval=beam.DoFn.StateParam(LAST_EVAL),
                   due=beam.DoFn.StateParam(DUE),
                   wake=beam.DoFn.TimerParam(WAKE)) -> Iterable:
-        yield from self._run(key, fired.micros // 1000, members, emitted, last_eval, due, wake)
+        yield from self._run(key, fired.micros // 1000, pending, acc, last_eval, due, wake)
 
     @userstate.on_timer(WAKE)
     def on_wake(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
-                members=beam.DoFn.StateParam(MEMBERS),
-                emitted=beam.DoFn.StateParam(EMITTED),
+                pending=beam.DoFn.StateParam(PENDING),
+                acc=beam.DoFn.StateParam(ACC),
                 last_eval=beam.DoFn.StateParam(LAST_EVAL),
                 due=beam.DoFn.StateParam(DUE),
                 wake=beam.DoFn.TimerParam(WAKE)) -> Iterable:
         due.clear()
-        yield from self._run(key, fired.micros // 1000, members, emitted, last_eval, due, wake,
+        yield from self._run(key, fired.micros // 1000, pending, acc, last_eval, due, wake,
                              settled=False)
 
     @userstate.on_timer(GC)
     def on_gc(self, key=beam.DoFn.KeyParam,
-              members=beam.DoFn.StateParam(MEMBERS),
-              emitted=beam.DoFn.StateParam(EMITTED),
+              pending=beam.DoFn.StateParam(PENDING),
+              acc=beam.DoFn.StateParam(ACC),
               last_eval=beam.DoFn.StateParam(LAST_EVAL),
               max_ts=beam.DoFn.StateParam(MAX_TS),
               due=beam.DoFn.StateParam(DUE),
@@ -152,34 +219,30 @@ class _RollingFn(beam.DoFn):
         # whatever is still due, in time order, before letting go.
         newest, evaluated = max_ts.read(), last_eval.read()
         if newest is not None and (evaluated is None or evaluated < newest + self._settle_ms):
-            yield from self._run(key, newest + self._settle_ms, members, emitted, last_eval,
+            yield from self._run(key, newest + self._settle_ms, pending, acc, last_eval,
                                  due, wake)
-        pending = due.read()
-        while pending is not None:
+        scheduled = due.read()
+        while scheduled is not None:
             due.clear()
-            yield from self._run(key, pending, members, emitted, last_eval, due, wake,
+            yield from self._run(key, scheduled, pending, acc, last_eval, due, wake,
                                  settled=False)
-            pending = due.read()
-        for state in (members, emitted, last_eval, max_ts):
+            scheduled = due.read()
+        for state in (pending, acc, last_eval, max_ts):
             state.clear()
 
-    def _run(self, key: str, as_of: int, members, emitted, last_eval, due, wake,
+    def _run(self, key: str, as_of: int, pending, acc, last_eval, due, wake,
              stamp: bool = True, settled: bool = True) -> list:
-        stored = [pickle.loads(b) for b in members.read()]
-        previous = emitted.read()
-        if not stored and previous is None:
+        arrived = pending.read()
+        stored = acc.read()
+        if stored is None and not arrived:
             return []                                  # nothing here (a timer after GC)
-        current = latest(stored)
-        cutoff = as_of - self._retention_ms if self._retention_ms > 0 else None
-        live = {k: m for k, m in current.items()
-                if m.value is not None and (cutoff is None or m.end_ms >= cutoff)}
-        if len(live) < len(stored):                    # compact: superseded, retracted, aged out
-            members.clear()
-            for m in live.values():
-                members.add(pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL))
-        values = [live[k].value for k in sorted(live)]
-        outputs, memory, wake_at = self._evaluate(key, values, as_of, previous, settled)
-        emitted.write(memory)
+        value = pickle.loads(stored) if stored is not None else self._evaluator.empty(key)
+        if arrived:
+            for ts_ms, item in sorted((pickle.loads(b) for b in arrived), key=lambda p: p[0]):
+                value = self._evaluator.fold(value, item, ts_ms)
+            pending.clear()
+        outputs, wake_at = self._evaluator.evaluate(key, value, as_of, settled)
+        acc.write(pickle.dumps(value, protocol=_PICKLE))
         last_eval.write(as_of)
         if wake_at is not None and wake_at > as_of:
             wake.set(_ts(wake_at))
@@ -187,7 +250,7 @@ class _RollingFn(beam.DoFn):
         # From a timer, outputs carry its time; from an element, the element's.
         # A list, not a generator: every state change is made before the
         # caller moves on (on_gc clears the state right after).
-        return [TimestampedValue(out, _ts(as_of)) if stamp else out for out in outputs]
+        return [_stamped(out, as_of) if stamp else out for out in outputs]
 
 
 def use_state(stateful: Optional[bool], pcoll: beam.PCollection, early: bool) -> bool:
@@ -243,22 +306,21 @@ class _Bag:
 
 
 class _GroupedRollingFn(beam.DoFn):
-    """The bounded-input path: a key's members all at once (after a
-    GroupByKey, each with its event time). It runs _RollingFn.on_gc on them,
-    as the last timer of a batch run does: the settled evaluation at the
-    newest element + settle_ms, then each wake-up the evaluator asked for,
-    in time order."""
+    """The bounded-input path: a key's items all at once (after a GroupByKey,
+    each with its event time). It runs _RollingFn.on_gc on them, as the last
+    timer of a batch run does: the settled evaluation at the newest element +
+    settle_ms, then each wake-up the evaluator asked for, in time order."""
 
     def __init__(self, fn: _RollingFn) -> None:
         self._fn = fn
 
-    def process(self, element: tuple[str, Iterable[tuple[int, Member]]]) -> Iterable:
+    def process(self, element: tuple[str, Iterable[tuple[int, Any]]]) -> Iterable:
         key, grouped = element
-        members, newest = _Bag(), None
-        for ms, member in grouped:
-            members.add(pickle.dumps(member, protocol=pickle.HIGHEST_PROTOCOL))
+        pending, newest = _Bag(), None
+        for ms, item in grouped:
+            pending.add(pickle.dumps((ms, item), protocol=_PICKLE))
             newest = ms if newest is None else max(newest, ms)
-        yield from self._fn.on_gc(key, members=members, emitted=_Cell(), last_eval=_Cell(),
+        yield from self._fn.on_gc(key, pending=pending, acc=_Cell(), last_eval=_Cell(),
                                   max_ts=_Cell(newest), due=_Cell(), wake=_Cell())
 
 
@@ -270,47 +332,62 @@ def with_event_ms(element: tuple[str, Any], ts=beam.DoFn.TimestampParam) -> tupl
 
 
 class RollingEvaluate(beam.PTransform):
-    """Keep the latest version of each member per key; evaluate the key's
-    members and emit what the evaluator returns.
+    """Fold each key's input into an accumulator; evaluate it and emit what
+    the evaluator returns.
 
-    Input:  PCollection[tuple[str, Member]].
-    Output: PCollection of the evaluator's outputs.
+    Input:  PCollection[tuple[str, T]] (or several, flattened first).
+    Output: PCollection of the evaluator's outputs; with ``tags``, a
+            DoOutputsTuple whose extra outputs are the evaluator's
+            ``pvalue.TaggedOutput``s.
 
     Args:
-      evaluate: see ``Evaluate``; must be a pure function of its arguments so
-        that batch and streaming agree.
+      evaluator: an ``Evaluator`` (or a MembersEvaluate function, wrapped in
+        ``LatestMembers``); pure, so that batch and streaming agree.
       settle_ms: evaluate this long (event time) after the newest element.
       every_ms: evaluate on an element this long after the last evaluation
-        (0: only on timers, as in batch, where early results would be noise).
-      retention_ms: ignore and drop members that ended this long before the
-        evaluation time (0: keep all).
+        (0: on every element; None: only on timers, as in batch).
+      urgent_ms: an element the evaluator calls urgent triggers an
+        evaluation this long after the last one (None: no such elements).
       gc_ms: clear the key this long after its newest element.
+      tags: the evaluator's extra output tags.
 
     ``stateful``: see ``use_state`` (None: grouped once for a bounded input
     evaluated only when it settles, keyed state otherwise).
 
-    On the stateful path the input is reshuffled first. Without it Beam 2.77's FnApiRunner may
-    fuse this stateful DoFn into the stage of an upstream stateful DoFn's
-    timers, and the state it writes then lands under the upstream timer's
-    key: in batch, about every second run evaluated an empty state and
-    emitted nothing (found by the end-to-end test; 6 of 6 runs right with it).
+    On the stateful path with a bounded input (tests) the input is
+    reshuffled first: Beam 2.62's FnApiRunner may otherwise fuse this
+    stateful DoFn into the stage of an upstream stateful DoFn's timers, and
+    the state it writes then lands under the upstream timer's key (found by
+    the end-to-end test: about every second batch run evaluated an empty
+    state). Streaming runners key the input by its own exchange.
     """
 
-    def __init__(self, evaluate: Evaluate, settle_ms: int, gc_ms: int,
-                 every_ms: int = 0, retention_ms: int = 0,
-                 stateful: Optional[bool] = None) -> None:
+    def __init__(self, evaluator, settle_ms: int, gc_ms: int,
+                 every_ms: Optional[int] = None, retention_ms: int = 0,
+                 stateful: Optional[bool] = None, tags: tuple[str, ...] = (),
+                 urgent_ms: Optional[int] = None) -> None:
         super().__init__()
-        if min(settle_ms, gc_ms, every_ms, retention_ms) < 0 or gc_ms <= settle_ms:
+        if min(settle_ms, gc_ms, retention_ms) < 0 or gc_ms <= settle_ms or \
+                (every_ms is not None and every_ms < 0):
             raise ValueError("need 0 <= settle_ms < gc_ms and every_ms, retention_ms >= 0")
-        self._fn = _RollingFn(evaluate, settle_ms, every_ms, retention_ms, gc_ms)
+        if callable(evaluator) and not hasattr(evaluator, "evaluate"):
+            evaluator = LatestMembers(evaluator, retention_ms)
+        self._fn = _RollingFn(evaluator, settle_ms, every_ms, gc_ms, urgent_ms)
         self._stateful = stateful
+        self._tags = tags
 
-    def expand(self, keyed: beam.PCollection) -> beam.PCollection:
-        if use_state(self._stateful, keyed, self._fn._every_ms > 0):
-            return (keyed
-                    | "OwnStage" >> beam.Reshuffle()
-                    | "KeepLatestAndEvaluate" >> beam.ParDo(self._fn))
+    def expand(self, keyed: beam.PCollection):
+        if isinstance(keyed, (tuple, list)):
+            keyed = keyed | "Together" >> beam.Flatten()
+        if use_state(self._stateful, keyed, self._fn._every_ms is not None):
+            if keyed.is_bounded:
+                keyed = keyed | "OwnStage" >> beam.Reshuffle()
+            fn = beam.ParDo(self._fn).with_input_types(tuple[str, Any])
+            return keyed | "KeepAndEvaluate" >> (fn.with_outputs(*self._tags, main="main")
+                                                  if self._tags else fn)
+        fn = beam.ParDo(_GroupedRollingFn(self._fn))
         return (keyed
-                | "WithTime" >> beam.Map(with_event_ms)
+                | "WithTime" >> beam.Map(with_event_ms).with_output_types(tuple[str, Any])
                 | "GroupByKey" >> beam.GroupByKey()
-                | "Evaluate" >> beam.ParDo(_GroupedRollingFn(self._fn)))
+                | "Evaluate" >> (fn.with_outputs(*self._tags, main="main")
+                                 if self._tags else fn))

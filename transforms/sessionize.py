@@ -19,7 +19,8 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms import statecache
 from transforms.model import Beacon, EventKind, View
 from transforms.parse import METRICS_NAMESPACE
-from transforms.rolling import Member, retraction, use_state
+from transforms.facts import Withdrawn
+from transforms.rolling import RETRACTED, Member, use_state
 from transforms.viewstate import summarize_views
 
 LATE = "late"
@@ -32,13 +33,31 @@ def _digest(view: View) -> str:
     return hashlib.sha1(repr(dataclasses.replace(view, version=0)).encode("utf-8")).hexdigest()[:16]
 
 
-def _versioned(view: View, version: int, fired: Timestamp) -> Iterable:
+def _versioned(view: View, version: int, fired: Timestamp,
+               routed: Optional[str] = None) -> Iterable:
     """A view going out as ``version``: on the main output and, as a Member,
-    on PROGRESS for the detectors; both at the time its view was complete."""
+    on PROGRESS for the detectors; both at the time its view was complete.
+    ``routed``: the viewer its previous version went to."""
     view = dataclasses.replace(view, version=version)
     yield TimestampedValue(view, fired)
-    yield pvalue.TaggedOutput(PROGRESS, TimestampedValue(Member(
-        view.view_key, (version, 0), view.end_ms, view), fired))
+    for member in _progress(view, (version, 0), routed):
+        yield pvalue.TaggedOutput(PROGRESS, TimestampedValue(member, fired))
+
+
+def _progress(view: View, rank: tuple[int, int], routed: Optional[str]) -> list[Member]:
+    """The Members for a view version: withdrawn from the viewer its last
+    version went to, if that was another one (its viewer_id came in later)."""
+    members = [Member(view.view_key, rank, view.end_ms, view)]
+    if routed is not None and routed != view.viewer_id:
+        members.insert(0, Member(view.view_key, rank, view.end_ms, Withdrawn(routed)))
+    return members
+
+
+def _routes(sent: dict, snapped: tuple) -> dict[str, str]:
+    """view_key -> the viewer its last PROGRESS Member went to."""
+    routes = {view_key: viewer for view_key, viewer in snapped}
+    routes.update((view_key, entry[3]) for view_key, entry in sent.items())
+    return routes
 
 
 class _GroupedViewsFn(beam.DoFn):
@@ -75,7 +94,9 @@ class _ViewStateFn(beam.DoFn):
     """Holds the beacons of one view_id until its view is complete, then emits it.
 
     State (per view_id): BEACONS, the bag of its beacons; LAST, the latest
-    event time seen; EMITTED, {view_key: (version, digest)} of what went out;
+    event time seen; EMITTED, {view_key: (version, digest, duplicates,
+    viewer)} of what went out; SNAPSHOT, (time, ((view_key, viewer), ...))
+    of the last snapshot;
     CLOSED, the last event time of a finalized view (a tombstone).
     Timers (event time): COMPLETE at LAST + complete_ms, EXPIRE at
     LAST + inactivity_ms, FORGET at CLOSED + inactivity_ms.
@@ -157,17 +178,22 @@ class _ViewStateFn(beam.DoFn):
         """
         sent = emitted.read() or {}
         _, previous = snapshot.read() or (None, ())
+        routes = _routes(sent, previous)
         views = summarize_views(key, [pickle.loads(b) for b in beacons.read()],
                                 self._max_stall_ms, self._inactivity_ms)
-        keys = {v.view_key for v in views}
         for view in views:
             version = sent.get(view.view_key, (0,))[0]
-            yield pvalue.TaggedOutput(PROGRESS, Member(
-                view.view_key, (version, view.events), view.end_ms,
-                dataclasses.replace(view, version=version)))
-        for stale in set(previous) - keys:
-            yield pvalue.TaggedOutput(PROGRESS, retraction(stale, now_ms))
-        snapshot.write((now_ms, tuple(sorted(keys | set(previous)))))
+            for member in _progress(dataclasses.replace(view, version=version),
+                                    (version, view.events), routes.get(view.view_key)):
+                yield pvalue.TaggedOutput(PROGRESS, member)
+            routes[view.view_key] = view.viewer_id
+        keys = {v.view_key for v in views}
+        for stale, viewer in previous:
+            if stale not in keys:
+                yield pvalue.TaggedOutput(PROGRESS, Member(stale, RETRACTED, now_ms,
+                                                           Withdrawn(viewer)))
+        snapshot.write((now_ms, tuple(sorted(
+            (view_key, routes[view_key]) for view_key in keys | {k for k, _ in previous}))))
 
     @userstate.on_timer(COMPLETE)
     def on_complete(self, key=beam.DoFn.KeyParam,
@@ -205,30 +231,35 @@ class _ViewStateFn(beam.DoFn):
         """Emit the views of the buffered beacons that changed since last time,
         on the main output and (as Members) on PROGRESS for the detectors.
 
-        EMITTED maps view_key -> (version, digest, duplicates already counted).
+        EMITTED maps view_key -> (version, digest, duplicates already counted,
+        viewer its PROGRESS Member went to).
         """
-        sent: dict[str, tuple[int, str, int]] = emitted.read() or {}
+        sent: dict[str, tuple[int, str, int, str]] = emitted.read() or {}
         taken_at, snapped = snapshot.read() or (None, ())
+        routes = _routes(sent, snapped)
         changed = False
         views = summarize_views(key, [pickle.loads(b) for b in beacons.read()],
                                 self._max_stall_ms, self._inactivity_ms)
         for view in views:
             digest = _digest(view)
-            version, previous, counted = sent.get(view.view_key, (0, None, 0))
+            version, previous, counted, _ = sent.get(view.view_key, (0, None, 0, None))
             if digest == previous:
                 continue
             (self._updates if version else self._views).inc()
             self._duplicates.inc(view.duplicate_events - counted)
-            sent[view.view_key] = (version + 1, digest, view.duplicate_events)
+            sent[view.view_key] = (version + 1, digest, view.duplicate_events, view.viewer_id)
             changed = True
-            yield from _versioned(view, version + 1, fired)
-        stale = (set(sent) | set(snapped)) - {v.view_key for v in views}
+            yield from _versioned(view, version + 1, fired, routes.get(view.view_key))
+            routes[view.view_key] = view.viewer_id
+        stale = set(routes) - {v.view_key for v in views}
         for view_key in sorted(stale):
             yield pvalue.TaggedOutput(PROGRESS, TimestampedValue(
-                retraction(view_key, fired.micros // 1000), fired))
+                Member(view_key, RETRACTED, fired.micros // 1000, Withdrawn(routes[view_key])),
+                fired))
             sent.pop(view_key, None)
-        if stale and snapped:
-            snapshot.write((taken_at, tuple(sorted(set(snapped) - stale))))
+        if snapped and (stale or any(routes[k] != v for k, v in snapped if k in routes)):
+            snapshot.write((taken_at, tuple(sorted((k, routes[k]) for k, _ in snapped
+                                                   if k not in stale))))
         if changed or stale:
             emitted.write(sent)
 
@@ -236,7 +267,7 @@ class _ViewStateFn(beam.DoFn):
 class SessionizedViews(typing.NamedTuple):
     views: beam.PCollection          # of View: a view_key again with a higher version is an update
     late: beam.PCollection           # of Beacon that arrived after their view was finalized
-    progress: beam.PCollection       # of Member(View): every version, snapshots, retractions
+    progress: beam.PCollection       # of Member(View | Withdrawn): versions, snapshots, withdrawals
 
 
 class SessionizeViews(beam.PTransform):
@@ -257,6 +288,9 @@ class SessionizeViews(beam.PTransform):
             still playing (on each beacon that may open a stall, and at most
             ``progress_s`` apart otherwise), so detection need not wait for
             views to end. Snapshots are not views: they never reach ``views``.
+            A view key that no longer exists, or whose viewer_id changed,
+            is withdrawn from the viewer its last Member named (a Member
+            whose value is ``Withdrawn(viewer_id)``).
 
     Args:
       inactivity_s: silence (s) after which a view is final; later beacons

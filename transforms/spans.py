@@ -62,3 +62,27 @@ def runs(cells: Iterable[tuple], max_step: int) -> list[list[tuple]]:
         else:
             out.append([cell])
     return out
+
+
+def span_deltas(old: Iterable[tuple[int, int]],
+                new: Iterable[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(first, last, delta): where coverage by the merged spans ``new`` differs
+    from coverage by the merged spans ``old`` (delta -1 or +1), in order.
+    Moving a span's end by k points costs one run, not k points."""
+    events: list[tuple[int, int]] = []
+    for first, last in old:
+        events += [(first, -1), (last + 1, 1)]
+    for first, last in new:
+        events += [(first, 1), (last + 1, -1)]
+    events.sort()
+    out: list[tuple[int, int, int]] = []
+    level, previous = 0, None
+    for point, delta in events:
+        if previous is not None and point > previous and level != 0:
+            if out and out[-1][1] == previous - 1 and out[-1][2] == level:
+                out[-1] = (out[-1][0], point - 1, level)
+            else:
+                out.append((previous, point - 1, level))
+        level += delta
+        previous = point
+    return out

@@ -1,26 +1,39 @@
 """DetectStallClusters: delivery, then viewer, then content attribution of stalls,
-evaluated early and refined as views arrive (batch and streaming alike)."""
+sharded by key and incremental, evaluated early and refined as views arrive
+(batch and streaming alike). ``detect`` is the same statistics over a set of
+views at once: the definition the stages must reproduce (tests hold them to it)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Iterable, Optional
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
-from transforms.alerting import delivery_windows
+from transforms.alerting import Lifecycle, delivery_windows
+from transforms.broadcast import to_shards
 from transforms.content import content_alerts
-from transforms.delivery import delivery_alerts
-from transforms.model import Alert, AlertStatus, Cause, View
-from transforms.parse import METRICS_NAMESPACE
+from transforms.contentstate import PRIOR, SUMMARIES, ContentProfiles, ContentTest, SumShards
+from transforms.contributions import CONTENT, DELIVERY, VIEWER, ViewerViews
+from transforms.delivery import WINDOWS, DeliveryCells, DeliveryTest, delivery_alerts
+from transforms.facts import Withdrawn, view_facts
+from transforms.model import Alert, View
 from transforms.rolling import Member, RollingEvaluate
 from transforms.thresholds import Thresholds
-from transforms.viewers import viewer_alerts
+from transforms.viewers import CANDIDATES, FLAGS, PARTIAL, ViewerStats, ViewerTest, viewer_alerts
 
-# Everything is one detection scope today: the delivery test compares CDNs
-# with each other and the content baseline borrows the global rate.
-SCOPE = ""
+DEFAULT_SHARDS = 16
+# The delivery test settles a second after its newest input; the stages
+# after it settle at once, so every alert's settled evaluation is at the
+# newest view + 1 s, as with one detection key.
+SETTLE_MS = 1_000
+# A new stall is evaluated this soon, whatever every_s says: it is what
+# alerts wait for. Other news (exposure growing) waits for every_s.
+URGENT_MS = 1_000
+# The per-viewer state outlives the views' last possible change by this
+# much: the DirectRunner holds no watermark for timers, so a view's last
+# version may reach it up to one watermark step (10 min) late.
+_VIEW_MARGIN_MS = 900_000
+_DAY_MS = 24 * 3_600_000
 
 
 def detect(views: Iterable[View], t: Thresholds) -> list[Alert]:
@@ -40,160 +53,120 @@ def detect(views: Iterable[View], t: Thresholds) -> list[Alert]:
     return delivery + viewer + content_alerts(views, flagged, windows, t)
 
 
-def _identity(a: Alert) -> tuple:
-    if a.cause is Cause.CONTENT:
-        return (a.cause, a.video_id)
-    if a.cause is Cause.DELIVERY:
-        return (a.cause, a.dimension, a.value)
-    return (a.cause, a.viewer_id)
+def _to_facts(member: Member, dimensions: tuple[str, ...]) -> tuple[str, Member]:
+    """(viewer, Member of ViewFacts, or None for a withdrawn view)."""
+    value = member.value
+    if isinstance(value, Withdrawn):
+        return value.viewer_id, Member(member.member_key, member.rank, member.end_ms, None)
+    return value.viewer_id, Member(member.member_key, member.rank, member.end_ms,
+                                   view_facts(value, dimensions))
 
 
-def _same_finding(a: Alert, b: Alert, t: Thresholds) -> bool:
-    """Two evaluations' alerts are one finding: same subject, overlapping extent."""
-    if _identity(a) != _identity(b):
-        return False
-    if a.cause is Cause.CONTENT:
-        return a.start_ms <= b.end_ms + t.bucket_ms and b.start_ms <= a.end_ms + t.bucket_ms
-    if a.cause is Cause.DELIVERY:
-        return a.start_ts <= b.end_ts and b.start_ts <= a.end_ts
-    return True
+class _ToShards(beam.PTransform):
+    """(None, message) -> (shard, message) for every shard: a broadcast as elements."""
 
+    def __init__(self, shards: int) -> None:
+        super().__init__()
+        self._shards = shards
 
-def _finding(a: Alert) -> Alert:
-    """An alert without its bookkeeping, to tell whether anything changed."""
-    return dataclasses.replace(a, version=0, as_of_ms=None)
-
-
-def _headline(a: Alert) -> tuple:
-    """What changes an open alert's meaning: its state, extent and who is hit.
-    (Exposure and p-value move with every viewer who plays on.)"""
-    return (a.status, a.rendition, a.start_ms, a.end_ms, a.start_ts, a.end_ts,
-            a.affected_viewers, a.stalls)
-
-
-def _worth_sending(previous: Optional[Alert], current: Alert, settled: bool) -> bool:
-    if previous is None:
-        return True
-    if _headline(previous) != _headline(current):
-        return True
-    # Otherwise only news matters, until the input settles: then a closed
-    # alert's numbers are brought up to date, so its last version is the
-    # whole final finding, as a batch run reports it.
-    return (settled and current.status is not AlertStatus.OPEN
-            and _finding(previous) != _finding(current))
-
-
-@dataclasses.dataclass(frozen=True)
-class AlertLifecycle:
-    """Turns each evaluation's findings into versioned alert updates.
-
-    A finding that matches an alert already sent (``_same_finding``) keeps its
-    ``alert_id`` and is re-sent with ``version`` + 1 when its headline changed
-    (status, extent, affected viewers) or, once closed and the input has
-    settled, anything changed; an
-    alert whose finding is gone is re-sent as ``retracted``; an alert with no
-    new affected stall for ``close_after_ms`` is ``closed`` (and may reopen).
-    With a ``retention_ms`` window, an alert whose last stall left it is
-    frozen as last sent and then forgotten: aging out is not disproof.
-    """
-
-    thresholds: Thresholds
-    close_after_ms: int
-    retention_ms: int = 0
-
-    def __call__(self, key: str, views: list[View], as_of: int,
-                 sent: Optional[dict[str, Alert]],
-                 settled: bool = True) -> tuple[list[Alert], dict, Optional[int]]:
-        t = self.thresholds
-        sent = dict(sent or {})
-        out: list[Alert] = []
-        matched: set[str] = set()
-        for found in detect(views, t):
-            previous = next((a for a in sent.values()
-                             if a.alert_id not in matched and _same_finding(found, a, t)), None)
-            status = (AlertStatus.CLOSED if as_of >= found.end_ts + self.close_after_ms
-                      else AlertStatus.OPEN)
-            current = dataclasses.replace(
-                found, alert_id=previous.alert_id if previous else found.alert_id,
-                status=status, as_of_ms=as_of,
-                version=previous.version + 1 if previous else 1)
-            matched.add(current.alert_id)
-            if previous is not None and self._aging(previous, as_of) and \
-                    previous.status is status is AlertStatus.CLOSED:
-                continue             # its evidence is leaving the window: keep the last word
-            if _worth_sending(previous, current, settled):
-                out.append(current)
-                sent[current.alert_id] = current
-        for alert_id, previous in list(sent.items()):
-            if alert_id in matched:
-                continue
-            if self._aging(previous, as_of):
-                del sent[alert_id]   # aged out of the window, not disproved
-            elif previous.status is not AlertStatus.RETRACTED:
-                retracted = dataclasses.replace(previous, status=AlertStatus.RETRACTED,
-                                                version=previous.version + 1, as_of_ms=as_of)
-                out.append(retracted)
-                sent[alert_id] = retracted
-        wake = min((a.end_ts + self.close_after_ms for a in sent.values()
-                    if a.status is AlertStatus.OPEN), default=None)
-        for alert in out:
-            _count_alert(alert)
-        return out, sent, wake
-
-    def _aging(self, alert: Alert, as_of: int) -> bool:
-        return self.retention_ms > 0 and alert.end_ts < as_of - self.retention_ms
-
-
-def _count_alert(alert: Alert) -> None:
-    if alert.version == 1:
-        Metrics.counter(METRICS_NAMESPACE, f"alerts:{alert.cause.value}").inc()
-    else:
-        Metrics.counter(METRICS_NAMESPACE, "alert_updates").inc()
-    if alert.status is AlertStatus.RETRACTED:
-        Metrics.counter(METRICS_NAMESPACE, "alerts_retracted").inc()
+    def expand(self, messages: beam.PCollection) -> beam.PCollection:
+        return messages | "Copy" >> beam.FlatMap(lambda kv: to_shards(None, self._shards, kv[1]))
 
 
 class DetectStallClusters(beam.PTransform):
     """Attribute stalls to delivery, viewer or content problems, as views arrive.
 
-    Input:  PCollection[Member] whose values are Views: one per version of a
-            view (``SessionizedViews.progress``; snapshots of views still
-            playing included), any windowing.
+    Input:  PCollection[Member] whose values are Views (or ``Withdrawn``):
+            one per version of a view (``SessionizedViews.progress``;
+            snapshots of views still playing included), any windowing.
     Output: PCollection[Alert], all causes. The first emission of an
             ``alert_id`` has version 1; later ones (refined, closed,
-            retracted) replace it. In batch (``every_s`` 0) the views are
-            evaluated once, when all are in.
+            retracted) replace it. In batch (``every_s`` 0) each stage
+            evaluates once, when its input is complete.
 
-    The latest version of every view is kept in one keyed state
-    (``RollingEvaluate``) and ``detect`` runs over them: at most every
-    ``every_s`` of event time as views arrive, once the input settles, and
-    when an open alert is due to close. Views ending ``retention_s`` before
-    the evaluation drop out (0: never, as in batch).
+    Stages, each keyed (docs/detection.md has the picture and the bounds):
+    per viewer (``ViewerViews``) the views become per-detector changes;
+    delivery counts per (dimension, value) and the delivery test per
+    dimension; viewer stats and tests per viewer shard, the population sum;
+    content counts and tests per video shard, the all-titles rate. The few
+    global quantities go to every shard as elements (transforms/broadcast.py).
 
     Args:
       thresholds: see Thresholds.
-      every_s: evaluate on arrival at most this often (event time; 0: only when
-        input settles).
+      every_s: counts are evaluated on arrival at most this often (event
+        time; 0: only when the input settles, as in batch); tests evaluate
+        on every arrival.
       close_after_s: an alert with no new affected stall for this long is closed.
-      retention_s: window of views an evaluation looks at (0: all).
-      stateful: see ``rolling.use_state`` (None: grouped once for a bounded
-        input with ``every_s`` 0, keyed state and timers otherwise).
+      retention_s: evidence older than this leaves detection (0: none, as in batch).
+      view_life_s: how long after its newest version a view can still change
+        (the sessionizer's inactivity): the per-viewer state lasts that long.
+      shards: keys of each sharded stage (more: smaller keys, more copies of
+        each broadcast).
+      hold_s: the causal hold of new content and viewer alerts (None: two
+        evaluation periods; see alerting.Lifecycle).
+      stateful: see ``rolling.use_state``.
     """
 
     def __init__(self, thresholds: Thresholds | None = None, every_s: int = 0,
-                 close_after_s: int = 600, retention_s: int = 0,
+                 close_after_s: int = 600, retention_s: int = 0, view_life_s: int = 3660,
+                 shards: int = DEFAULT_SHARDS, hold_s: Optional[int] = None,
                  stateful: Optional[bool] = None) -> None:
         super().__init__()
-        if min(every_s, retention_s) < 0 or close_after_s <= 0:
-            raise ValueError("every_s, retention_s must be >= 0 and close_after_s > 0")
-        t = thresholds or Thresholds()
-        horizon_ms = max(retention_s * 1000, 24 * 3_600_000)
-        self._rolling = RollingEvaluate(
-            AlertLifecycle(t, close_after_s * 1000, retention_s * 1000),
-            settle_ms=1_000, gc_ms=horizon_ms + close_after_s * 1000,
-            every_ms=every_s * 1000, retention_ms=retention_s * 1000, stateful=stateful)
+        if min(every_s, retention_s) < 0 or close_after_s <= 0 or view_life_s <= 0 or shards < 1:
+            raise ValueError("every_s, retention_s must be >= 0; close_after_s, view_life_s, "
+                             "shards > 0")
+        self._t = t = thresholds or Thresholds()
+        self._every_ms = every_s * 1000 if every_s > 0 else None
+        self._retention_ms = retention_s * 1000
+        self._view_life_ms = view_life_s * 1000
+        self._shards = shards
+        self._stateful = stateful
+        hold_ms = (2 * every_s if hold_s is None else hold_s) * 1000 if every_s > 0 else 0
+        self._slice_ms = max(60_000, self._retention_ms // 6) if retention_s else 3_600_000
+        self._lifecycle = Lifecycle(t.bucket_ms, close_after_s * 1000, self._retention_ms, hold_ms)
+        self._gc_ms = max(self._retention_ms, _DAY_MS) + close_after_s * 1000
+
+    def _stage(self, evaluator, every: Optional[str], tags: tuple[str, ...] = (),
+               settle_ms: int = 0, gc_ms: Optional[int] = None) -> RollingEvaluate:
+        early = self._every_ms is not None
+        every_ms = {"arrival": 0, "counts": self._every_ms,
+                    "test": max(1_000, (self._every_ms or 0) // 10)}[every] if early else None
+        return RollingEvaluate(evaluator, settle_ms=settle_ms, gc_ms=gc_ms or self._gc_ms,
+                               every_ms=every_ms, stateful=self._stateful, tags=tags,
+                               urgent_ms=URGENT_MS)
 
     def expand(self, members: beam.PCollection) -> beam.PCollection:
-        return (members
-                | "OneScope" >> beam.Map(lambda m: (SCOPE, m)).with_output_types(tuple[str, Member])
-                | "Evaluate" >> self._rolling)
+        t, shards, retention = self._t, self._shards, self._retention_ms
+        per_viewer = (
+            members
+            | "ToFacts" >> beam.Map(_to_facts, t.delivery_dimensions)
+            | "PerViewer" >> self._stage(ViewerViews(t, shards, shards, self._slice_ms), "arrival",
+                                         (CONTENT, DELIVERY, VIEWER),
+                                         gc_ms=self._view_life_ms + _VIEW_MARGIN_MS))
+        delivery = (
+            per_viewer[DELIVERY]
+            | "DeliveryCells" >> self._stage(DeliveryCells(t, retention), "counts")
+            | "DeliveryTest" >> self._stage(DeliveryTest(t, self._lifecycle, retention), "test",
+                                            (WINDOWS,), settle_ms=SETTLE_MS))
+        windows = delivery[WINDOWS]
+        stats = ((per_viewer[VIEWER], windows | "WindowsToViewerStats" >> _ToShards(shards))
+                 | "ViewerStats" >> self._stage(ViewerStats(t, self._slice_ms, retention), "counts",
+                                                (CANDIDATES, PARTIAL)))
+        population = stats[PARTIAL] | "ViewerPopulation" >> self._stage(SumShards(shards), "counts")
+        viewers = ((stats[CANDIDATES], population,
+                    windows | "WindowsToViewerTests" >> _ToShards(shards))
+                   | "ViewerTest" >> self._stage(ViewerTest(t, self._lifecycle), "arrival",
+                                                 (FLAGS,)))
+        flags = viewers[FLAGS]
+        profiles = ((per_viewer[CONTENT],
+                     windows | "WindowsToProfiles" >> _ToShards(shards),
+                     flags | "FlagsToProfiles" >> _ToShards(shards))
+                    | "ContentProfiles" >> self._stage(
+                        ContentProfiles(t, self._slice_ms, retention), "counts", (SUMMARIES, PRIOR)))
+        prior = profiles[PRIOR] | "ContentPrior" >> self._stage(SumShards(shards), "counts")
+        content = ((profiles[SUMMARIES], prior,
+                    windows | "WindowsToContentTests" >> _ToShards(shards),
+                    flags | "FlagsToContentTests" >> _ToShards(shards))
+                   | "ContentTest" >> self._stage(ContentTest(t, self._lifecycle), "arrival"))
+        return ((delivery.main, viewers.main, content)
+                | "AllAlerts" >> beam.Flatten().with_output_types(Alert))

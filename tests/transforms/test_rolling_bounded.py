@@ -1,10 +1,12 @@
 """RollingEvaluate keeps a bounded state in a stream: members older than the
 window leave it, superseded versions are compacted away, GC clears the key."""
 
+import pickle
+
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.transforms.test_view_state_bounded import Bag, Cell, Timer
-from transforms.rolling import Member, _RollingFn
+from transforms.rolling import LatestMembers, Member, _RollingFn
 
 HOUR = 3_600_000
 
@@ -14,22 +16,24 @@ def _count(key, values, as_of, previous, settled):
 
 
 def test_rolling__state_is_bounded_by_the_window_not_by_the_stream():
-    fn = _RollingFn(_count, settle_ms=1_000, every_ms=10_000, retention_ms=HOUR, gc_ms=2 * HOUR)
-    s = {"members": Bag(), "emitted": Cell(), "last_eval": Cell(), "max_ts": Cell(),
+    fn = _RollingFn(LatestMembers(_count, retention_ms=HOUR), settle_ms=1_000, every_ms=10_000,
+                    gc_ms=2 * HOUR)
+    s = {"pending": Bag(), "acc": Cell(), "last_eval": Cell(), "max_ts": Cell(),
          "due": Cell(), "settle": Timer(), "wake": Timer(), "gc": Timer()}
-    sizes, seen = [], []
+    seen, kept, pending = [], [], []
     for i in range(4 * 360):                                   # 4 hours, a view every 10 s
         now = i * 10_000
         for version in (1, 2):                                 # each sent twice: a snapshot, then final
             member = Member(f"view{i}", (version, 0), now, f"v{i}.{version}")
-            out = list(fn.process(("", member), ts=Timestamp(micros=now * 1000), **s))
-            seen += [o for o in out]
-        sizes.append(len(s["members"].read()))
-    # evaluations saw only the last hour of views, never more
-    assert max(n for _, n in seen) <= 361
-    # the stored bag stays within the window (plus what arrived since the last compaction)
-    assert max(sizes) <= 2 * 361 + 2 and sizes[-1] <= 2 * 361 + 2
-    # and once the stream stops, GC clears every cell
-    list(fn.on_gc("", members=s["members"], emitted=s["emitted"], last_eval=s["last_eval"],
+            seen += list(fn.process(("", member), ts=Timestamp(micros=now * 1000), **s))
+        kept.append(len(pickle.loads(s["acc"].read())[0]))
+        pending.append(len(s["pending"].read()))
+    evaluated = [n for _, n in seen]
+    # evaluations saw the last hour of views, never more, and did see that much
+    assert max(evaluated) == 361 and min(evaluated[400:]) >= 360
+    # the accumulator holds the window, and the bag only what arrived since the last evaluation
+    assert max(kept) == 361 and max(pending) <= 2
+    # once the stream stops, GC clears every cell
+    list(fn.on_gc("", pending=s["pending"], acc=s["acc"], last_eval=s["last_eval"],
                   max_ts=s["max_ts"], due=s["due"], wake=s["wake"]))
-    assert all(s[n].read() in (None, []) for n in ("members", "emitted", "last_eval", "max_ts", "due"))
+    assert all(s[n].read() in (None, []) for n in ("pending", "acc", "last_eval", "max_ts", "due"))
