@@ -1,19 +1,23 @@
-"""Streaming replay of NDJSON files on the DirectRunner, paced by arrival time.
+"""Streaming replay of NDJSON files on the DirectRunner, paced by arrival time
+(or by event time, for files without receive times).
 
 The DirectRunner's streaming engine runs no splittable DoFn, so no file
 source can be unbounded there. It does run a TestStream whose events come
 from a TestStreamService over gRPC: the mechanism Interactive Beam uses to
-replay recorded streams. ``FileReplay`` is such a service's reader: it merges
-the files by arrival time (the collector's ``received_ms``), emits the lines
-one tick at a time as elements timestamped at their arrival, advances the
-watermark behind them by ``max_lag_ms`` (no bounded event time can be older),
-and sleeps so that ``speed`` seconds of recorded time pass per wall second.
-The service listens on localhost only and is stopped when the run ends.
+replay recorded streams. ``FileReplay`` is such a service's reader: it
+orders each file's lines by arrival time (the collector's ``received_ms``;
+without any, by event time, see ``_records``) and merges the files, emits
+the lines one tick at a time as elements timestamped at their pace time,
+advances the watermark behind them by ``max_lag_ms`` (no bounded event time
+can be older), and sleeps so that ``speed`` seconds of recorded time pass
+per wall second. The service listens on localhost only and is stopped when
+the run ends.
 """
 
 from __future__ import annotations
 
 import glob
+import gzip
 import heapq
 import os
 import time
@@ -27,7 +31,9 @@ from apache_beam.testing.test_stream_service import TestStreamServiceController
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from transforms.fields import Rejected
 from transforms.model import RawRecord
+from transforms.parse import parse_ts
 
 CODER = coders.PickleCoder()
 # Events read back from a TestStreamService carry their tag as a string, so the
@@ -37,44 +43,94 @@ TAG = "beacons"
 # Largest watermark step (see WatermarkSteps); below the sinks' lateness.
 MAX_STEP_MS = 600_000
 MAX_STEPS = 1_008          # a week of steps; a longer gap is jumped
+MAX_WAIT_MS = 3_600_000    # a longer gap in the recording is replayed as this long
+
+
+def _message(line: bytes):
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def received_ms(line: bytes) -> Optional[int]:
     """The collector's receive time of a line, if it has a readable one."""
-    try:
-        message = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
+    return _received(_message(line))
+
+
+def _received(message) -> Optional[int]:
     if isinstance(message, list):
         message = message[0] if message and isinstance(message[0], dict) else {}
     value = message.get("received_ms") if isinstance(message, dict) else None
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _records(path: str, blank: Optional[list[int]] = None) -> Iterator[tuple[int, int, RawRecord]]:
-    """(arrival, order, record) of a file in file order; a line with no
-    readable receive time inherits the previous line's (lines before the
-    first readable one, the next one's). Blank lines are skipped and counted
-    in ``blank[0]``."""
-    arrival = 0
-    waiting: list[tuple[int, bytes]] = []      # leading lines with no receive time yet
-    with open(path, "rb") as handle:
+def _earliest_ts(message) -> Optional[int]:
+    """The earliest valid event time of a beacon message (an object, an array
+    or an envelope of events), or None."""
+    if isinstance(message, dict) and isinstance(message.get("events"), list):
+        common = message.get("ts")
+        events = [e.get("ts", common) if isinstance(e, dict) else None for e in message["events"]]
+    elif isinstance(message, list):
+        events = [e.get("ts") if isinstance(e, dict) else None for e in message]
+    elif isinstance(message, dict):
+        events = [message.get("ts")]
+    else:
+        return None
+    times = []
+    for value in events:
+        try:
+            times.append(parse_ts(value))
+        except Rejected:
+            pass
+    return min(times, default=None)
+
+
+def _records(path: str, blank: Optional[list[int]] = None) -> list[tuple[int, int, RawRecord]]:
+    """(pace time, line number, record) of a file's lines, sorted by pace time.
+
+    A file with receive times (``received_ms``, the collector's) is paced by
+    them, and its records carry them as their arrival; a line without one
+    takes the previous line's (lines before the first one, the next one's).
+    A file without any is paced by event time, the earliest valid ``ts`` of
+    each line, and its records carry no arrival, exactly as in a batch run;
+    a line without a valid ``ts`` takes its neighbour's place. Either way the
+    lines are sorted, so a shuffled file replays in time order. Blank lines
+    are skipped and counted in ``blank[0]``.
+    """
+    lines: list[tuple[int, bytes, Optional[int], Optional[int]]] = []
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             payload = line.rstrip(b"\r\n")
             if not payload.strip():
                 if blank is not None:
                     blank[0] += 1
                 continue
-            arrival = received_ms(payload) or arrival
-            if not arrival:
-                waiting.append((number, payload))
-                continue
-            for n, p in waiting:
-                yield arrival, n, RawRecord(p, f"{path}:{n}", arrival)
-            waiting = []
-            yield arrival, number, RawRecord(payload, f"{path}:{number}", arrival)
-    for n, p in waiting:                        # no receive time anywhere in the file
-        yield 0, n, RawRecord(p, f"{path}:{n}", None)
+            message = _message(payload)
+            lines.append((number, payload, _received(message), _earliest_ts(message)))
+    by_arrival = any(received is not None for _, _, received, _ in lines)
+    times = [received if by_arrival else event for _, _, received, event in lines]
+    _fill(times)
+    return sorted(((times[i] or 0, number, RawRecord(payload, f"{path}:{number}",
+                                                    times[i] if by_arrival else None))
+                   for i, (number, payload, _, _) in enumerate(lines)),
+                  key=lambda item: (item[0], item[1]))
+
+
+def _fill(times: list[Optional[int]]) -> None:
+    """Give each missing time the previous one (leading gaps: the first one)."""
+    known = None
+    for i, value in enumerate(times):
+        if value is None:
+            times[i] = known
+        else:
+            known = value
+    first = next((value for value in times if value is not None), None)
+    for i, value in enumerate(times):
+        if value is not None:
+            break
+        times[i] = first
 
 
 class WatermarkSteps:
@@ -108,7 +164,7 @@ class FileReplay:
     """Yields TestStream events for files, in arrival order, paced.
 
     Args:
-      pattern: local glob of NDJSON files written in arrival order.
+      pattern: local glob of NDJSON files (``.gz`` too), in any order.
       speed: recorded seconds per wall second (0: as fast as possible).
       max_lag_ms: the watermark trails the arrival clock by this much.
       drain_ms: after the last line the watermark goes this far past it, so
@@ -124,6 +180,8 @@ class FileReplay:
         self._speed, self._lag, self._drain, self._tick = speed, max_lag_ms, drain_ms, tick_ms
         self._sleep, self._clock = sleep, clock
         self._blank = [0]
+
+    records = 0               # records replayed so far: the source's count of what it read
 
     @property
     def blank_lines(self) -> int:
@@ -149,19 +207,23 @@ class FileReplay:
         self._watermark = WatermarkSteps()
         batch: list[TimestampedValue] = []
         tick = None
-        last = 0
+        last = skipped = 0
+        self.records = 0
         for arrival, _, record in merged:
             this_tick = arrival // self._tick
             if tick is not None and this_tick != tick and batch:
                 yield from self._flush(batch, tick)
                 batch = []
             if first is None:
-                first = arrival
+                first = last = arrival
+            if arrival - last > MAX_WAIT_MS:
+                skipped += arrival - last - MAX_WAIT_MS     # a gap in the recording: not waited for
             if self._speed > 0 and arrival > last:
-                wait = started + (arrival - first) / 1000 / self._speed - self._clock()
+                wait = started + (arrival - first - skipped) / 1000 / self._speed - self._clock()
                 if wait > 0:
                     self._sleep(wait)
             tick, last = this_tick, max(last, arrival)
+            self.records += 1
             batch.append(TimestampedValue(record, Timestamp(micros=arrival * 1000)))
         if batch:
             yield from self._flush(batch, tick)

@@ -52,3 +52,23 @@ def test_directrunner__an_unpicklable_dofn_is_still_refused():
     with pytest.raises(TypeError, match="pickle"):
         with test_pipeline.TestPipeline(options=PipelineOptions(["--streaming"])) as p:
             _ = p | test_stream.TestStream().add_elements([1]) | beam.ParDo(_HoldsAGenerator())
+
+
+def test_directrunner__counters_count_every_bundle_of_a_stream():
+    from apache_beam.metrics import Metrics
+    from apache_beam.metrics.metric import MetricsFilter
+    directrunner.install()
+
+    def count(element):
+        Metrics.counter("test_directrunner", "elements").inc()
+        return element
+
+    events = test_stream.TestStream()
+    for tick in range(3):                        # three bundles of three
+        events = events.add_elements([1, 2, 3]).advance_watermark_to(10 * (tick + 1))
+    pipeline = beam.Pipeline(options=PipelineOptions(["--streaming"]))
+    _ = pipeline | events.advance_watermark_to_infinity() | beam.Map(count)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_namespace("test_directrunner"))
+    assert [c.committed for c in counters["counters"]] == [9]
