@@ -260,12 +260,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if command not in COMMANDS:
         print(f"stallwatch: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
+    from pipeline.accounting import AccountingError
     from pipeline.config import ConfigError
     try:
         return COMMANDS[command](rest)
     except (CliError, ConfigError) as exc:
         print(f"stallwatch {command}: error: {exc}", file=sys.stderr)
         return 2
+    except AccountingError as exc:
+        print(f"stallwatch {command}: failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"stallwatch {command}: interrupted", file=sys.stderr)
         return 130

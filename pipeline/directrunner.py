@@ -1,5 +1,5 @@
-"""Beam 2.62's streaming DirectRunner, minus two costs it pays per bundle and stage,
-and with its metrics counting every bundle.
+"""Beam 2.62's streaming DirectRunner, minus two costs it pays per bundle and stage
+and the state of keys it is done with, and with its metrics counting every bundle.
 
 The DirectRunner's streaming engine (BundleBasedDirectRunner) starts every
 bundle of every ParDo by (1) pickling and unpickling the DoFn, a check that
@@ -15,6 +15,14 @@ with them and 9 s without, with identical output.
   translated (``Pipeline.to_runner_api``), before any bundle runs;
 - the introspection is memoized per DoFn *class*: state and timer specs
   are class attributes, the same for every instance.
+And it lets go of keys: the engine keeps the state of every key a stateful
+step ever saw, and scans all of them for due timers on every scheduling
+pass (``WatermarkManager.extract_all_timers``: 74 % of a streaming run's
+CPU in docs/benchmarks.md), so its cost and memory grew with every view
+ever seen. A key whose state and timers are all cleared (our steps clear
+them on their GC timer) is dropped after its bundle commits; the engine
+makes a new, empty one if the key comes back (``get_keyed_state``).
+
 And it fixes the streaming engine's metrics: each worker thread's
 StateSampler caches one ScopedState per step, bound to the MetricsContainer
 of the first bundle it ran, so every later bundle of that step on that
@@ -35,7 +43,7 @@ _MARK = "_stallwatch_memoized"
 
 def install() -> bool:
     """Apply both changes; returns False if they already were."""
-    from apache_beam.runners.direct import executor, transform_evaluator
+    from apache_beam.runners.direct import evaluation_context, executor, transform_evaluator
     from apache_beam.transforms import userstate
     if getattr(userstate.get_dofn_specs, _MARK, False):
         return False
@@ -46,6 +54,10 @@ def install() -> bool:
             raise RuntimeError(f"apache_beam {module.__name__}.{name} is gone: "
                                "pipeline/directrunner.py needs updating for this Beam")
     evaluator = transform_evaluator._ParDoEvaluator
+    if not callable(getattr(evaluation_context.EvaluationContext, "handle_result", None)) or \
+            not hasattr(evaluation_context.DirectStepContext, "get_keyed_state"):
+        raise RuntimeError("apache_beam EvaluationContext.handle_result is gone: "
+                           "pipeline/directrunner.py needs updating for this Beam")
     if not callable(getattr(executor.TransformExecutor, "call", None)):
         raise RuntimeError("apache_beam TransformExecutor.call is gone: "
                            "pipeline/directrunner.py needs updating for this Beam")
@@ -86,4 +98,20 @@ def install() -> bool:
         return call(self, state_sampler)
 
     executor.TransformExecutor.call = call_with_fresh_metrics
+
+    handle_result = evaluation_context.EvaluationContext.handle_result
+
+    def handle_result_and_forget_empty_keys(self, completed_bundle, completed_timers, result):
+        committed = handle_result(self, completed_bundle, completed_timers, result)
+        if result.partial_keyed_state:
+            with self._lock:
+                states = self._transform_keyed_states[result.transform]
+                for key in list(result.partial_keyed_state):
+                    state = states.get(key)
+                    if (state is not None and not state.global_state and not state.state
+                            and not any(state.timers.values())):
+                        del states[key]
+        return committed
+
+    evaluation_context.EvaluationContext.handle_result = handle_result_and_forget_empty_keys
     return True

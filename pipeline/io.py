@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import glob
 import os
+import shutil
 from typing import Callable, Iterable, NamedTuple, Optional
 
 import apache_beam as beam
@@ -167,20 +168,25 @@ def beacon_json(beacon: Beacon) -> str:
 
 
 class _ReadLinesFn(beam.DoFn):
-    """One RawRecord per non-blank line, its source ``path:line``."""
+    """One RawRecord per non-blank line, its source ``path:line``; counts them
+    (``source_messages``) and the blank lines."""
 
     def __init__(self) -> None:
         self._blank = Metrics.counter(METRICS_NAMESPACE, "blank_lines")
+        self._read = Metrics.counter(METRICS_NAMESPACE, "source_messages")
 
     def process(self, readable: fileio.ReadableFile) -> Iterable[RawRecord]:
         path = readable.metadata.path
+        read = 0
         with readable.open() as handle:
             for number, line in enumerate(iter(handle.readline, b""), 1):
                 payload = line.rstrip(b"\r\n")
                 if not payload.strip():
                     self._blank.inc()
                     continue
+                read += 1
                 yield RawRecord(payload, f"{path}:{number}")
+        self._read.inc(read)
 
 
 class ReadBeaconFiles(beam.PTransform):
@@ -397,12 +403,33 @@ def file_sinks(output: str, alerts_path: Optional[str] = None,
     )
 
 
+PARTIAL = "_partial"
+_OURS = (f"{VIEWS}-*.parquet", f"{METRICS}-*.parquet", f"{ALERTS}.jsonl", f"{ALERTS}-*.jsonl",
+         f"{DEAD_LETTERS}-*.jsonl", f"{LATE}-*.jsonl", SUMMARY, "score.json", "report.html")
+
+
 def clear_outputs(output: str) -> None:
     """Remove a previous run's files from a local output directory (ours only)."""
     os.makedirs(output, exist_ok=True)
-    for pattern in (f"{VIEWS}-*.parquet", f"{METRICS}-*.parquet", f"{ALERTS}.jsonl",
-                    f"{ALERTS}-*.jsonl",
-                    f"{DEAD_LETTERS}-*.jsonl", f"{LATE}-*.jsonl", SUMMARY, "score.json",
-                    "report.html"):
+    for pattern in _OURS:
         for path in glob.glob(os.path.join(output, pattern)):
             os.remove(path)
+
+
+def start_staging(output: str) -> str:
+    """A fresh OUTPUT/_partial/ for a run to write into (a previous run's
+    partial outputs there are removed); OUTPUT itself is not touched."""
+    staging = os.path.join(output, PARTIAL)
+    if os.path.isdir(staging):
+        shutil.rmtree(staging)
+    os.makedirs(staging)
+    return staging
+
+
+def finish_staging(staging: str, output: str) -> None:
+    """Replace OUTPUT's previous outputs with the finished run's (ours only;
+    other files in OUTPUT, e.g. _checkpoints/, stay)."""
+    clear_outputs(output)
+    for name in sorted(os.listdir(staging)):
+        os.replace(os.path.join(staging, name), os.path.join(output, name))
+    os.rmdir(staging)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
-from pipeline import directrunner, io, replay, tally
+from pipeline import accounting, directrunner, io, replay, tally
 from pipeline.streams import feed, read
 from pipeline.streams.sinks import open_writer
 from pipeline.build import build
@@ -85,8 +86,14 @@ def run_summary(totals: dict[str, int], runner: str, wall_s: float) -> dict:
 def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     """Run the pipeline described by argv to completion and return its summary.
 
+    Everything is checked before any output is touched; a local run writes
+    into OUTPUT/_partial/ and its files replace the previous run's in OUTPUT
+    only once it finished and every record is accounted for.
+
     Raises:
       ConfigError: a flag is unknown or has a value that cannot work.
+      AccountingError: the run lost (or double-counted) records; its outputs
+        stay in OUTPUT/_partial/ with the figures in run_summary.json.
     """
     options = check_flags(argv)
     cfg: QoeConfig = to_config(options)
@@ -103,59 +110,123 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     elif cfg.streaming:
         _check_replay(cfg, runner)
     dry_run = options.view_as(TestOptions).dry_run
-    if cfg.local_output and not dry_run:
-        io.clear_outputs(cfg.output)
-    started = time.monotonic()
-    pipeline = pipeline_factory(options=options)
-    extra: dict = {}
+    try:
+        pipeline = pipeline_factory(options=options)
+    except ValueError as exc:            # e.g. an unknown --runner
+        raise ConfigError(str(exc).strip().splitlines()[0]) from None
     if runner in read.DATAFLOW:
         return _submit(pipeline, cfg, options, dry_run)
+    if cfg.source_stream:
+        _check_stream(cfg.source_stream)
+    sinks = _sinks(cfg)                  # checks the alert / dead-letter streams exist
+    final = cfg.output
+    if cfg.local_output:
+        cfg = dataclasses.replace(cfg, output=io.start_staging(final))
+        sinks = _sinks(cfg, check_streams=False)
+    started = time.monotonic()
+    extra: dict = {}
+    read_count, blank = None, None
     if cfg.source_stream and runner in read.DIRECT and cfg.streaming:
-        totals, extra = _run_stream(pipeline, cfg)
+        result, read_count, extra = _run_stream(pipeline, cfg, sinks)
     elif cfg.source_stream:
-        build(pipeline, cfg, _stream_source(cfg, runner), _sinks(cfg))
-        result = _wait(pipeline.run(), _flink_cluster(options, runner))
-        totals = (tally.totals_from_outputs(cfg.output, 0) if cfg.streaming and cfg.local_output
-                  else counters(result))
+        stop_file = os.path.join(final, STOP_FILE) if cfg.streaming and cfg.local_output else None
+        if stop_file and os.path.exists(stop_file):
+            os.remove(stop_file)
+        build(pipeline, cfg, _stream_source(cfg, runner, stop_file), sinks)
+        result = _wait(pipeline.run(), _flink_cluster(options, runner), stop_file)
+        extra["drain_s"] = _drained_s(stop_file)
     elif cfg.streaming:
         source = _file_replay(cfg)
         with replay.ReplayService(source) as endpoint:
-            build(pipeline, cfg, io.ReplayBeaconFiles(endpoint), _sinks(cfg))
-            pipeline.run().wait_until_finish()
-        totals = tally.totals_from_outputs(cfg.output, source.blank_lines)
+            build(pipeline, cfg, io.ReplayBeaconFiles(endpoint), sinks)
+            result = pipeline.run()
+            result.wait_until_finish()
+        read_count, blank = source.records, source.blank_lines
     else:
-        build(pipeline, cfg, io.ReadBeaconFiles(cfg.source_pattern), _sinks(cfg))
+        build(pipeline, cfg, io.ReadBeaconFiles(cfg.source_pattern), sinks)
         result = _wait(pipeline.run(), _flink_cluster(options, runner))
-        totals = counters(result)
+    totals = counters(result)
+    if blank is not None:
+        totals["blank_lines"] = blank
+    written = tally.totals_from_outputs(cfg.output) if cfg.local_output else None
+    if written is not None:            # each alert's final state, not every one ever opened
+        for cause in ("content", "delivery", "viewer"):
+            totals[f"alerts:{cause}"] = written.get(f"alerts:{cause}", 0)
     summary = run_summary(totals, runner, time.monotonic() - started)
     summary["mode"] = "streaming" if cfg.streaming else "batch"
     summary["source"] = cfg.source_stream or cfg.source_pattern
     summary.update(extra)
-    summary["output"] = cfg.output
+    summary["accounting"] = accounting.reconcile(totals, written, read_count)
+    summary["output"] = final
     if cfg.local_output:
         with open(os.path.join(cfg.output, io.SUMMARY), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
     else:
         logging.info("run summary: %s", json.dumps(summary))
+    problem = accounting.verdict(summary["accounting"])
+    if problem:
+        where = f"; its outputs are in {cfg.output}" if cfg.local_output else ""
+        raise accounting.AccountingError(problem + where)
+    if cfg.local_output:
+        io.finish_staging(cfg.output, final)
     return summary
 
 
-def _stream_source(cfg: QoeConfig, runner: str) -> read.ReadBeacons:
+def _check_stream(uri: str) -> None:
+    """A stream source that does not exist or cannot be reached is a flag
+    error, found before the run (and before OUTPUT is touched)."""
+    try:
+        read.open_reader(uri, None).close()
+    except (LookupError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    except Exception as exc:  # the client's own connection errors: one line, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--source {uri}: cannot reach it: {first}") from None
+
+
+def _stream_source(cfg: QoeConfig, runner: str,
+                   stop_file: Optional[str] = None) -> read.ReadBeacons:
     return read.ReadBeacons(cfg.source_stream, runner, checkpoint=cfg.checkpoint,
-                            max_lag_ms=cfg.max_lag_s * 1000, stop_at_latest=cfg.stop_at_latest)
+                            max_lag_ms=cfg.max_lag_s * 1000, stop_at_latest=cfg.stop_at_latest,
+                            stop_file=stop_file)
 
 
-def _wait(result: beam.runners.runner.PipelineResult,
-          flink_master: Optional[str] = None) -> beam.runners.runner.PipelineResult:
-    """Wait for the job; Ctrl-C / SIGTERM cancels it (a job on a Flink
+# A streaming run from a stream drains when this file appears in OUTPUT: the
+# reader stops, and the job finishes by itself once everything is written.
+STOP_FILE = "_stop"
+
+
+def _drained_s(stop_file: Optional[str]) -> Optional[float]:
+    """Seconds from the stop request to now (the job's end), if one was made."""
+    if stop_file and os.path.exists(stop_file):
+        return round(time.time() - os.path.getmtime(stop_file), 1)
+    return None
+
+
+def _wait(result: beam.runners.runner.PipelineResult, flink_master: Optional[str] = None,
+          stop_file: Optional[str] = None) -> beam.runners.runner.PipelineResult:
+    """Wait for the job. With a ``stop_file`` (a streaming read), the first
+    Ctrl-C / SIGTERM creates it: the stream reader stops reading, the
+    watermark goes to the end, every view completes and alert closes, the
+    files are written and the job finishes, all read records accounted for.
+    Otherwise, or on a second signal, the job is cancelled (a job on a Flink
     cluster would otherwise go on without this process, its LOOPBACK
-    workers gone). Stop a streaming job with a savepoint instead to resume
-    it later (docs/runners.md)."""
+    workers gone)."""
     # Ours, not Beam 2.62's: its job-server SIGINT handler has the wrong
     # signature and dies with a TypeError, leaving the job running.
     main_thread = threading.current_thread() is threading.main_thread()
     signals = (signal.SIGINT, signal.SIGTERM)
-    previous = ({s: signal.signal(s, _raise_interrupt) for s in signals} if main_thread
+
+    def drain_or_cancel(signum, frame):
+        if stop_file and not os.path.exists(stop_file):
+            logging.warning("stopping: the reader stops, the job drains and finishes "
+                            "(interrupt again to cancel it)")
+            with open(stop_file, "w", encoding="utf-8") as marker:
+                marker.write(f"stop requested by signal {signum}\n")
+            return
+        raise KeyboardInterrupt
+
+    previous = ({s: signal.signal(s, drain_or_cancel) for s in signals} if main_thread
                 else {})
     try:
         result.wait_until_finish()
@@ -202,10 +273,6 @@ def _cancel_on_flink(master: str, job_id: str) -> None:
                 logging.warning("cancelled Flink job %s (%s) on %s", job["jid"], name, master)
     except OSError as exc:
         logging.warning("could not cancel the job on Flink at %s: %s", master, exc)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _submit(pipeline: beam.Pipeline, cfg: QoeConfig, options: PipelineOptions,
@@ -274,23 +341,25 @@ def _drain_ms(cfg: QoeConfig) -> int:
     return (2 * cfg.inactivity_s + cfg.close_after_s + 60) * 1000
 
 
-def _run_stream(pipeline: beam.Pipeline, cfg: QoeConfig) -> tuple[dict, dict]:
+def _run_stream(pipeline: beam.Pipeline, cfg: QoeConfig,
+                sinks: io.Sinks) -> tuple[beam.runners.runner.PipelineResult, int, dict]:
     """A stream on the DirectRunner: a StreamFeed in this process, served to
     the runner over localhost. Ctrl-C (or SIGTERM) stops reading, drains:
     open views complete and alerts close, and the reader's positions are
-    committed, so a restart resumes where this run stopped."""
+    committed, so a restart resumes where this run stopped. Returns the
+    result, the records the feed delivered, and the reader's figures."""
     try:
         reader = read.open_reader(cfg.source_stream, cfg.checkpoint)
     except (LookupError, ValueError) as exc:   # no such stream; a checkpoint of another one
         raise ConfigError(str(exc)) from None
-    sinks = _sinks(cfg)
     stream_feed = feed.StreamFeed(reader, int(cfg.stream_tick_s * 1000), cfg.max_lag_s * 1000,
                                   _drain_ms(cfg), stop_at_latest=cfg.stop_at_latest)
     previous = _stop_on_signals(stream_feed.stop_requested)
     try:
         with replay.ReplayService(stream_feed) as endpoint:
             build(pipeline, cfg, read.ReadBeacons(cfg.source_stream, "DirectRunner", endpoint), sinks)
-            pipeline.run().wait_until_finish()
+            result = pipeline.run()
+            result.wait_until_finish()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -303,9 +372,8 @@ def _run_stream(pipeline: beam.Pipeline, cfg: QoeConfig) -> tuple[dict, dict]:
             "before it ended (its TestStream reader failed, see the log above); outputs are "
             "partial. Nothing read after the last delivered bundle was committed: a restart "
             "resumes there")
-    totals = tally.totals_from_outputs(cfg.output, 0)
-    return totals, {"stream_records": stream_feed.records, "source_stats": dict(reader.stats),
-                    "checkpoint": cfg.checkpoint}
+    return result, stream_feed.records, {"source_stats": dict(reader.stats),
+                                         "checkpoint": cfg.checkpoint}
 
 
 def _stop_on_signals(stop: threading.Event) -> dict:

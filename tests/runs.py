@@ -32,7 +32,9 @@ def stallwatch(*flags: str, timeout_s: float = 1200) -> tuple[dict, float]:
     assert done.returncode == 0, done.stdout[-4000:]
     assert "Traceback" not in done.stdout, done.stdout[-4000:]
     output = next(f.split("=", 1)[1] for f in flags if f.startswith("--output="))
-    return summary(output), wall
+    result = summary(output)
+    assert result["accounting"]["ok"], result["accounting"]      # read = accounted
+    return result, wall
 
 
 def summary(output: str) -> dict:

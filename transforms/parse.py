@@ -287,12 +287,14 @@ class _ParseFn(beam.DoFn):
     def __init__(self, max_message_bytes: int, bounds: TimeBounds) -> None:
         self._max_bytes = max_message_bytes
         self._bounds = bounds
+        self._messages = Metrics.counter(METRICS_NAMESPACE, "messages")
         self._records = Metrics.counter(METRICS_NAMESPACE, "input_records")
         self._parsed = Metrics.counter(METRICS_NAMESPACE, "parsed_events")
         self._dead = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
 
     def process(self, raw: RawRecord) -> Iterable[Any]:
         results = parse_message(raw, self._max_bytes, self._bounds)
+        self._messages.inc()
         self._records.inc(len(results))
         parsed = 0
         for item in results:

@@ -19,7 +19,7 @@ import pickle
 from typing import Any, Callable, Iterable, Optional, Protocol
 
 import apache_beam as beam
-from apache_beam import coders, pvalue
+from apache_beam import coders, pvalue, typehints
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
@@ -382,7 +382,9 @@ class RollingEvaluate(beam.PTransform):
         if use_state(self._stateful, keyed, self._fn._every_ms is not None):
             if keyed.is_bounded:
                 keyed = keyed | "OwnStage" >> beam.Reshuffle()
-            fn = beam.ParDo(self._fn).with_input_types(tuple[str, Any])
+            if keyed.element_type in (None, typehints.Any):
+                keyed.element_type = typehints.Tuple[str, typehints.Any]   # str keys: a deterministic coder
+            fn = beam.ParDo(self._fn)
             return keyed | "KeepAndEvaluate" >> (fn.with_outputs(*self._tags, main="main")
                                                   if self._tags else fn)
         fn = beam.ParDo(_GroupedRollingFn(self._fn))

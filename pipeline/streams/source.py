@@ -17,6 +17,7 @@ import time
 from typing import Any, Iterable, NamedTuple, Optional
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
@@ -84,8 +85,10 @@ class _StreamTracker(RestrictionTracker):
 class _ReadStreamFn(beam.DoFn, RestrictionProvider):
     """The DoFn and its own restriction provider (RestrictionParam() finds it)."""
 
-    def __init__(self, checkpoint: Optional[str], max_lag_ms: int, stop_at_latest: bool) -> None:
+    def __init__(self, checkpoint: Optional[str], max_lag_ms: int, stop_at_latest: bool,
+                 stop_file: Optional[str] = None) -> None:
         self._checkpoint, self._lag, self._bounded = checkpoint, max_lag_ms, stop_at_latest
+        self._stop_file = stop_file
 
     # -- restrictions -------------------------------------------------------
     def initial_restriction(self, uri: str) -> StreamRestriction:
@@ -108,7 +111,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
 
     # -- reading ------------------------------------------------------------
     def setup(self) -> None:
-        self._read = Metrics.counter(METRICS_NAMESPACE, "stream_records")
+        self._read = Metrics.counter(METRICS_NAMESPACE, "source_messages")
 
     def _reader(self, uri: str, restriction: StreamRestriction):
         parsed = stream_uri.parse(uri)
@@ -123,6 +126,9 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         reader = self._reader(uri, tracker.current_restriction())
         started = quiet_since = time.monotonic()
         while True:
+            if self._stop_file and FileSystems.exists(self._stop_file):
+                tracker.try_claim(END)         # drained: what was read is committed on finalize
+                return
             records = reader.poll()
             if records:
                 quiet_since = time.monotonic()
@@ -191,17 +197,21 @@ class ReadStream(beam.PTransform):
         bundle is finalized (None: the runner's checkpoints only).
       max_lag_ms: the watermark trails the reader's by this much.
       stop_at_latest: end once the stream is read to its tip.
+      stop_file: end once this path exists (any Beam filesystem): a drain
+        requested from outside, e.g. by ``stallwatch run`` on Ctrl-C.
     """
 
     def __init__(self, uri: str, checkpoint: Optional[str], max_lag_ms: int,
-                 stop_at_latest: bool) -> None:
+                 stop_at_latest: bool, stop_file: Optional[str] = None) -> None:
         super().__init__()
         stream_uri.parse(uri)
         self._uri, self._checkpoint = uri, checkpoint
         self._lag, self._bounded = max_lag_ms, stop_at_latest
+        self._stop_file = stop_file
 
     def expand(self, root: beam.pvalue.PBegin) -> beam.PCollection:
         kind = _BoundedReadFn if self._bounded else _UnboundedReadFn
         return (root
                 | "Stream" >> beam.Create([self._uri])
-                | "Read" >> beam.ParDo(kind(self._checkpoint, self._lag, self._bounded)))
+                | "Read" >> beam.ParDo(kind(self._checkpoint, self._lag, self._bounded,
+                                           self._stop_file)))
