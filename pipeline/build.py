@@ -34,7 +34,8 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
         cfg.metrics_bucket_ms, cfg.inactivity_s * 1000)
     alerts = sessions.progress | "DetectStallClusters" >> DetectStallClusters(
         cfg.thresholds, cfg.detect_every_s, cfg.close_after_s, cfg.detect_window_s,
-        view_life_s=cfg.inactivity_s + cfg.complete_s, shards=cfg.detect_shards)
+        view_life_s=cfg.inactivity_s + cfg.complete_s, shards=cfg.detect_shards,
+        late_s=cfg.watermark_step_ms // 1000)
     outputs = QoeOutputs(parsed.beacons, parsed.dead_letters, views, sessions.late, metrics, alerts)
     if sinks is not None and sinks.everything is not None:
         _ = {"views": views, "metrics": metrics, "alerts": alerts,

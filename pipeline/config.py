@@ -60,6 +60,15 @@ class QoeConfig:
     def local_output(self) -> bool:
         return not self.output.startswith("gs://")
 
+    @property
+    def watermark_step_ms(self) -> int:
+        """The largest step a replay, a stream feed or a drain moves the
+        watermark by: what a timer fires in one step reaches the next stages
+        at most this late (runners that hold no watermark for timers), so
+        state that waits for late input waits this long (half the
+        inactivity, between 1 and 10 minutes)."""
+        return min(600_000, max(60_000, self.inactivity_s * 500))
+
 
 def _file_uri(uri: str, what: str, instead: str) -> tuple[str, str]:
     """(scheme, path) of a file-like URI."""

@@ -7,13 +7,15 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions, StandardOptions,
+                                                  TestOptions)
 
 from pipeline import accounting, directrunner, io, replay, tally
 from pipeline.streams import feed, read
@@ -103,6 +105,9 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     runner = read.runner_name(standard.runner)
     if runner in read.DIRECT:
         directrunner.install()
+    if "use_loopback_process_worker" in (options.view_as(DebugOptions).experiments or []):
+        # Beam's worker pool starts the workers as `python` from PATH: this one.
+        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
     if cfg.source_stream:
         why = read.unsupported(cfg.source_stream, runner, cfg.stop_at_latest)
         if why:
@@ -188,7 +193,8 @@ def _stream_source(cfg: QoeConfig, runner: str,
                    stop_file: Optional[str] = None) -> read.ReadBeacons:
     return read.ReadBeacons(cfg.source_stream, runner, checkpoint=cfg.checkpoint,
                             max_lag_ms=cfg.max_lag_s * 1000, stop_at_latest=cfg.stop_at_latest,
-                            stop_file=stop_file)
+                            stop_file=stop_file, drain_ms=_drain_ms(cfg),
+                            drain_step_ms=cfg.watermark_step_ms)
 
 
 # A streaming run from a stream drains when this file appears in OUTPUT: the
@@ -353,7 +359,8 @@ def _run_stream(pipeline: beam.Pipeline, cfg: QoeConfig,
     except (LookupError, ValueError) as exc:   # no such stream; a checkpoint of another one
         raise ConfigError(str(exc)) from None
     stream_feed = feed.StreamFeed(reader, int(cfg.stream_tick_s * 1000), cfg.max_lag_s * 1000,
-                                  _drain_ms(cfg), stop_at_latest=cfg.stop_at_latest)
+                                  _drain_ms(cfg), stop_at_latest=cfg.stop_at_latest,
+                                  step_ms=cfg.watermark_step_ms)
     previous = _stop_on_signals(stream_feed.stop_requested)
     try:
         with replay.ReplayService(stream_feed) as endpoint:
@@ -395,10 +402,16 @@ def _stop_on_signals(stop: threading.Event) -> dict:
 
 def _file_replay(cfg: QoeConfig) -> replay.FileReplay:
     return replay.FileReplay(cfg.source_pattern, cfg.replay_speed, cfg.max_lag_s * 1000,
-                             _drain_ms(cfg), cfg.replay_tick_s * 1000)
+                             _drain_ms(cfg), cfg.replay_tick_s * 1000,
+                             step_ms=cfg.watermark_step_ms)
 
 
-def quiet_beam_logs(level: Optional[int] = logging.WARNING) -> None:
+def quiet_beam_logs(level: Optional[int] = None) -> None:
+    """Beam's INFO logs are noise to a user; STALLWATCH_LOG_LEVEL=INFO (or
+    DEBUG) brings them back, the Flink job server's output included."""
+    if level is None:
+        level = getattr(logging, os.environ.get("STALLWATCH_LOG_LEVEL", "WARNING").upper(),
+                        logging.WARNING)
     logging.getLogger().setLevel(level)
     for name in ("apache_beam", "root"):
         logging.getLogger(name).setLevel(level)

@@ -106,6 +106,9 @@ class FlinkJobOptions(PipelineOptions):
                  "positions and acks when a checkpoint completes).")
         add("--checkpoint_timeout_millis", type=int, default=None,
             help="A checkpoint that takes longer fails (ms).")
+        add("--unaligned_checkpoint_enabled", action="store_true", default=None,
+            help="Checkpoint barriers overtake data waiting in buffers, so a checkpoint (and "
+                 "the source's commits) completes under backpressure.")
         add("--min_pause_between_checkpoints", type=int, default=None,
             help="At least this long between two checkpoints (ms).")
         add("--state_backend", default=None, choices=("filesystem", "rocksdb"),

@@ -134,7 +134,7 @@ def _fill(times: list[Optional[int]]) -> None:
 
 
 class WatermarkSteps:
-    """Watermark events for a TestStream, in steps of at most MAX_STEP_MS.
+    """Watermark events for a TestStream, in steps of at most ``step_ms``.
 
     The DirectRunner holds no watermark for pending timers, so what a timer
     emits is as far behind the watermark as the step that fired it; small
@@ -143,20 +143,21 @@ class WatermarkSteps:
     never moves back.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, step_ms: int = MAX_STEP_MS) -> None:
         self.value: Optional[int] = None
+        self._step = step_ms
 
     def advance(self, watermark: int) -> Iterator:
         if self.value is None:
             self.value = watermark
             yield test_stream.WatermarkEvent(Timestamp(micros=watermark * 1000), TAG)
             return
-        if watermark - self.value > MAX_STEPS * MAX_STEP_MS:
+        if watermark - self.value > MAX_STEPS * self._step:
             # A gap of weeks (e.g. lines with no time at all, replayed at 0):
             # nothing can be pending across it that small steps would save.
-            self.value = watermark - MAX_STEPS * MAX_STEP_MS
+            self.value = watermark - MAX_STEPS * self._step
         while watermark > self.value:
-            self.value = min(watermark, self.value + MAX_STEP_MS)
+            self.value = min(watermark, self.value + self._step)
             yield test_stream.WatermarkEvent(Timestamp(micros=self.value * 1000), TAG)
 
 
@@ -171,14 +172,17 @@ class FileReplay:
         every view can complete and expire (the DirectRunner fires no timers
         on a jump to +infinity).
       tick_ms: lines arriving within one tick are one bundle.
+      step_ms: the largest watermark step (see WatermarkSteps).
     """
 
     def __init__(self, pattern: str, speed: float, max_lag_ms: int, drain_ms: int,
                  tick_ms: int = 5_000, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 step_ms: int = MAX_STEP_MS) -> None:
         self._paths = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
         self._speed, self._lag, self._drain, self._tick = speed, max_lag_ms, drain_ms, tick_ms
         self._sleep, self._clock = sleep, clock
+        self._step = step_ms
         self._blank = [0]
 
     records = 0               # records replayed so far: the source's count of what it read
@@ -204,7 +208,7 @@ class FileReplay:
         merged = heapq.merge(*(_records(p, self._blank) for p in self._paths),
                              key=lambda r: (r[0], r[1]))
         started, first = self._clock(), None
-        self._watermark = WatermarkSteps()
+        self._watermark = WatermarkSteps(self._step)
         batch: list[TimestampedValue] = []
         tick = None
         last = skipped = 0

@@ -45,5 +45,21 @@ _COMMON = [
 
 LOCAL = ["--flink_master=[local]", *_COMMON]
 CLUSTER = ["--flink_master=localhost:8081", *_COMMON]
-# Added by the presets when --streaming is given.
-STREAMING = ["--checkpointing_interval=10000"]
+# Added by the presets when --streaming is given:
+# - checkpoints, which the source needs to commit what it read;
+# - the SDK harness's state cache (Beam 2.62 ships it off: every state read
+#   is a gRPC call to the runner, 321,416 of them in 240 s in the trial of
+#   issue #16), and one Python worker *process* per parallel task instead of
+#   threads in this process, so the Python work is not held to one core by
+#   the GIL (the pool starts `python` from PATH: pipeline/main.py puts this
+#   interpreter's directory first);
+# - sources that end when idle: Impulse ends at once, the stream read when
+#   it drains (Ctrl-C), and the job then finishes by itself; Flink 1.19
+#   goes on checkpointing after some tasks finished (FLIP-147).
+STREAMING = ["--checkpointing_interval=10000", "--max_cache_memory_usage_mb=256",
+             "--experiments=use_loopback_process_worker", "--sdk_worker_parallelism=2",
+             "--shutdown_sources_after_idle_ms=1000"]
+# flink-local keeps checkpoints in the JobManager's memory (5 MB at most)
+# unless told otherwise.
+LOCAL_STREAMING = STREAMING + ["--state_backend=filesystem",
+                               f"--state_backend_storage_path=file://{tools.TOOLS}/run/flink-local-checkpoints"]

@@ -18,4 +18,4 @@ PRESETS = {
 }
 
 # Extra flags a preset takes when the run is a streaming one.
-STREAMING_EXTRAS = {"flink-local": flink.STREAMING, "flink-cluster": flink.STREAMING}
+STREAMING_EXTRAS = {"flink-local": flink.LOCAL_STREAMING, "flink-cluster": flink.STREAMING}

@@ -29,10 +29,6 @@ SETTLE_MS = 1_000
 # A new stall is evaluated this soon, whatever every_s says: it is what
 # alerts wait for. Other news (exposure growing) waits for every_s.
 URGENT_MS = 1_000
-# The per-viewer state outlives the views' last possible change by this
-# much: the DirectRunner holds no watermark for timers, so a view's last
-# version may reach it up to one watermark step (10 min) late.
-_VIEW_MARGIN_MS = 900_000
 _DAY_MS = 24 * 3_600_000
 
 
@@ -99,7 +95,11 @@ class DetectStallClusters(beam.PTransform):
       close_after_s: an alert with no new affected stall for this long is closed.
       retention_s: evidence older than this leaves detection (0: none, as in batch).
       view_life_s: how long after its newest version a view can still change
-        (the sessionizer's inactivity): the per-viewer state lasts that long.
+        (the sessionizer's inactivity): the per-viewer state lasts that long,
+        plus ``late_s``.
+      late_s: how late (behind the watermark) a view's version may arrive: a
+        runner that holds no watermark for timers (the DirectRunner) lets it
+        be one watermark step late (pipeline.config.watermark_step_ms).
       shards: keys of each sharded stage (more: smaller keys, more copies of
         each broadcast).
       hold_s: the causal hold of new content and viewer alerts (None: two
@@ -110,7 +110,7 @@ class DetectStallClusters(beam.PTransform):
     def __init__(self, thresholds: Thresholds | None = None, every_s: int = 0,
                  close_after_s: int = 600, retention_s: int = 0, view_life_s: int = 3660,
                  shards: int = DEFAULT_SHARDS, hold_s: Optional[int] = None,
-                 stateful: Optional[bool] = None) -> None:
+                 stateful: Optional[bool] = None, late_s: int = 600) -> None:
         super().__init__()
         if min(every_s, retention_s) < 0 or close_after_s <= 0 or view_life_s <= 0 or shards < 1:
             raise ValueError("every_s, retention_s must be >= 0; close_after_s, view_life_s, "
@@ -118,7 +118,7 @@ class DetectStallClusters(beam.PTransform):
         self._t = t = thresholds or Thresholds()
         self._every_ms = every_s * 1000 if every_s > 0 else None
         self._retention_ms = retention_s * 1000
-        self._view_life_ms = view_life_s * 1000
+        self._view_life_ms = (view_life_s + late_s + 60) * 1000
         self._shards = shards
         self._stateful = stateful
         hold_ms = (2 * every_s if hold_s is None else hold_s) * 1000 if every_s > 0 else 0
@@ -142,7 +142,7 @@ class DetectStallClusters(beam.PTransform):
             | "ToFacts" >> beam.Map(_to_facts, t.delivery_dimensions)
             | "PerViewer" >> self._stage(ViewerViews(t, shards, shards, self._slice_ms), "arrival",
                                          (CONTENT, DELIVERY, VIEWER),
-                                         gc_ms=self._view_life_ms + _VIEW_MARGIN_MS))
+                                         gc_ms=self._view_life_ms))
         delivery = (
             per_viewer[DELIVERY]
             | "DeliveryCells" >> self._stage(DeliveryCells(t, retention), "counts")

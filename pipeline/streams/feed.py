@@ -54,15 +54,18 @@ class StreamFeed:
       stop_at_latest: stop once the reader has caught up (and nothing came
         for ``idle_ms``): a bounded read of what the stream holds.
       max_batch: at most this many records per bundle.
+      step_ms: the largest watermark step (replay.WatermarkSteps).
     """
 
     def __init__(self, reader: StreamReader, tick_ms: int, max_lag_ms: int, drain_ms: int,
                  stop_at_latest: bool = False, idle_ms: int = 3_000, max_batch: int = 20_000,
+                 step_ms: int = 600_000,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._reader, self._tick, self._lag, self._drain = reader, tick_ms, max_lag_ms, drain_ms
         self._stop_at_latest, self._idle, self._max_batch = stop_at_latest, idle_ms, max_batch
         self._clock, self._sleep = clock, sleep
+        self._step = step_ms
         self.stop_requested = threading.Event()
         self.records = 0
         self.last_arrival_ms: Optional[int] = None
@@ -75,7 +78,7 @@ class StreamFeed:
         self.finished = True
 
     def events(self) -> Iterator:
-        watermark = WatermarkSteps()
+        watermark = WatermarkSteps(self._step)
         quiet_since = self._clock()
         while not self.stop_requested.is_set():
             batch = self._gather()

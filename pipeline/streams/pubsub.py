@@ -14,6 +14,11 @@ from transforms.model import RawRecord
 ACK_DEADLINE_S = 60
 _ACK_CHUNK = 1000
 _RECENT_IDS = 200_000         # message ids remembered to drop redeliveries
+# Messages handed on but not yet committed (a runner commits when its
+# checkpoint completes) have their deadline extended, for at most this long:
+# a bundle that failed never commits, and its messages must come back.
+MAX_EXTENSION_S = 600
+_MIN_DEADLINE_S = 10          # Pub/Sub's shortest ack deadline
 
 
 class PubSubReader:
@@ -24,7 +29,10 @@ class PubSubReader:
     the ack ids that ``positions()`` returned after the records were handed
     on: a reader that dies before that leaves them to be redelivered. A
     redelivered message id seen recently is acked and dropped (counted in
-    ``stats["redelivered"]``), since Pub/Sub delivers at least once.
+    ``stats["redelivered"]``), since Pub/Sub delivers at least once. Handed
+    on but not yet committed, a message's ack deadline is extended on each
+    poll (``stats["extended"]``), for up to MAX_EXTENSION_S, so a runner whose
+    checkpoints are slow does not get everything again.
     """
 
     def __init__(self, uri: PubSubUri, max_messages: int = 1000, pull_timeout_s: float = 2.0,
@@ -49,14 +57,38 @@ class PubSubReader:
             except exceptions.NotFound:
                 raise LookupError(f"{uri}: subscription not found") from None
         self._pending: list[str] = []
+        self._outstanding: dict[str, tuple[float, float]] = {}   # ack id -> (since, deadline)
+        self._extended_at = 0.0
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._empty = False
         self._oldest_ms: Optional[int] = None
-        self.stats = {"pulls": 0, "redelivered": 0}
+        self.stats = {"pulls": 0, "redelivered": 0, "extended": 0}
+
+    def _extend(self) -> None:
+        """Push back the deadline of what is handed on and not yet committed,
+        before it runs out (assuming Pub/Sub's shortest deadline, 10 s, for a
+        subscription we did not create)."""
+        now = self._clock()
+        if now < self._extended_at + 2:
+            return
+        self._extended_at = now
+        due = []
+        for ack_id, (since, until) in list(self._outstanding.items()):
+            if now - since > MAX_EXTENSION_S:
+                del self._outstanding[ack_id]             # given up: it will be redelivered
+            elif until - now < _MIN_DEADLINE_S:
+                due.append(ack_id)
+                self._outstanding[ack_id] = (since, now + ACK_DEADLINE_S)
+        for start in range(0, len(due), _ACK_CHUNK):
+            self._subscriber.modify_ack_deadline(request={
+                "subscription": self.subscription, "ack_ids": due[start:start + _ACK_CHUNK],
+                "ack_deadline_seconds": ACK_DEADLINE_S})
+        self.stats["extended"] += len(due)
 
     def poll(self) -> list[RawRecord]:
         from google.api_core import exceptions
         self.stats["pulls"] += 1
+        self._extend()
         try:
             response = self._subscriber.pull(
                 request={"subscription": self.subscription, "max_messages": self._max},
@@ -94,9 +126,13 @@ class PubSubReader:
 
     def positions(self) -> list[str]:
         pending, self._pending = self._pending, []
+        now = self._clock()
+        self._outstanding.update((ack_id, (now, now + _MIN_DEADLINE_S)) for ack_id in pending)
         return pending
 
     def commit(self, ack_ids: list[str]) -> None:
+        for ack_id in ack_ids:
+            self._outstanding.pop(ack_id, None)
         for start in range(0, len(ack_ids), _ACK_CHUNK):
             self._subscriber.acknowledge(request={"subscription": self.subscription,
                                                   "ack_ids": ack_ids[start:start + _ACK_CHUNK]})

@@ -81,12 +81,14 @@ class ReadBeacons(beam.PTransform):
       runner: the runner's name; picks the implementation (module table).
       feed_endpoint: on the DirectRunner, the TestStreamService a StreamFeed
         serves (pipeline/main.py starts it).
-      stop_file: ReadStream ends (drains) once this path exists.
+      stop_file, drain_ms: ReadStream drains once this path exists, the
+        watermark going ``drain_ms`` past the last arrival (source.py).
     """
 
     def __init__(self, uri: str, runner: str, feed_endpoint: Optional[str] = None,
                  checkpoint: Optional[str] = None, max_lag_ms: int = 300_000,
-                 stop_at_latest: bool = False, stop_file: Optional[str] = None) -> None:
+                 stop_at_latest: bool = False, stop_file: Optional[str] = None,
+                 drain_ms: int = 0, drain_step_ms: int = 600_000) -> None:
         super().__init__()
         why = unsupported(uri, runner, stop_at_latest)
         if why:
@@ -94,7 +96,7 @@ class ReadBeacons(beam.PTransform):
         self._raw, self._uri, self._runner, self._endpoint = (
             uri, stream_uri.parse(uri), runner, feed_endpoint)
         self._checkpoint, self._lag, self._bounded = checkpoint, max_lag_ms, stop_at_latest
-        self._stop_file = stop_file
+        self._stop_file, self._drain_ms, self._drain_step = stop_file, drain_ms, drain_step_ms
 
     def expand(self, root: beam.pvalue.PBegin) -> beam.PCollection:
         if self._endpoint:
@@ -103,7 +105,8 @@ class ReadBeacons(beam.PTransform):
         if not (self._runner in DATAFLOW and isinstance(self._uri, stream_uri.PubSubUri)):
             from pipeline.streams.source import ReadStream
             return root | "ReadStream" >> ReadStream(self._raw, self._checkpoint, self._lag,
-                                                     self._bounded, self._stop_file)
+                                                     self._bounded, self._stop_file,
+                                                     self._drain_ms, self._drain_step)
         # DataflowRunner + Pub/Sub: the service's own read (ack on checkpoint,
         # watermark from publish time, de-duplication by message id).
         source = ({"topic": self._uri.path} if self._uri.is_topic

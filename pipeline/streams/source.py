@@ -35,11 +35,20 @@ _IDLE_STOP_S = 3.0      # bounded: at the tip this long = the end
 
 
 END = "end-of-stream"   # claimed when a bounded read is over
+# Draining, the watermark walks to its end a step a second (see _drain).
+_DRAIN_STEP_S = 1.0
 
 
 class StreamRestriction(NamedTuple):
     positions: Any        # KinesisReader.positions() (dict) or None (Pub/Sub)
     finished: bool
+    drain_until_ms: Optional[int] = None   # draining: no more reading; the watermark's end
+
+
+class Drain(NamedTuple):
+    """Claimed when a drain starts: read nothing more, walk the watermark to ``until_ms``."""
+
+    until_ms: int
 
 
 class _StreamTracker(RestrictionTracker):
@@ -61,18 +70,22 @@ class _StreamTracker(RestrictionTracker):
         (the DoFn sees the tracker through a view without other methods)."""
         if self._stopped or self._restriction.finished:
             return False
+        current = self._restriction
         if positions is END:
-            self._restriction = StreamRestriction(self._restriction.positions, True)
+            self._restriction = StreamRestriction(current.positions, True, current.drain_until_ms)
+        elif isinstance(positions, Drain):
+            self._restriction = StreamRestriction(current.positions, False, positions.until_ms)
         else:
-            self._restriction = StreamRestriction(positions, False)
+            self._restriction = StreamRestriction(positions, False, current.drain_until_ms)
         return True
 
     def try_split(self, fraction_of_remainder):
         if self._stopped or self._restriction.finished or fraction_of_remainder != 0:
             return None
         self._stopped = True
-        positions = self._restriction.positions
-        return StreamRestriction(positions, True), StreamRestriction(positions, False)
+        positions, drain = self._restriction.positions, self._restriction.drain_until_ms
+        return (StreamRestriction(positions, True, drain),
+                StreamRestriction(positions, False, drain))
 
     def check_done(self) -> None:
         if not (self._stopped or self._restriction.finished):
@@ -86,9 +99,10 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
     """The DoFn and its own restriction provider (RestrictionParam() finds it)."""
 
     def __init__(self, checkpoint: Optional[str], max_lag_ms: int, stop_at_latest: bool,
-                 stop_file: Optional[str] = None) -> None:
+                 stop_file: Optional[str] = None, drain_ms: int = 0,
+                 drain_step_ms: int = 600_000) -> None:
         self._checkpoint, self._lag, self._bounded = checkpoint, max_lag_ms, stop_at_latest
-        self._stop_file = stop_file
+        self._stop_file, self._drain_ms, self._drain_step = stop_file, drain_ms, drain_step_ms
 
     # -- restrictions -------------------------------------------------------
     def initial_restriction(self, uri: str) -> StreamRestriction:
@@ -112,22 +126,68 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
     # -- reading ------------------------------------------------------------
     def setup(self) -> None:
         self._read = Metrics.counter(METRICS_NAMESPACE, "source_messages")
+        self._readers: dict = {}
+
+    def teardown(self) -> None:
+        for reader in getattr(self, "_readers", {}).values():
+            reader.close()
 
     def _reader(self, uri: str, restriction: StreamRestriction):
+        """The reader of this worker's last bundle when it can go on where the
+        restriction says (a Pub/Sub subscriber keeps its client and its memory
+        of message ids, which drops redeliveries); else a new one."""
         parsed = stream_uri.parse(uri)
+        cached = self._readers.get(uri)
         if isinstance(parsed, stream_uri.KinesisUri):
+            if cached is not None and cached.positions() == (restriction.positions or {}):
+                return cached
             from pipeline.streams.kinesis import KinesisReader
-            return KinesisReader(parsed, Checkpoint(self._checkpoint, str(parsed)),
-                                 positions=restriction.positions or {})
-        from pipeline.streams.pubsub import PubSubReader
-        return PubSubReader(parsed)
+            reader = KinesisReader(parsed, Checkpoint(self._checkpoint, str(parsed)),
+                                   positions=restriction.positions or {})
+        elif cached is not None:
+            return cached
+        else:
+            from pipeline.streams.pubsub import PubSubReader
+            reader = PubSubReader(parsed)
+        self._readers[uri] = reader
+        return reader
+
+    def _drain(self, tracker, watermark) -> None:
+        """One drain step: the watermark moves on by at most ``drain_step_ms``
+        toward the end of the drain (the last arrival + drain_ms, so every
+        view expires and every alert closes), then the read resumes a second
+        later; at the end it finishes. What was read is committed when its
+        bundles are finalized, as always.
+
+        Not one jump to the end: a runner that holds no watermark for pending
+        timers (the DirectRunner; seen on Flink 1.19's portable operators at
+        a drain) lets what a timer emits reach the windowed sinks behind
+        their watermark, and one jump would make it later than any allowed
+        lateness: a drain on Flink wrote empty files before this."""
+        current = watermark.current_watermark()
+        now_ms = int(time.time() * 1000) - self._lag
+        current_ms = (current.micros // 1000 if current is not None and
+                      current.micros // 1000 > 0 else now_ms)
+        until = tracker.current_restriction().drain_until_ms
+        if until is None:
+            until = current_ms + self._lag + self._drain_ms
+            tracker.try_claim(Drain(until))
+        if current_ms >= until:
+            tracker.try_claim(END)
+            return
+        watermark.set_watermark(Timestamp(micros=min(until, current_ms + self._drain_step) * 1000))
+        tracker.defer_remainder(Duration(seconds=_DRAIN_STEP_S))
 
     def _read_stream(self, uri: str, tracker, watermark, finalizer) -> Iterable[TimestampedValue]:
+        if tracker.current_restriction().drain_until_ms is not None or (
+                self._stop_file and FileSystems.exists(self._stop_file)):
+            self._drain(tracker, watermark)
+            return
         reader = self._reader(uri, tracker.current_restriction())
         started = quiet_since = time.monotonic()
         while True:
             if self._stop_file and FileSystems.exists(self._stop_file):
-                tracker.try_claim(END)         # drained: what was read is committed on finalize
+                self._drain(tracker, watermark)
                 return
             records = reader.poll()
             if records:
@@ -197,21 +257,25 @@ class ReadStream(beam.PTransform):
         bundle is finalized (None: the runner's checkpoints only).
       max_lag_ms: the watermark trails the reader's by this much.
       stop_at_latest: end once the stream is read to its tip.
-      stop_file: end once this path exists (any Beam filesystem): a drain
-        requested from outside, e.g. by ``stallwatch run`` on Ctrl-C.
+      stop_file: drain and end once this path exists (any Beam filesystem):
+        a stop requested from outside, e.g. by ``stallwatch run`` on Ctrl-C.
+      drain_ms: draining, the watermark goes this far past the last arrival
+        (every view expires, every alert closes) before the read ends, in
+        steps of at most ``drain_step_ms``.
     """
 
     def __init__(self, uri: str, checkpoint: Optional[str], max_lag_ms: int,
-                 stop_at_latest: bool, stop_file: Optional[str] = None) -> None:
+                 stop_at_latest: bool, stop_file: Optional[str] = None,
+                 drain_ms: int = 0, drain_step_ms: int = 600_000) -> None:
         super().__init__()
         stream_uri.parse(uri)
         self._uri, self._checkpoint = uri, checkpoint
         self._lag, self._bounded = max_lag_ms, stop_at_latest
-        self._stop_file = stop_file
+        self._stop_file, self._drain_ms, self._drain_step = stop_file, drain_ms, drain_step_ms
 
     def expand(self, root: beam.pvalue.PBegin) -> beam.PCollection:
         kind = _BoundedReadFn if self._bounded else _UnboundedReadFn
         return (root
                 | "Stream" >> beam.Create([self._uri])
                 | "Read" >> beam.ParDo(kind(self._checkpoint, self._lag, self._bounded,
-                                           self._stop_file)))
+                                           self._stop_file, self._drain_ms, self._drain_step)))

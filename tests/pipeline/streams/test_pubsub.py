@@ -41,7 +41,9 @@ def test_reader__topic_form_reads_with_ids_and_publish_times(pubsub_emulator):
     assert pubsub.PubSubReader(topic).subscription == reader.subscription
 
 
-def test_reader__uncommitted_messages_come_back_and_are_not_read_twice(pubsub_emulator):
+def test_reader__uncommitted_messages_come_back_and_are_not_read_twice(pubsub_emulator,
+                                                                      monkeypatch):
+    monkeypatch.setattr(pubsub, "MAX_EXTENSION_S", 1)     # a bundle that failed: given up soon
     topic = _topic()
     name = f"projects/stallwatch-test/subscriptions/s-{uuid.uuid4().hex[:8]}"
     pubsub_v1.SubscriberClient().create_subscription(
@@ -49,7 +51,7 @@ def test_reader__uncommitted_messages_come_back_and_are_not_read_twice(pubsub_em
     reader = pubsub.PubSubReader(uri.parse(f"pubsub://{name}"))
     pubsub.PubSubWriter(topic).put([("", b"once", {})])
     first = _drain(reader, 1)
-    reader.positions()                    # handed on, but the run died before commit
+    reader.positions()                    # handed on, but its bundle failed: no commit comes
     time.sleep(11)                        # past the ack deadline: Pub/Sub redelivers
     again = []
     deadline = time.monotonic() + 20
@@ -66,3 +68,21 @@ def test_missing_topic_or_subscription_is_a_lookup_error(pubsub_emulator):
         pubsub.PubSubReader(uri.parse("pubsub://projects/stallwatch-test/subscriptions/none-such"))
     with pytest.raises(LookupError, match="topic not found"):
         pubsub.PubSubWriter(uri.parse("pubsub://projects/stallwatch-test/topics/none-such")).check()
+
+
+def test_reader__handed_on_messages_wait_for_their_commit_however_slow(pubsub_emulator):
+    topic = _topic()
+    name = f"projects/stallwatch-test/subscriptions/s-{uuid.uuid4().hex[:8]}"
+    pubsub_v1.SubscriberClient().create_subscription(
+        request={"name": name, "topic": topic.path, "ack_deadline_seconds": 10})
+    reader = pubsub.PubSubReader(uri.parse(f"pubsub://{name}"))
+    pubsub.PubSubWriter(topic).put([("", b"slow", {})])
+    first = _drain(reader, 1)
+    token = reader.positions()             # handed on; the runner's checkpoint is slow
+    deadline = time.monotonic() + 25       # 2.5 x the ack deadline, the reader polling on
+    while time.monotonic() < deadline:
+        assert reader.poll() == []
+        time.sleep(0.5)
+    assert len(first) == 1 and reader.stats["extended"] >= 1
+    assert reader.stats["redelivered"] == 0          # Pub/Sub never gave it back
+    reader.commit(token)
