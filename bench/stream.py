@@ -122,6 +122,22 @@ def _streams(source: str, tag: str) -> tuple[str, str, object]:
     return str(names[0]), str(names[1]), kinesis.KinesisReader(names[1])
 
 
+def _left_unread(source: str, beacons: str) -> Optional[int]:
+    """Pub/Sub: messages still in the run's subscription after it ended
+    (pulled by an acked stream read's successor, so not lost: a next run
+    reads them). None for Kinesis, whose positions are in the checkpoint."""
+    if source != "pubsub":
+        return None
+    reader = pubsub.PubSubReader(uri.parse(f"pubsub://{uri.parse(beacons).subscription_for()}"))
+    left, quiet = 0, 0
+    while quiet < 3:
+        records = reader.poll()
+        left += len(records)
+        quiet = 0 if records else quiet + 1
+    reader.close()
+    return left
+
+
 def _wait_until_reading(source: str, beacons: str, run: subprocess.Popen) -> None:
     """Pub/Sub: publish only once the run's subscription exists (else the
     first messages are lost to nobody). Kinesis reads from the trim horizon."""
@@ -150,8 +166,50 @@ def _finished_views(output: str) -> int:
     return count
 
 
+# Short state horizons, so state reaches its steady size within a run of
+# minutes (views final after 2 min, detection evidence kept 10 min, alerts
+# closed after 2 quiet minutes); production keeps 60 min / 6 h / 10 min.
+HORIZONS = ("--inactivity_s=120", "--detect_window_s=600", "--close_after_s=120")
+
+
+def _cluster_pids(cluster) -> list[int]:
+    """PIDs of a standalone Flink cluster's JobManager and TaskManagers."""
+    pids = []
+    for path in glob.glob(os.path.join(cluster.instance, "pid", "*.pid")):
+        with open(path) as f:
+            pids += [int(line) for line in f if line.strip().isdigit()]
+    return pids
+
+
+def _checkpoint_stats(cluster) -> Optional[dict]:
+    """The running job's checkpoint figures from Flink's REST API (bytes, ms)."""
+    try:
+        jobs = [j for j in cluster.jobs() if j["state"] == "RUNNING"]
+        if not jobs:
+            return None
+        stats = cluster.get(f"/jobs/{jobs[0]['jid']}/checkpoints")
+    except OSError:
+        return None
+    latest = (stats.get("latest") or {}).get("completed") or {}
+    counts = stats.get("counts") or {}
+    return {"completed": counts.get("completed", 0), "failed": counts.get("failed", 0),
+            "state_size": latest.get("state_size"), "checkpointed_size": latest.get("checkpointed_size"),
+            "duration_ms": latest.get("end_to_end_duration")}
+
+
+def _run_flags(runner: str, cluster, parallelism: int) -> list[str]:
+    if runner == "flink":
+        return ["--preset=flink-cluster", f"--flink_master={cluster.master}",
+                f"--parallelism={parallelism}", f"--sdk_worker_parallelism={parallelism}"]
+    if runner == "flink-local":
+        return ["--preset=flink-local", f"--parallelism={parallelism}",
+                f"--sdk_worker_parallelism={parallelism}"]
+    return ["--stream_tick_s=5"]
+
+
 def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
-          run_flags: tuple[str, ...] = (), drain_timeout_s: float = 600) -> dict:
+          run_flags: tuple[str, ...] = (), drain_timeout_s: float = 600,
+          parallelism: int = 2) -> dict:
     join_s = int(minutes * 60)
     # ~15 records per view and ~1.8 views per viewer in the live audience
     viewers_per_s = rate / 26.0
@@ -160,13 +218,16 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
     running = emulators.start(source, log_dir=work)
     os.environ.update(running.env)
     run: Optional[subprocess.Popen] = None
+    cluster = None
     try:
+        if runner == "flink":
+            from tools import flink as flink_tools
+            cluster = flink_tools.start(taskmanagers=2, slots=max(1, (parallelism + 1) // 2),
+                                        instance=os.path.join(work, "flink"))
         beacons, alerts_uri, reader = _streams(source, tag)
         output = os.path.join(work, "out")
-        flags = ["--streaming", f"--source={beacons}", f"--alerts={alerts_uri}", f"--output={output}"]
-        if runner == "flink":
-            flags += ["--preset=flink-local", "--parallelism=2"]
-        flags += list(run_flags)
+        flags = ["--streaming", f"--source={beacons}", f"--alerts={alerts_uri}", f"--output={output}",
+                 *_run_flags(runner, cluster, parallelism), *HORIZONS, *run_flags]
         run = subprocess.Popen([sys.executable, "-m", "runners.cli", "run", *flags], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -193,7 +254,7 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
         publisher.start()
 
         arrived: dict[str, float] = {}
-        memory: list[tuple[float, float]] = []
+        samples: list[dict] = []
         next_sample = next_report = 0.0
 
         def watch() -> None:
@@ -210,11 +271,20 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
             reader.commit(reader.positions())
             now = time.time()
             if now >= next_sample:
-                memory.append((now - started, _tree_rss_kb(run.pid) / 1024))
+                sample = {"at_s": round(now - started, 1),
+                          "pipeline_mb": _tree_rss_kb(run.pid) / 1024,
+                          "emulator_mb": _tree_rss_kb(running.pid) / 1024}
+                if cluster is not None:
+                    sample["cluster_mb"] = sum(_tree_rss_kb(pid) for pid in _cluster_pids(cluster)) / 1024
+                    sample["checkpoint"] = _checkpoint_stats(cluster)
+                samples.append(sample)
                 next_sample = now + 5
             if now >= next_report:
+                last = samples[-1]
                 print(f"  {now - started:6.0f} s  {triggers.events:,} events published, "
-                      f"run RSS {memory[-1][1]:,.0f} MB", flush=True)
+                      f"RSS pipeline {last['pipeline_mb']:,.0f} MB"
+                      + (f", cluster {last['cluster_mb']:,.0f} MB, checkpoint {last['checkpoint']}"
+                         if cluster is not None else ""), flush=True)
                 next_report = now + 60
             if run.poll() is not None:
                 raise RuntimeError("the run stopped: " + "".join(log)[-3000:])
@@ -239,8 +309,14 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
             run.kill()
             run.wait()
             drain_s = None
-        summary_path = os.path.join(output, "run_summary.json")
-        summary = json.load(open(summary_path)) if os.path.exists(summary_path) else {}
+        left_unread = _left_unread(source, beacons)
+        summary = {}
+        for path in (os.path.join(output, "run_summary.json"),
+                     os.path.join(output, "_partial", "run_summary.json")):
+            if os.path.exists(path):
+                with open(path) as f:
+                    summary = json.load(f)
+                break
         truth = published["truth"]
         latencies = {t: round(arrived[t] - triggers.fired[t], 1)
                      for t in triggers.fired if t in arrived}
@@ -249,11 +325,21 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
         for second, n in triggers.by_second.items():
             minute = int((second - started) // 60)
             load[minute] = load.get(minute, 0) + n
-        minute_rss = {}
-        for at, mb in memory:
-            minute_rss[int(at // 60)] = max(mb, minute_rss.get(int(at // 60), 0))
+        by_minute: dict[int, dict] = {}
+        for sample in samples:
+            minute = by_minute.setdefault(int(sample["at_s"] // 60), {})
+            total = sample["pipeline_mb"] + sample.get("cluster_mb", 0)
+            minute["rss_mb"] = max(minute.get("rss_mb", 0), round(total))
+            checkpoint = sample.get("checkpoint") or {}
+            if checkpoint.get("state_size") is not None:
+                minute["checkpoint_kb"] = round(checkpoint["state_size"] / 1024)
+                minute["checkpoint_ms"] = checkpoint["duration_ms"]
+                minute["checkpoints"] = checkpoint["completed"]
+                minute["checkpoints_failed"] = checkpoint["failed"]
+        accounting = summary.get("accounting") or {}
         return {
-            "source": source, "runner": runner, "minutes": minutes, "rc": run.returncode,
+            "source": source, "runner": runner, "parallelism": parallelism, "minutes": minutes,
+            "rc": run.returncode,
             "events": truth["input_records"], "messages": triggers.messages,
             "events_per_s": round(truth["input_records"] / published_s),
             "events_per_s_by_minute": {m: round(n / 60) for m, n in sorted(load.items())},
@@ -266,17 +352,26 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
             "latency_p95_s": values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
             if values else None,
             "latency_max_s": values[-1] if values else None,
-            "rss_mb_by_minute": {m: round(v) for m, v in sorted(minute_rss.items())},
+            "by_minute": {m: v for m, v in sorted(by_minute.items())},
+            "rss_mb_by_minute": {m: v["rss_mb"] for m, v in sorted(by_minute.items())},
             "views_written": _finished_views(output),
             "drain_s": round(drain_s, 1) if drain_s is not None else None,
-            "drain_timeout_s": drain_timeout_s, "run_flags": list(run_flags),
-            "read_all": summary.get("input_records") == truth["input_records"],
+            "drain_timeout_s": drain_timeout_s, "run_flags": list(HORIZONS) + list(run_flags),
+            "messages_published": triggers.messages,
+            "messages_read": accounting.get("messages_read"),
+            "accounted": accounting.get("ok"),
+            "accounting_problems": accounting.get("problems"),
+            "read_all": (accounting.get("messages_read") or 0) + (left_unread or 0) == triggers.messages
+            and bool(accounting.get("ok")),
+            "left_unread": left_unread,
             "input_records_read": summary.get("input_records"),
-            "log_tail": "".join(log)[-1500:] if run.returncode else "",
+            "log_tail": "".join(log)[-3000:] if run.returncode else "",
         }
     finally:
         if run is not None and run.poll() is None:
             run.kill()
+        if cluster is not None:
+            cluster.stop()
         running.stop()
 
 
@@ -286,25 +381,35 @@ def _doc_line(r: dict) -> str:
     shown = ", ".join(f"{m}′ {rss[m] if m in rss else rss[str(m)]:,}" for m in minutes)
     lat = (f"{r['latency_p50_s']:.1f} / {r['latency_p95_s']:.1f} / {r['latency_max_s']:.1f}"
            if r["latency_p50_s"] is not None else "no alert")
-    return (f"| {r['source']} | {r['runner']} | {r['minutes']:g} | {r['events_per_s_peak_minute']:,} "
+    by_minute = r.get("by_minute") or {}
+    last = by_minute[max(by_minute, key=int)] if by_minute else {}
+    checkpoints = (f"{last['checkpoints']} ok, {last['checkpoints_failed']} failed; last "
+                   f"{last['checkpoint_kb'] / 1024:.1f} MB in {last['checkpoint_ms'] / 1000:.1f} s"
+                   if "checkpoints" in last else "none")
+    read = r.get("messages_read")
+    left = f" + {r['left_unread']:,} left unacked for the next run" if r.get("left_unread") else ""
+    read_all = (("yes" if r["read_all"] else "NO") + f" ({read:,}{left} / {r['messages']:,})"
+                if read is not None else "unknown (no summary)")
+    runner = r["runner"] + (f" p{r['parallelism']}" if r["runner"] != "direct" else "")
+    return (f"| {r['source']} | {runner} | {r['minutes']:g} | {r['events_per_s_peak_minute']:,} "
             f"({r['events']:,} in all) | "
-            f"{r['alerts_arrived']}/{r['titles_triggered']} | {lat} | {shown} | "
+            f"{r['alerts_arrived']}/{r['titles_triggered']} | {lat} | {shown} | {checkpoints} | "
             f"{r['views_written']:,} | "
             + (f"{r['drain_s']:.0f}" if r["drain_s"] is not None else f"> {r['drain_timeout_s']:.0f}, killed")
-            + " | " + ("yes" if r["read_all"] else "NO" if r["input_records_read"] is not None
-                       else "unknown (no summary)")
-            + f" | {' '.join(r['run_flags']) or 'defaults'} |")
+            + f" | {read_all} | {' '.join(r['run_flags']) or 'defaults'} |")
 
 
 def write_doc(result: dict, started: str) -> None:
     with open(DOC, encoding="utf-8") as f:
         doc = f.read()
     header = ("| source | runner | minutes | events/s, busiest minute | alerts / broken titles | alert latency "
-              "p50 / p95 / max (s) | peak RSS MB by minute | views written | drain (s) | read all | run flags |\n"
-              "|---|---|---:|---:|---:|---|---|---:|---:|---|---|")
+              "p50 / p95 / max (s) | peak RSS MB by minute (pipeline + cluster) | checkpoints at the end "
+              "| views written | drain (s) | read all (read / published messages) | run flags |\n"
+              "|---|---|---:|---:|---:|---|---|---|---:|---:|---|---|")
     match = re.search(r"<!-- stream:start.*?-->\n(.*?)<!-- stream:end -->", doc, flags=re.S)
     rows = [line for line in (match.group(1).splitlines() if match else [])
-            if line.startswith("| ") and not line.startswith("| source")][-7:]
+            if line.startswith("| ") and not line.startswith("| source")
+            and line.count(" | ") == header.count(" | ", 0, header.index("\n"))][-7:]
     rows.append(_doc_line(result))
     block = (f"<!-- stream:start (generated by `make bench-stream`; do not edit) -->\n"
              f"Last row written {started}.\n\n{header}\n" + "\n".join(rows) + "\n<!-- stream:end -->")
@@ -327,7 +432,10 @@ def _rewrite_from(paths: list[str]) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=("pubsub", "kinesis"), default="pubsub")
-    parser.add_argument("--runner", choices=("direct", "flink"), default="direct")
+    parser.add_argument("--runner", choices=("direct", "flink", "flink-local"), default="direct",
+                        help="flink: a standalone cluster started here (JobManager + 2 "
+                             "TaskManagers); flink-local: Flink in the job server's JVM")
+    parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=2_000, help="target events/s")
     parser.add_argument("--faults", type=int, default=8, help="titles that break during the run")
@@ -343,9 +451,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     os.makedirs(OUT, exist_ok=True)
     result = bench(args.source, args.runner, args.minutes, args.rate, args.faults,
-                   tuple(args.run_flag), args.drain_timeout_s)
+                   tuple(args.run_flag), args.drain_timeout_s, args.parallelism)
     result["started"] = started
-    path = os.path.join(OUT, f"stream-{args.source}-{args.runner}.json")
+    path = os.path.join(OUT, f"stream-{args.source}-{args.runner}-p{args.parallelism}-"
+                             f"{int(args.rate)}-{started.replace(' ', '').replace(':', '')}.json")
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps({k: v for k, v in result.items() if k != "log_tail"}, indent=1))

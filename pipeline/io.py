@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import glob
 import os
+import pickle
 import shutil
-from typing import Callable, Iterable, NamedTuple, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 import apache_beam as beam
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam import coders
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms import window
-from apache_beam.utils.timestamp import Duration
 from apache_beam.metrics import Metrics
+from apache_beam.transforms import userstate
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.utils.timestamp import Timestamp
 
 from transforms.model import Alert, Beacon, DeadLetter, MetricRow, RawRecord, View
 from transforms.parse import METRICS_NAMESPACE
@@ -304,35 +308,87 @@ class _Target(NamedTuple):
     schema: Optional[pa.Schema]  # None: JSON lines
 
 
-class _WriteWindowFiles(beam.DoFn):
-    """Writes one file per (output, window, pane) from a grouped window."""
+def _stamp(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime(
+        "%Y%m%dT%H%M%S")
 
-    def __init__(self, targets: dict[str, _Target]) -> None:
-        self._targets = targets
 
-    def process(self, element, win=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
-        name, records = element
+class _WindowFilesFn(beam.DoFn):
+    """Per (output, window of event time): rows wait in state until the
+    watermark passes the window's end, then go to one file; rows that come
+    later (within ``late_ms``) make the next pane's file.
+
+    State: ROWS (pickled rows of the pane being filled), PANE (the next pane
+    number). Timers (event time): FLUSH at the window's end, or at once for a
+    late row; FORGET at the end + ``late_ms``.
+
+    A stateful DoFn rather than a GroupByKey in fixed windows: at a drain,
+    Flink 1.19's portable runner ended the job before the windows' input
+    watermark reached the end, and the GroupByKey fired its panes *empty*
+    (files written, no rows: the accounting check caught it). Here the rows
+    are this DoFn's own state, written whenever its timers fire.
+    """
+
+    ROWS = userstate.BagStateSpec("rows", coders.BytesCoder())
+    PANE = userstate.ReadModifyWriteStateSpec("pane", coders.VarIntCoder())
+    FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
+    FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def __init__(self, targets: dict[str, "_Target"], window_ms: int, late_ms: int) -> None:
+        self._targets, self._window_ms, self._late_ms = targets, window_ms, late_ms
+
+    def process(self, element, ts=beam.DoFn.TimestampParam,
+                rows=beam.DoFn.StateParam(ROWS),
+                flush=beam.DoFn.TimerParam(FLUSH),
+                forget=beam.DoFn.TimerParam(FORGET)) -> Iterable[str]:
+        key, row = element
+        rows.add(pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL))
+        end = int(key.rsplit("\x1f", 1)[1]) + self._window_ms
+        flush.set(Timestamp(micros=max(end, ts.micros // 1000 + 1) * 1000))
+        forget.set(Timestamp(micros=(end + self._late_ms) * 1000))
+        return ()
+
+    @userstate.on_timer(FLUSH)
+    def on_flush(self, key=beam.DoFn.KeyParam, rows=beam.DoFn.StateParam(ROWS),
+                 pane=beam.DoFn.StateParam(PANE)) -> Iterable[str]:
+        stored = [pickle.loads(b) for b in rows.read()]
+        if not stored:
+            return
+        name, start = key.rsplit("\x1f", 1)
         target = self._targets[name]
-        start, end = (t.to_utc_datetime().strftime("%Y%m%dT%H%M%S") for t in (win.start, win.end))
         suffix = ".jsonl" if target.schema is None else ".parquet"
-        path = FileSystems.join(target.directory,
-                                f"{target.stem}-{start}-{end}-pane{pane.index:03d}{suffix}")
+        number = pane.read() or 0
+        while True:            # never over a file already there (a row later than late_ms)
+            path = FileSystems.join(target.directory, f"{target.stem}-{_stamp(int(start))}-"
+                                    f"{_stamp(int(start) + self._window_ms)}-pane{number:03d}{suffix}")
+            if not FileSystems.exists(path):
+                break
+            number += 1
         with FileSystems.create(path) as handle:
             if target.schema is None:
-                handle.write("".join(f"{line}\n" for line in records).encode("utf-8"))
+                handle.write("".join(f"{line}\n" for line in stored).encode("utf-8"))
             else:
-                pq.write_table(pa.Table.from_pylist(list(records), schema=target.schema),
+                pq.write_table(pa.Table.from_pylist(stored, schema=target.schema),
                                handle, compression="snappy")
+        rows.clear()
+        pane.write(number + 1)
         Metrics.counter(METRICS_NAMESPACE, "files_written").inc()
         yield path
+
+    @userstate.on_timer(FORGET)
+    def on_forget(self, key=beam.DoFn.KeyParam, rows=beam.DoFn.StateParam(ROWS),
+                  pane=beam.DoFn.StateParam(PANE)) -> Iterable[str]:
+        yield from self.on_flush(key, rows, pane)       # whatever is left, then let go
+        pane.clear()
 
 
 class WindowedFileSink(beam.PTransform):
     """Streaming sink for every output at once: one file per output and
     ``window_s`` of event time, written when the watermark passes the window
-    (``<stem>-<start>-<end>-pane000.<ext>``); data up to ``late_s`` behind it
-    still lands, in a later pane's file. Versions of one view, cell or alert
-    may sit in different files: the highest version wins.
+    (``<stem>-<start>-<end>-pane000.<ext>``); data that comes later lands in
+    a later pane's file (nothing is dropped; a window's state is released
+    ``late_s`` after its end). Versions of one view, cell or alert may sit in
+    different files: the highest version wins.
 
     Input:  dict of output name -> PCollection (views, metrics, alerts,
             dead_letters, late, extra_alerts).
@@ -370,20 +426,22 @@ class WindowedFileSink(beam.PTransform):
                  DeadLetter: "dead_letters", Beacon: "late"}
         return ([outputs[name] for name in names if not name.startswith("extra_")]
                 | "AllOutputs" >> beam.Flatten()
-                | "Encode" >> beam.FlatMap(_tag, kinds, self._targets, self._extra)
-                | "Window" >> beam.WindowInto(
-                    window.FixedWindows(self._window_s),
-                    allowed_lateness=Duration(seconds=self._late_s))
-                | "PerOutputAndWindow" >> beam.GroupByKey()
-                | "WriteFiles" >> beam.ParDo(_WriteWindowFiles(self._targets)))
+                | "Encode" >> beam.FlatMap(_tag, kinds, self._targets, self._extra,
+                                           self._window_s * 1000)
+                  .with_output_types(tuple[str, Any])
+                | "WriteFiles" >> beam.ParDo(_WindowFilesFn(
+                    self._targets, self._window_s * 1000, self._late_s * 1000)))
 
 
-def _tag(item, kinds: dict, targets: dict, extra: dict):
+def _tag(item, kinds: dict, targets: dict, extra: dict, window_ms: int,
+         ts=beam.DoFn.TimestampParam):
+    """(output\x1fwindow start ms, encoded row) for each target of an item."""
     name = kinds[type(item)]
     encoded = targets[name].encode(item)
-    yield name, encoded
+    start = ts.micros // 1000 // window_ms * window_ms
+    yield f"{name}\x1f{start}", encoded
     if name in extra:
-        yield extra[name], encoded
+        yield f"{extra[name]}\x1f{start}", encoded
 
 
 def file_sinks(output: str, alerts_path: Optional[str] = None,

@@ -17,7 +17,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions, StandardOptions,
                                                   TestOptions)
 
-from pipeline import accounting, directrunner, io, replay, tally
+from pipeline import accounting, directrunner, flinkjob, io, replay, tally
 from pipeline.streams import feed, read
 from pipeline.streams.sinks import open_writer
 from pipeline.build import build
@@ -214,14 +214,17 @@ def _wait(result: beam.runners.runner.PipelineResult, flink_master: Optional[str
     """Wait for the job. With a ``stop_file`` (a streaming read), the first
     Ctrl-C / SIGTERM creates it: the stream reader stops reading, the
     watermark goes to the end, every view completes and alert closes, the
-    files are written and the job finishes, all read records accounted for.
-    Otherwise, or on a second signal, the job is cancelled (a job on a Flink
-    cluster would otherwise go on without this process, its LOOPBACK
-    workers gone)."""
+    files are written and the job finishes, all read records accounted for
+    (on a Flink cluster the launcher then stops the drained job with a
+    savepoint: pipeline/flinkjob.py). Otherwise, or on a second signal, the
+    job is cancelled (a job on a Flink cluster would otherwise go on without
+    this process, its LOOPBACK workers gone)."""
     # Ours, not Beam 2.62's: its job-server SIGINT handler has the wrong
     # signature and dies with a TypeError, leaving the job running.
     main_thread = threading.current_thread() is threading.main_thread()
     signals = (signal.SIGINT, signal.SIGTERM)
+    job = flinkjob.FlinkJob(flink_master, getattr(result, "_job_id", "") or "") \
+        if flink_master else None
 
     def drain_or_cancel(signum, frame):
         if stop_file and not os.path.exists(stop_file):
@@ -234,6 +237,9 @@ def _wait(result: beam.runners.runner.PipelineResult, flink_master: Optional[str
 
     previous = ({s: signal.signal(s, drain_or_cancel) for s in signals} if main_thread
                 else {})
+    if job and stop_file:
+        threading.Thread(target=flinkjob.finish_when_drained, args=(job, stop_file),
+                         name="finish-when-drained", daemon=True).start()
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
@@ -242,8 +248,11 @@ def _wait(result: beam.runners.runner.PipelineResult, flink_master: Optional[str
             result.cancel()
         except Exception as exc:  # the job may already be gone
             logging.warning("cancel failed: %s", exc)
-        if flink_master:
-            _cancel_on_flink(flink_master, getattr(result, "_job_id", "") or "")
+        if job:
+            try:
+                job.cancel()
+            except OSError as exc:
+                logging.warning("could not cancel the job on Flink at %s: %s", flink_master, exc)
         raise
     finally:
         for number, handler in previous.items():
@@ -257,28 +266,6 @@ def _flink_cluster(options: PipelineOptions, runner: str) -> Optional[str]:
         return None
     master = options.get_all_options().get("flink_master") or "[auto]"
     return None if master.startswith("[") else master
-
-
-def _cancel_on_flink(master: str, job_id: str) -> None:
-    """Cancel the job on a Flink cluster through its REST API: Beam 2.62's
-    job server cancels only its own wait, and the job on the cluster goes on
-    restarting without its LOOPBACK workers. Flink names it after the Beam
-    job id's first part."""
-    import urllib.request
-    base = master if "://" in master else f"http://{master}"
-    name = job_id.split("_", 1)[0]
-    try:
-        with urllib.request.urlopen(f"{base}/jobs/overview", timeout=5) as response:
-            jobs = json.loads(response.read())["jobs"]
-        for job in jobs:
-            if name and job["name"] == name and job["state"] not in ("CANCELED", "FINISHED",
-                                                                       "FAILED"):
-                request = urllib.request.Request(f"{base}/jobs/{job['jid']}?mode=cancel",
-                                                 method="PATCH")
-                urllib.request.urlopen(request, timeout=5).close()
-                logging.warning("cancelled Flink job %s (%s) on %s", job["jid"], name, master)
-    except OSError as exc:
-        logging.warning("could not cancel the job on Flink at %s: %s", master, exc)
 
 
 def _submit(pipeline: beam.Pipeline, cfg: QoeConfig, options: PipelineOptions,

@@ -53,13 +53,18 @@ CLUSTER = ["--flink_master=localhost:8081", *_COMMON]
 #   threads in this process, so the Python work is not held to one core by
 #   the GIL (the pool starts `python` from PATH: pipeline/main.py puts this
 #   interpreter's directory first);
-# - sources that end when idle: Impulse ends at once, the stream read when
-#   it drains (Ctrl-C), and the job then finishes by itself; Flink 1.19
-#   goes on checkpointing after some tasks finished (FLIP-147).
+# - no idle shutdown of sources on a cluster: a source subtask that finished
+#   (Impulse has one element for two subtasks) blocks every later checkpoint
+#   barrier, so no checkpoint completes and nothing read is ever committed.
+#   The job then never ends by itself; after a drain (Ctrl-C), the launcher
+#   stops it with a savepoint (pipeline/flinkjob.py).
 STREAMING = ["--checkpointing_interval=10000", "--max_cache_memory_usage_mb=256",
-             "--experiments=use_loopback_process_worker", "--sdk_worker_parallelism=2",
-             "--shutdown_sources_after_idle_ms=1000"]
+             "--experiments=use_loopback_process_worker", "--sdk_worker_parallelism=2"]
 # flink-local keeps checkpoints in the JobManager's memory (5 MB at most)
-# unless told otherwise.
-LOCAL_STREAMING = STREAMING + ["--state_backend=filesystem",
+# unless told otherwise. Its embedded cluster has no REST API for the
+# launcher to stop a drained job, so there sources end when idle and the job
+# ends by itself after a drain; with parallelism above 1 its checkpoints then
+# stop completing (see above): for a long-running stream use a cluster.
+LOCAL_STREAMING = STREAMING + ["--shutdown_sources_after_idle_ms=1000",
+                               "--state_backend=filesystem",
                                f"--state_backend_storage_path=file://{tools.TOOLS}/run/flink-local-checkpoints"]

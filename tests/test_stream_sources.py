@@ -169,15 +169,21 @@ def _running_job(cluster, process, timeout_s=180):
         time.sleep(1)
 
 
-def _interrupt(process, cluster):
-    """Ctrl-C the run: the CLI cancels its job on the cluster and exits 130."""
+def _drain(process, cluster, output):
+    """Ctrl-C the run: the reader stops, the job drains, the launcher stops it
+    with a savepoint, and the run exits 0 with every record read accounted
+    for. Returns its run summary."""
     process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=120)
-    assert process.returncode == 130 and "interrupted" in out, out[-3000:]
-    deadline = time.time() + 60
-    while any(j["state"] not in ("CANCELED", "FINISHED", "FAILED") for j in cluster.jobs()):
-        assert time.time() < deadline, cluster.jobs()
-        time.sleep(1)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0 and "Traceback" not in out, out[-3000:]
+    assert [j["state"] for j in cluster.jobs() if j["state"] not in ("CANCELED", "FAILED")] \
+        and all(j["state"] == "FINISHED" for j in cluster.jobs()
+                if j["state"] not in ("CANCELED", "FAILED")), cluster.jobs()
+    with open(os.path.join(output, "run_summary.json")) as f:
+        summary = json.load(f)
+    assert summary["accounting"]["ok"], summary["accounting"]
+    assert summary["accounting"]["messages_read"] > 0
+    return summary
 
 
 def _committed(checkpoint, beacons, client):
@@ -189,10 +195,10 @@ def _committed(checkpoint, beacons, client):
 def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
         kinesis_emulator, flink_cluster, tmp_path):
     """The live audience on a standalone Flink cluster: the alert arrives
-    within the same bound as on the DirectRunner. Ctrl-C cancels the job;
-    positions are committed by bundle finalization after each completed
-    Flink checkpoint, so the restarted job resumes from the last one and reads
-    the rest of the stream (docs/runners.md: why not a savepoint)."""
+    within the same bound as on the DirectRunner. Ctrl-C drains the job, which
+    ends with a savepoint that commits every position read (bundle
+    finalization runs after each completed Flink checkpoint); the restarted
+    job reads exactly the rest of the stream."""
     beacons, client = new_kinesis_stream("beacons", shards=2)
     alerts_stream = new_kinesis_stream("alerts", shards=1)[0]
     alert_reader = kinesis.KinesisReader(alerts_stream)
@@ -210,11 +216,12 @@ def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
     # Flink needs more CPU than this 2-core machine has spare for two JVMs
     # plus the Python workers: a looser bound than the DirectRunner's.
     after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started, 240)
-    _interrupt(first, flink_cluster)      # while the audience is still being published
+    first_run = _drain(first, flink_cluster, tmp_path / "first")  # while still publishing
+    # The savepoint that stopped the drained job committed everything it read.
     committed = _committed(checkpoint, beacons, client)
     truth = _joined(thread, published)
     in_stream = published["published"]   # Kinesis records (a record may carry several beacons)
-    assert 0 < committed < in_stream
+    assert 0 < committed == first_run["accounting"]["messages_read"] < in_stream
 
     second = runs.start(*flags, f"--output={tmp_path / 'second'}")
     restarted = time.time()
@@ -225,7 +232,10 @@ def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
         time.sleep(2)
     caught_up_s = time.time() - restarted
     later = [a for a in poll() if a["cause"] == "content" and a["video_id"] == "clip-a"]
-    _interrupt(second, flink_cluster)
+    second_run = _drain(second, flink_cluster, tmp_path / "second")
+    # Nothing read twice, nothing skipped across the restart.
+    assert first_run["accounting"]["messages_read"] + \
+        second_run["accounting"]["messages_read"] == in_stream
     assert {a["alert_id"] for a in later} <= {alert["alert_id"]}
     _record("kinesis_flink_cluster", {"alert_after_first_publish_s": round(after_s, 1),
                                       "alert_latency_s": round(received - alert["as_of_ms"] / 1000, 1),

@@ -155,13 +155,24 @@ def configure(home: str, instance: str, rest_port: int, slots: int) -> None:
 
 def start(rest_port: Optional[int] = None, taskmanagers: int = 2, slots: int = 2,
           instance: Optional[str] = None, timeout_s: float = 90.0) -> Cluster:
-    """Start a JobManager and ``taskmanagers`` TaskManagers; wait until all registered."""
+    """Start a JobManager and ``taskmanagers`` TaskManagers; wait until all
+    registered. With free ports chosen here, a port taken by someone else in
+    the meantime (the JobManager then fails to bind) gets a second try."""
+    if rest_port is not None:
+        return _start(rest_port, taskmanagers, slots, instance, timeout_s)
+    try:
+        return _start(free_port(), taskmanagers, slots, instance, timeout_s)
+    except FlinkError:
+        return _start(free_port(), taskmanagers, slots, instance, timeout_s)
+
+
+def _start(rest_port: int, taskmanagers: int, slots: int, instance: Optional[str],
+           timeout_s: float) -> Cluster:
     home = flink_home()
     if not os.path.exists(os.path.join(home, "bin", "jobmanager.sh")):
         raise FlinkError(f"{home} is missing: run 'make flink-dist'")
     if shutil.which("java") is None:
         raise FlinkError("no java on PATH: Flink needs Java 11 or 17 (apt-get install openjdk-17-jre)")
-    rest_port = rest_port or free_port()
     instance = instance or os.path.join(RUN, f"flink-{rest_port}")
     for part in ("log", "pid", "checkpoints", "savepoints"):
         os.makedirs(os.path.join(instance, part), exist_ok=True)

@@ -29,14 +29,19 @@ from pipeline.streams import uri as stream_uri
 from pipeline.streams.checkpoint import Checkpoint
 from transforms.parse import METRICS_NAMESPACE
 
-_RUN_S = 5.0            # read this long per bundle before handing back to the runner
+_RUN_S = 1.0            # read this long per bundle before handing back to the runner
+# Always resume after a pause: a resume due at once keeps Flink's task
+# mailbox busy with the next bundle, so the input channel, and with it the
+# checkpoint barrier, was never read (no checkpoint completed under load,
+# hence no commits or acks).
+_BUSY_RESUME_S = 0.1
 _IDLE_RESUME_S = 1.0    # at the tip: ask to be resumed after this
 _IDLE_STOP_S = 3.0      # bounded: at the tip this long = the end
 
 
 END = "end-of-stream"   # claimed when a bounded read is over
 # Draining, the watermark walks to its end a step a second (see _drain).
-_DRAIN_STEP_S = 1.0
+_DRAIN_STEP_S = 0.2
 
 
 class StreamRestriction(NamedTuple):
@@ -49,6 +54,9 @@ class Drain(NamedTuple):
     """Claimed when a drain starts: read nothing more, walk the watermark to ``until_ms``."""
 
     until_ms: int
+
+
+_READERS: dict = {}     # uri -> the reader of this process's last bundle
 
 
 class _StreamTracker(RestrictionTracker):
@@ -126,18 +134,15 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
     # -- reading ------------------------------------------------------------
     def setup(self) -> None:
         self._read = Metrics.counter(METRICS_NAMESPACE, "source_messages")
-        self._readers: dict = {}
-
-    def teardown(self) -> None:
-        for reader in getattr(self, "_readers", {}).values():
-            reader.close()
 
     def _reader(self, uri: str, restriction: StreamRestriction):
-        """The reader of this worker's last bundle when it can go on where the
-        restriction says (a Pub/Sub subscriber keeps its client and its memory
-        of message ids, which drops redeliveries); else a new one."""
+        """The reader of this process's last bundle when it can go on where
+        the restriction says (a Pub/Sub subscriber keeps its client and its
+        memory of message ids, which drops redeliveries); else a new one.
+        Process-wide: a runner may hand each resumption of the one
+        restriction to another instance of this DoFn."""
         parsed = stream_uri.parse(uri)
-        cached = self._readers.get(uri)
+        cached = _READERS.get(uri)
         if isinstance(parsed, stream_uri.KinesisUri):
             if cached is not None and cached.positions() == (restriction.positions or {}):
                 return cached
@@ -149,7 +154,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         else:
             from pipeline.streams.pubsub import PubSubReader
             reader = PubSubReader(parsed)
-        self._readers[uri] = reader
+        _READERS[uri] = reader
         return reader
 
     def _drain(self, tracker, watermark) -> None:
@@ -179,6 +184,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         tracker.defer_remainder(Duration(seconds=_DRAIN_STEP_S))
 
     def _read_stream(self, uri: str, tracker, watermark, finalizer) -> Iterable[TimestampedValue]:
+        self._read.inc(0)       # reported even when nothing is read: a read of 0 is accounted
         if tracker.current_restriction().drain_until_ms is not None or (
                 self._stop_file and FileSystems.exists(self._stop_file)):
             self._drain(tracker, watermark)
@@ -216,7 +222,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
                     return
                 time.sleep(0.1)
             elif not self._bounded and time.monotonic() - started >= _RUN_S:
-                tracker.defer_remainder()
+                tracker.defer_remainder(Duration(seconds=_BUSY_RESUME_S))
                 return
 
 
