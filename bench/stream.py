@@ -123,17 +123,22 @@ def _streams(source: str, tag: str) -> tuple[str, str, object]:
 
 
 def _left_unread(source: str, beacons: str) -> Optional[int]:
-    """Pub/Sub: messages still in the run's subscription after it ended
-    (pulled by an acked stream read's successor, so not lost: a next run
-    reads them). None for Kinesis, whose positions are in the checkpoint."""
+    """Pub/Sub: messages still in the run's subscription after it ended, for
+    a next run to read. Counted once the leases of anything the run pulled
+    and did not ack have run out (a message it read but failed to ack would
+    come back and be counted twice: read + left > published). None for
+    Kinesis, whose positions are in the checkpoint."""
     if source != "pubsub":
         return None
-    reader = pubsub.PubSubReader(uri.parse(f"pubsub://{uri.parse(beacons).subscription_for()}"))
+    reader = pubsub.PubSubReader(uri.parse(f"pubsub://{uri.parse(beacons).subscription_for()}"),
+                                 pull_timeout_s=10.0)
+    leases_end = time.monotonic() + pubsub.ACK_DEADLINE_S + 5
     left, quiet = 0, 0
-    while quiet < 3:
+    while quiet < 5 or time.monotonic() < leases_end:
         records = reader.poll()
         left += len(records)
         quiet = 0 if records else quiet + 1
+        reader.commit(reader.positions())
     reader.close()
     return left
 

@@ -16,8 +16,10 @@ every new version works out what that changes for each detector:
 
 A contribution belongs to the time *slice* of its latest view end, so the
 stages downstream can age old evidence out by dropping whole slices. The
-key keeps views until they can no longer change (GC after the sessionizer's
-inactivity): its state is one viewer's views of the last hour or so.
+key keeps a view until it can no longer change and its evidence has left
+detection (it ended more than the retention plus a view's life ago; batch
+keeps all), and is cleared after a view's life without input: its state is
+one viewer's views of the last retention + ~1 hour.
 """
 
 from __future__ import annotations
@@ -169,10 +171,11 @@ class ViewerViews:
     """
 
     def __init__(self, t: Thresholds, content_shards: int, viewer_shards: int,
-                 slice_ms: int) -> None:
+                 slice_ms: int, keep_ms: int = 0) -> None:
         self._t = t
         self._content_shards, self._viewer_shards = content_shards, viewer_shards
         self._slice_ms = slice_ms
+        self._keep_ms = keep_ms
 
     def empty(self, key: str) -> _Viewer:
         return _Viewer()
@@ -189,6 +192,8 @@ class ViewerViews:
     def evaluate(self, viewer: str, acc: _Viewer, as_of_ms: int, settled: bool):
         if not acc.dirty:
             return [], None
+        if self._keep_ms:
+            self._evict(acc, as_of_ms - self._keep_ms)
         acc.rank += 1
         live = {k: f for k, (_, f) in sorted(acc.views.items()) if f is not None}
         out: list[Any] = []
@@ -214,6 +219,18 @@ class ViewerViews:
                 acc.video_of.pop(view_key, None)
         acc.dirty.clear()
         return out, None
+
+    def _evict(self, acc: _Viewer, horizon_ms: int) -> None:
+        """Forget views that ended before ``horizon_ms`` (retention + a view's
+        life before now: they can no longer change, and their evidence has
+        left detection). Content and viewer figures are sent again without
+        them; their delivery cells age out downstream by their own buckets,
+        so no delivery change is sent."""
+        for view_key in [k for k, (_, f) in acc.views.items()
+                         if f is not None and f.end_ms < horizon_ms]:
+            del acc.views[view_key]
+            acc.delivery.pop(view_key, None)
+            acc.dirty.add(view_key)
 
     def _delivery(self, acc: _Viewer, viewer: str, view_key: str,
                   facts: Optional[ViewFacts]) -> list:

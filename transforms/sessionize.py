@@ -53,6 +53,34 @@ def _progress(view: View, rank: tuple[int, int], routed: Optional[str]) -> list[
     return members
 
 
+def _key_ms(view_key: str) -> int:
+    return int(view_key.rsplit("@", 1)[1])
+
+
+def keep_keys(views: list[View], sent: dict) -> list[View]:
+    """The views with the keys they were first emitted under.
+
+    A view's key is its first beacon's time, so a beacon earlier than that,
+    arriving after the view went out (reordered in the stream), would give
+    the same view a new key and leave the old one in the outputs: every
+    event counted twice. A key already sent whose beacons now sit in a view
+    that was not sent is given to that view. Left as is: two sent views
+    joined by a late beacon across an inactivity gap (the earlier keeps its
+    key; the later one's last version stays out).
+    """
+    keys = {v.view_key for v in views}
+    stale = [k for k in sent if k not in keys]
+    if not stale:
+        return views
+    out = list(views)
+    starts = [_key_ms(v.view_key) for v in out]      # views come in time order
+    for key in sorted(stale, key=_key_ms):
+        holder = max((i for i, start in enumerate(starts) if start <= _key_ms(key)), default=None)
+        if holder is not None and out[holder].view_key not in sent:
+            out[holder] = dataclasses.replace(out[holder], view_key=key)
+    return out
+
+
 def _routes(sent: dict, snapped: tuple) -> dict[str, str]:
     """view_key -> the viewer its last PROGRESS Member went to."""
     routes = {view_key: viewer for view_key, viewer in snapped}
@@ -179,8 +207,8 @@ class _ViewStateFn(beam.DoFn):
         sent = emitted.read() or {}
         _, previous = snapshot.read() or (None, ())
         routes = _routes(sent, previous)
-        views = summarize_views(key, [pickle.loads(b) for b in beacons.read()],
-                                self._max_stall_ms, self._inactivity_ms)
+        views = keep_keys(summarize_views(key, [pickle.loads(b) for b in beacons.read()],
+                                          self._max_stall_ms, self._inactivity_ms), sent)
         for view in views:
             version = sent.get(view.view_key, (0,))[0]
             for member in _progress(dataclasses.replace(view, version=version),
@@ -238,8 +266,8 @@ class _ViewStateFn(beam.DoFn):
         taken_at, snapped = snapshot.read() or (None, ())
         routes = _routes(sent, snapped)
         changed = False
-        views = summarize_views(key, [pickle.loads(b) for b in beacons.read()],
-                                self._max_stall_ms, self._inactivity_ms)
+        views = keep_keys(summarize_views(key, [pickle.loads(b) for b in beacons.read()],
+                                          self._max_stall_ms, self._inactivity_ms), sent)
         for view in views:
             digest = _digest(view)
             version, previous, counted, _ = sent.get(view.view_key, (0, None, 0, None))

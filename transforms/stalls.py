@@ -140,7 +140,9 @@ class DetectStallClusters(beam.PTransform):
         per_viewer = (
             members
             | "ToFacts" >> beam.Map(_to_facts, t.delivery_dimensions)
-            | "PerViewer" >> self._stage(ViewerViews(t, shards, shards, self._slice_ms), "arrival",
+            | "PerViewer" >> self._stage(ViewerViews(t, shards, shards, self._slice_ms,
+                                                     keep_ms=retention + self._view_life_ms
+                                                     if retention else 0), "arrival",
                                          (CONTENT, DELIVERY, VIEWER),
                                          gc_ms=self._view_life_ms))
         delivery = (

@@ -52,6 +52,27 @@ def test_streaming__view_emitted_when_complete_then_updated_after_a_10_min_pause
         ]))
 
 
+def test_streaming__a_beacon_earlier_than_an_emitted_view_keeps_its_key():
+    """Reordered in the stream: the view went out keyed by its first beacon
+    (t=10 s), then a beacon from t=5 s arrives. The update keeps the key it
+    was emitted under; a new key would leave version 1 in the outputs as a
+    second view, its events counted twice."""
+    base = [ev("play", 10, 0), ev("playing", 11, 0), ev("heartbeat", 21, 10), ev("heartbeat", 31, 20)]
+    earlier = ev("heartbeat", 5, 0, seq=99)
+    events = (test_stream.TestStream()
+              .advance_watermark_to(at(0))
+              .add_elements(stamped(base))
+              .advance_watermark_to(at(200))                    # complete: version 1
+              .add_elements(stamped([earlier]))                 # behind the watermark, kept
+              .advance_watermark_to(at(400))
+              .advance_watermark_to_infinity())
+    key = f"v1@{T0_MS + 10_000}"
+    with streaming() as p:
+        views = (p | events | SessionizeViews()).views
+        util.assert_that(views | beam.Map(lambda v: (v.view_key, v.version, v.events)),
+                         util.equal_to([(key, 1, 4), (key, 2, 5)]))
+
+
 def test_streaming__late_beacon_within_lateness_updates_beyond_goes_to_late_output():
     base = watched("v1", "u1", to_s=30)
     lost = ev("heartbeat", 16, 15, seq=99)                      # delayed in transit
