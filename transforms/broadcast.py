@@ -7,7 +7,7 @@ a global value would be as stale as the watermark. Instead a global value
 is an element: the stage that computes it sends one copy to every shard
 of the stages that use it (``to_shards``), and each shard keeps the latest
 copy per source (``keep_latest``). How stale a copy can be is set by the
-sender's evaluation period (docs/detection.md, "Sharded and incremental").
+sender's evaluation period (docs/detection.md, "How detection is sharded").
 """
 
 from __future__ import annotations

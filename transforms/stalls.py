@@ -26,8 +26,10 @@ DEFAULT_SHARDS = 16
 # after it settle at once, so every alert's settled evaluation is at the
 # newest view + 1 s, as with one detection key.
 SETTLE_MS = 1_000
-# A new stall is evaluated this soon, whatever every_s says: it is what
-# alerts wait for. Other news (exposure growing) waits for every_s.
+# A new stall is evaluated at once if its key has not evaluated for this
+# long, whatever every_s says: it is what alerts wait for. Within it, and
+# for other news (exposure growing), the next evaluation comes with the
+# next arrival after every_s, or when the key settles.
 URGENT_MS = 1_000
 _DAY_MS = 24 * 3_600_000
 
