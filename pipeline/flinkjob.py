@@ -100,11 +100,16 @@ def finish_when_drained(job: FlinkJob, stop_file: str, poll_s: float = 2.0) -> N
     second Ctrl-C still cancels."""
     while not os.path.exists(stop_file):
         time.sleep(poll_s)
+    seen = False
     while True:
         try:
             jid = job.jid()
-            if jid is None:
+            if jid is None and seen:
                 return                          # ended by itself, or cancelled
+            seen = seen or jid is not None
+            if jid is None:
+                time.sleep(poll_s)              # not submitted yet (a Ctrl-C at the start)
+                continue
             if job.drained(jid):
                 logging.warning("drained: stopping Flink job %s with a savepoint", jid)
                 job.stop_with_savepoint(jid)
