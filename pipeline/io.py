@@ -316,11 +316,11 @@ def _stamp(ms: int) -> str:
 class _WindowFilesFn(beam.DoFn):
     """Per (output, window of event time): rows wait in state until the
     watermark passes the window's end, then go to one file; rows that come
-    later (within ``late_ms``) make the next pane's file.
+    later make the next free pane's file (``-pane001``, …).
 
-    State: ROWS (pickled rows of the pane being filled), PANE (the next pane
-    number). Timers (event time): FLUSH at the window's end, or at once for a
-    late row; FORGET at the end + ``late_ms``.
+    State: ROWS (pickled rows of the pane being filled). Timers (event time):
+    FLUSH at the window's end, or at once for a late row; FORGET at the end
+    + ``late_ms``, which writes what is left.
 
     A stateful DoFn rather than a GroupByKey in fixed windows: at a drain,
     Flink 1.19's portable runner ended the job before the windows' input
@@ -330,7 +330,6 @@ class _WindowFilesFn(beam.DoFn):
     """
 
     ROWS = userstate.BagStateSpec("rows", coders.BytesCoder())
-    PANE = userstate.ReadModifyWriteStateSpec("pane", coders.VarIntCoder())
     FLUSH = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
     FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
 
@@ -349,16 +348,16 @@ class _WindowFilesFn(beam.DoFn):
         return ()
 
     @userstate.on_timer(FLUSH)
-    def on_flush(self, key=beam.DoFn.KeyParam, rows=beam.DoFn.StateParam(ROWS),
-                 pane=beam.DoFn.StateParam(PANE)) -> Iterable[str]:
+    def on_flush(self, key=beam.DoFn.KeyParam,
+                 rows=beam.DoFn.StateParam(ROWS)) -> Iterable[str]:
         stored = [pickle.loads(b) for b in rows.read()]
         if not stored:
             return
         name, start = key.rsplit("\x1f", 1)
         target = self._targets[name]
         suffix = ".jsonl" if target.schema is None else ".parquet"
-        number = pane.read() or 0
-        while True:            # never over a file already there (a row later than late_ms)
+        number = 0
+        while True:            # the next pane: never over a file already there
             path = FileSystems.join(target.directory, f"{target.stem}-{_stamp(int(start))}-"
                                     f"{_stamp(int(start) + self._window_ms)}-pane{number:03d}{suffix}")
             if not FileSystems.exists(path):
@@ -371,15 +370,13 @@ class _WindowFilesFn(beam.DoFn):
                 pq.write_table(pa.Table.from_pylist(stored, schema=target.schema),
                                handle, compression="snappy")
         rows.clear()
-        pane.write(number + 1)
         Metrics.counter(METRICS_NAMESPACE, "files_written").inc()
         yield path
 
     @userstate.on_timer(FORGET)
-    def on_forget(self, key=beam.DoFn.KeyParam, rows=beam.DoFn.StateParam(ROWS),
-                  pane=beam.DoFn.StateParam(PANE)) -> Iterable[str]:
-        yield from self.on_flush(key, rows, pane)       # whatever is left, then let go
-        pane.clear()
+    def on_forget(self, key=beam.DoFn.KeyParam,
+                  rows=beam.DoFn.StateParam(ROWS)) -> Iterable[str]:
+        yield from self.on_flush(key, rows)             # whatever is left, then let go
 
 
 class WindowedFileSink(beam.PTransform):

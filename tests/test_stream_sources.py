@@ -176,9 +176,8 @@ def _drain(process, cluster, output):
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=300)
     assert process.returncode == 0 and "Traceback" not in out, out[-3000:]
-    assert [j["state"] for j in cluster.jobs() if j["state"] not in ("CANCELED", "FAILED")] \
-        and all(j["state"] == "FINISHED" for j in cluster.jobs()
-                if j["state"] not in ("CANCELED", "FAILED")), cluster.jobs()
+    states = [j["state"] for j in cluster.jobs() if j["state"] not in ("CANCELED", "FAILED")]
+    assert states and all(state == "FINISHED" for state in states), cluster.jobs()
     with open(os.path.join(output, "run_summary.json")) as f:
         summary = json.load(f)
     assert summary["accounting"]["ok"], summary["accounting"]

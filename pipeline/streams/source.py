@@ -40,7 +40,7 @@ _IDLE_STOP_S = 3.0      # bounded: at the tip this long = the end
 
 
 END = "end-of-stream"   # claimed when a bounded read is over
-# Draining, the watermark walks to its end a step a second (see _drain).
+# Draining, the watermark walks to its end a step every _DRAIN_STEP_S (see _drain).
 _DRAIN_STEP_S = 0.2
 
 
