@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import typing
 from typing import Any, Callable, Iterable, Optional, Protocol
 
 import apache_beam as beam
@@ -126,9 +127,18 @@ def _stamped(out: Any, ms: int) -> Any:
     return TimestampedValue(out, _ts(ms))
 
 
+class _Clock(typing.NamedTuple):
+    """A key's times, in one state cell (each cell costs a runner round trip
+    on a portable runner)."""
+
+    newest: Optional[int] = None      # the newest element's event time
+    evaluated: Optional[int] = None   # when the key was last evaluated
+    due: Optional[int] = None         # the wake-up the evaluator asked for
+
+
 class _RollingFn(beam.DoFn):
     """State per key: PENDING (pickled (ts, item) since the last evaluation),
-    ACC (the pickled accumulator), LAST_EVAL, MAX_TS and DUE.
+    ACC (the pickled accumulator) and CLOCK (a ``_Clock``).
 
     Timers (event time): SETTLE at the newest element + ``settle_ms`` (the
     evaluation once input stops: in batch the only one); WAKE when the
@@ -141,9 +151,7 @@ class _RollingFn(beam.DoFn):
 
     PENDING = userstate.BagStateSpec("pending", coders.BytesCoder())
     ACC = userstate.ReadModifyWriteStateSpec("acc", coders.BytesCoder())
-    LAST_EVAL = userstate.ReadModifyWriteStateSpec("last_eval", coders.VarIntCoder())
-    MAX_TS = userstate.ReadModifyWriteStateSpec("max_ts", coders.VarIntCoder())
-    DUE = userstate.ReadModifyWriteStateSpec("due", coders.VarIntCoder())
+    CLOCK = userstate.ReadModifyWriteStateSpec("clock", coders.PickleCoder())
     SETTLE = userstate.TimerSpec("settle", TimeDomain.WATERMARK)
     WAKE = userstate.TimerSpec("wake", TimeDomain.WATERMARK)
     GC = userstate.TimerSpec("gc", TimeDomain.WATERMARK)
@@ -159,83 +167,90 @@ class _RollingFn(beam.DoFn):
         self._urgent_ms = urgent_ms
 
     def setup(self) -> None:
-        statecache.install()      # Beam's state-cache weigher, minus a slow scan (statecache.py)
+        statecache.install()      # two costs of Beam's SDK state handling, removed (statecache.py)
 
     def process(self, element: tuple[str, Any],
                 ts=beam.DoFn.TimestampParam,
                 pending=beam.DoFn.StateParam(PENDING),
                 acc=beam.DoFn.StateParam(ACC),
-                last_eval=beam.DoFn.StateParam(LAST_EVAL),
-                max_ts=beam.DoFn.StateParam(MAX_TS),
-                due=beam.DoFn.StateParam(DUE),
+                clock=beam.DoFn.StateParam(CLOCK),
                 settle=beam.DoFn.TimerParam(SETTLE),
                 wake=beam.DoFn.TimerParam(WAKE),
-                gc=beam.DoFn.TimerParam(GC)) -> Iterable:
+                gc=beam.DoFn.TimerParam(GC)) -> list:
         key, item = element
         now = ts.micros // 1000
         pending.add(pickle.dumps((now, item), protocol=_PICKLE))
-        newest = max(max_ts.read() or now, now)
-        max_ts.write(newest)
+        times: _Clock = clock.read() or _NO_CLOCK
+        newest = max(times.newest or now, now)
+        times = times._replace(newest=newest)
         settle.set(_ts(newest + self._settle_ms))
         gc.set(_ts(newest + self._gc_ms))
+        outputs: list = []
         if self._every_ms is not None:
-            previous = last_eval.read()
+            previous = times.evaluated
             if (previous is None or now >= previous + self._every_ms
                     or self._urgent is not None and now >= previous + self._urgent_ms
                     and self._urgent(item)):
-                yield from self._run(key, now, pending, acc, last_eval, due, wake,
-                                     stamp=False, settled=False)
+                outputs, times = self._run(key, now, pending, acc, times, wake,
+                                           stamp=False, settled=False)
+        clock.write(times)
+        return outputs
 
     @userstate.on_timer(SETTLE)
     def on_settle(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
                   pending=beam.DoFn.StateParam(PENDING),
                   acc=beam.DoFn.StateParam(ACC),
-                  last_eval=beam.DoFn.StateParam(LAST_EVAL),
-                  due=beam.DoFn.StateParam(DUE),
-                  wake=beam.DoFn.TimerParam(WAKE)) -> Iterable:
-        yield from self._run(key, fired.micros // 1000, pending, acc, last_eval, due, wake)
+                  clock=beam.DoFn.StateParam(CLOCK),
+                  wake=beam.DoFn.TimerParam(WAKE)) -> list:
+        return self._run_and_keep(key, fired.micros // 1000, pending, acc, clock, wake, False)
 
     @userstate.on_timer(WAKE)
     def on_wake(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
                 pending=beam.DoFn.StateParam(PENDING),
                 acc=beam.DoFn.StateParam(ACC),
-                last_eval=beam.DoFn.StateParam(LAST_EVAL),
-                due=beam.DoFn.StateParam(DUE),
-                wake=beam.DoFn.TimerParam(WAKE)) -> Iterable:
-        due.clear()
-        yield from self._run(key, fired.micros // 1000, pending, acc, last_eval, due, wake,
-                             settled=False)
+                clock=beam.DoFn.StateParam(CLOCK),
+                wake=beam.DoFn.TimerParam(WAKE)) -> list:
+        return self._run_and_keep(key, fired.micros // 1000, pending, acc, clock, wake, True)
+
+    def _run_and_keep(self, key: str, as_of: int, pending, acc, clock, wake,
+                      woken: bool) -> list:
+        held: _Clock = clock.read() or _NO_CLOCK
+        times = held._replace(due=None) if woken else held
+        outputs, after = self._run(key, as_of, pending, acc, times, wake, settled=not woken)
+        if after != held:
+            clock.write(after)
+        return outputs
 
     @userstate.on_timer(GC)
     def on_gc(self, key=beam.DoFn.KeyParam,
               pending=beam.DoFn.StateParam(PENDING),
               acc=beam.DoFn.StateParam(ACC),
-              last_eval=beam.DoFn.StateParam(LAST_EVAL),
-              max_ts=beam.DoFn.StateParam(MAX_TS),
-              due=beam.DoFn.StateParam(DUE),
-              wake=beam.DoFn.TimerParam(WAKE)) -> Iterable:
+              clock=beam.DoFn.StateParam(CLOCK),
+              wake=beam.DoFn.TimerParam(WAKE)) -> list:
         # In batch the runner fires the timers set with the input in any
         # order, and a WAKE set later (for an earlier time) after them: run
         # whatever is still due, in time order, before letting go.
-        newest, evaluated = max_ts.read(), last_eval.read()
-        if newest is not None and (evaluated is None or evaluated < newest + self._settle_ms):
-            yield from self._run(key, newest + self._settle_ms, pending, acc, last_eval,
-                                 due, wake)
-        scheduled = due.read()
-        while scheduled is not None:
-            due.clear()
-            yield from self._run(key, scheduled, pending, acc, last_eval, due, wake,
-                                 settled=False)
-            scheduled = due.read()
-        for state in (pending, acc, last_eval, max_ts):
+        times: _Clock = clock.read() or _NO_CLOCK
+        outputs: list = []
+        if times.newest is not None and (times.evaluated is None or
+                                         times.evaluated < times.newest + self._settle_ms):
+            outputs, times = self._run(key, times.newest + self._settle_ms, pending, acc,
+                                       times, wake)
+        while times.due is not None:
+            done, times = self._run(key, times.due, pending, acc, times._replace(due=None),
+                                    wake, settled=False)
+            outputs += done
+        for state in (pending, acc, clock):
             state.clear()
+        return outputs
 
-    def _run(self, key: str, as_of: int, pending, acc, last_eval, due, wake,
-             stamp: bool = True, settled: bool = True) -> list:
+    def _run(self, key: str, as_of: int, pending, acc, times: _Clock, wake,
+             stamp: bool = True, settled: bool = True) -> tuple[list, _Clock]:
+        """Fold what arrived, evaluate as of ``as_of``: (outputs, the clock after)."""
         arrived = pending.read()
         stored = acc.read()
         if stored is None and not arrived:
-            return []                                  # nothing here (a timer after GC)
+            return [], times                           # nothing here (a timer after GC)
         value = pickle.loads(stored) if stored is not None else self._evaluator.empty(key)
         if arrived:
             for ts_ms, item in sorted((pickle.loads(b) for b in arrived), key=lambda p: p[0]):
@@ -243,14 +258,15 @@ class _RollingFn(beam.DoFn):
             pending.clear()
         outputs, wake_at = self._evaluator.evaluate(key, value, as_of, settled)
         acc.write(pickle.dumps(value, protocol=_PICKLE))
-        last_eval.write(as_of)
+        times = times._replace(evaluated=as_of)
         if wake_at is not None and wake_at > as_of:
             wake.set(_ts(wake_at))
-            due.write(wake_at)
+            times = times._replace(due=wake_at)
         # From a timer, outputs carry its time; from an element, the element's.
-        # A list, not a generator: every state change is made before the
-        # caller moves on (on_gc clears the state right after).
-        return [_stamped(out, as_of) if stamp else out for out in outputs]
+        return [_stamped(out, as_of) if stamp else out for out in outputs], times
+
+
+_NO_CLOCK = _Clock()
 
 
 def use_state(stateful: Optional[bool], pcoll: beam.PCollection, early: bool) -> bool:
@@ -286,7 +302,7 @@ class _Cell:
         self._value = None
 
     def set(self, _when: Timestamp) -> None:
-        pass                 # a wake-up: DUE holds its time and on_gc runs it
+        pass                 # a wake-up: the clock's due holds its time and on_gc runs it
 
 
 class _Bag:
@@ -320,8 +336,8 @@ class _GroupedRollingFn(beam.DoFn):
         for ms, item in grouped:
             pending.add(pickle.dumps((ms, item), protocol=_PICKLE))
             newest = ms if newest is None else max(newest, ms)
-        yield from self._fn.on_gc(key, pending=pending, acc=_Cell(), last_eval=_Cell(),
-                                  max_ts=_Cell(newest), due=_Cell(), wake=_Cell())
+        yield from self._fn.on_gc(key, pending=pending, acc=_Cell(),
+                                  clock=_Cell(_Clock(newest=newest)), wake=_Cell())
 
 
 def with_event_ms(element: tuple[str, Any], ts=beam.DoFn.TimestampParam) -> tuple[str, tuple[int, Any]]:

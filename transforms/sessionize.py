@@ -118,16 +118,29 @@ class _GroupedViewsFn(beam.DoFn):
             yield from _versioned(view, 1, fired)
 
 
+class _Meta(typing.NamedTuple):
+    """All of a view_id's state but its beacons, in one cell: one read and
+    one write per beacon (each state cell costs a runner round trip on a
+    portable runner; docs/streaming.md)."""
+
+    last: Optional[int] = None        # newest event time of the open view(s)
+    closed: Optional[int] = None      # last event time of a finalized view (a tombstone)
+    emitted: dict = {}                # view_key -> (version, digest, duplicates, viewer)
+    snapshot: tuple = (None, ())      # (time, ((view_key, viewer), ...)) of the last snapshot
+
+
+_NO_META = _Meta()
+
+
 class _ViewStateFn(beam.DoFn):
     """Holds the beacons of one view_id until its view is complete, then emits it.
 
-    State (per view_id): BEACONS, the bag of its beacons; LAST, the latest
-    event time seen; EMITTED, {view_key: (version, digest, duplicates,
-    viewer)} of what went out; SNAPSHOT, (time, ((view_key, viewer), ...))
-    of the last snapshot;
-    CLOSED, the last event time of a finalized view (a tombstone).
-    Timers (event time): COMPLETE at LAST + complete_ms, EXPIRE at
-    LAST + inactivity_ms, FORGET at CLOSED + inactivity_ms.
+    State (per view_id): BEACONS, the bag of its beacons; META, a ``_Meta``:
+    the latest event time seen, what went out ({view_key: (version, digest,
+    duplicates, viewer)}), the last snapshot, and after expiry a tombstone
+    (the finalized view's last event time).
+    Timers (event time): COMPLETE at last + complete_ms, EXPIRE at
+    last + inactivity_ms, FORGET at the tombstone + inactivity_ms.
 
     Worked timeline (complete 60 s, inactivity 60 min):
 
@@ -136,24 +149,23 @@ class _ViewStateFn(beam.DoFn):
       wm 90 s  COMPLETE fires     views summarized, emitted as version 1
       t=600 s  play after pause   COMPLETE@660 s, EXPIRE@4200 s (same view)
       wm 660 s COMPLETE fires     the view changed: version 2, same view_key
-      wm 4200 s EXPIRE fires      anything unsent goes out; BEACONS, EMITTED,
-                                  LAST cleared; CLOSED=600 s, FORGET@7800 s
+      wm 4200 s EXPIRE fires      anything unsent goes out; BEACONS cleared,
+                                  META only the tombstone 600 s, FORGET@7800 s
       a beacon for t <= 4200 s now: too late, goes to the LATE output
       a beacon for t > 4200 s: a new view of the same view_id
-      wm 7800 s FORGET fires      CLOSED cleared: nothing is left for the key
+      wm 7800 s FORGET fires      the tombstone goes: nothing is left for the key
 
-    In batch the watermark jumps to the end once all input is in: COMPLETE
-    fires once with every beacon, so each view comes out exactly once.
+    Bound: the beacons of the view_id's open view(s) (at most inactivity_s
+    of them) plus a few hundred bytes; after expiry one integer, gone after
+    FORGET. In batch the watermark jumps to the end once all input is in:
+    COMPLETE fires once with every beacon, so each view comes out exactly once.
     """
 
     # Beacons are kept pickled: the SDK's state cache measures what it holds,
     # and flat bytes measure in O(1) where objects would be walked, down to
     # their classes and modules (half of a batch run's time, profiled).
     BEACONS = userstate.BagStateSpec("beacons", coders.BytesCoder())
-    LAST = userstate.ReadModifyWriteStateSpec("last", coders.VarIntCoder())
-    EMITTED = userstate.ReadModifyWriteStateSpec("emitted", coders.PickleCoder())
-    CLOSED = userstate.ReadModifyWriteStateSpec("closed", coders.VarIntCoder())
-    SNAPSHOT = userstate.ReadModifyWriteStateSpec("snapshot", coders.PickleCoder())
+    META = userstate.ReadModifyWriteStateSpec("meta", coders.PickleCoder())
     COMPLETE = userstate.TimerSpec("complete", TimeDomain.WATERMARK)
     EXPIRE = userstate.TimerSpec("expire", TimeDomain.WATERMARK)
     FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
@@ -170,102 +182,101 @@ class _ViewStateFn(beam.DoFn):
         self._late = Metrics.counter(METRICS_NAMESPACE, "late_beacons")
 
     def setup(self) -> None:
-        statecache.install()      # Beam's state-cache weigher, minus a slow scan (statecache.py)
+        statecache.install()      # two costs of Beam's SDK state handling, removed (statecache.py)
 
     def process(self, element: tuple[str, Beacon],
                 beacons=beam.DoFn.StateParam(BEACONS),
-                last=beam.DoFn.StateParam(LAST),
-                closed=beam.DoFn.StateParam(CLOSED),
-                emitted=beam.DoFn.StateParam(EMITTED),
-                snapshot=beam.DoFn.StateParam(SNAPSHOT),
+                meta=beam.DoFn.StateParam(META),
                 complete=beam.DoFn.TimerParam(COMPLETE),
-                expire=beam.DoFn.TimerParam(EXPIRE)) -> Iterable:
+                expire=beam.DoFn.TimerParam(EXPIRE)) -> list:
         key, beacon = element
-        tombstone = closed.read()
-        if tombstone is not None and beacon.event_ms <= tombstone + self._inactivity_ms:
+        held: _Meta = meta.read() or _NO_META
+        if held.closed is not None and beacon.event_ms <= held.closed + self._inactivity_ms:
             self._late.inc()              # its view was finalized: never silently lost
-            yield pvalue.TaggedOutput(LATE, beacon)
-            return
+            return [pvalue.TaggedOutput(LATE, beacon)]
         beacons.add(pickle.dumps(beacon, protocol=pickle.HIGHEST_PROTOCOL))
-        latest = max(last.read() or beacon.event_ms, beacon.event_ms)
-        last.write(latest)
+        latest = max(held.last or beacon.event_ms, beacon.event_ms)
         complete.set(Timestamp(micros=(latest + self._complete_ms) * 1000))
         expire.set(Timestamp(micros=(latest + self._inactivity_ms) * 1000))
-        if self._progress_ms > 0:
-            taken_at, _ = snapshot.read() or (None, ())
-            if (beacon.kind in _STALL_KINDS or taken_at is None
-                    or beacon.event_ms >= taken_at + self._progress_ms):
-                yield from self._snapshot(key, beacon.event_ms, beacons, emitted, snapshot)
+        held = held._replace(last=latest)
+        outputs = []
+        taken_at = held.snapshot[0]
+        if self._progress_ms > 0 and (beacon.kind in _STALL_KINDS or taken_at is None
+                                      or beacon.event_ms >= taken_at + self._progress_ms):
+            outputs, held = self._snapshot(key, beacon.event_ms, beacons, held)
+        meta.write(held)
+        return outputs
 
-    def _snapshot(self, key: str, now_ms: int, beacons, emitted, snapshot) -> Iterable:
+    def _snapshot(self, key: str, now_ms: int, beacons, held: _Meta) -> tuple[list, _Meta]:
         """The view(s) as they stand, for the detectors only (PROGRESS output).
 
         Ranked (versions sent, events) so a later snapshot or version wins;
         a view_key an earlier snapshot used and the beacons no longer yield
         (an earlier beacon came in) is retracted.
         """
-        sent = emitted.read() or {}
-        _, previous = snapshot.read() or (None, ())
+        sent, (_, previous) = held.emitted, held.snapshot
         routes = _routes(sent, previous)
         views = keep_keys(summarize_views(key, [pickle.loads(b) for b in beacons.read()],
                                           self._max_stall_ms, self._inactivity_ms), sent)
+        outputs = []
         for view in views:
             version = sent.get(view.view_key, (0,))[0]
-            for member in _progress(dataclasses.replace(view, version=version),
-                                    (version, view.events), routes.get(view.view_key)):
-                yield pvalue.TaggedOutput(PROGRESS, member)
+            outputs += [pvalue.TaggedOutput(PROGRESS, member) for member in _progress(
+                dataclasses.replace(view, version=version), (version, view.events),
+                routes.get(view.view_key))]
             routes[view.view_key] = view.viewer_id
         keys = {v.view_key for v in views}
-        for stale, viewer in previous:
-            if stale not in keys:
-                yield pvalue.TaggedOutput(PROGRESS, Member(stale, RETRACTED, now_ms,
-                                                           Withdrawn(viewer)))
-        snapshot.write((now_ms, tuple(sorted(
-            (view_key, routes[view_key]) for view_key in keys | {k for k, _ in previous}))))
+        outputs += [pvalue.TaggedOutput(PROGRESS, Member(stale, RETRACTED, now_ms,
+                                                         Withdrawn(viewer)))
+                    for stale, viewer in previous if stale not in keys]
+        snapshot = (now_ms, tuple(sorted(
+            (view_key, routes[view_key]) for view_key in keys | {k for k, _ in previous})))
+        return outputs, held._replace(snapshot=snapshot)
 
     @userstate.on_timer(COMPLETE)
     def on_complete(self, key=beam.DoFn.KeyParam,
                     beacons=beam.DoFn.StateParam(BEACONS),
-                    emitted=beam.DoFn.StateParam(EMITTED),
-                    snapshot=beam.DoFn.StateParam(SNAPSHOT),
-                    fired=beam.DoFn.TimestampParam) -> Iterable[View]:
-        yield from self._emit(key, beacons, emitted, snapshot, fired)
+                    meta=beam.DoFn.StateParam(META),
+                    fired=beam.DoFn.TimestampParam) -> list:
+        held = meta.read() or _NO_META
+        outputs, after = self._emit(key, beacons, held, fired)
+        if after != held:
+            meta.write(after)
+        return outputs
 
     @userstate.on_timer(EXPIRE)
     def on_expire(self, key=beam.DoFn.KeyParam,
                   beacons=beam.DoFn.StateParam(BEACONS),
-                  last=beam.DoFn.StateParam(LAST),
-                  emitted=beam.DoFn.StateParam(EMITTED),
-                  snapshot=beam.DoFn.StateParam(SNAPSHOT),
-                  closed=beam.DoFn.StateParam(CLOSED),
+                  meta=beam.DoFn.StateParam(META),
                   forget=beam.DoFn.TimerParam(FORGET),
-                  fired=beam.DoFn.TimestampParam) -> Iterable[View]:
-        yield from self._emit(key, beacons, emitted, snapshot, fired)
-        latest = last.read()
+                  fired=beam.DoFn.TimestampParam) -> list:
+        held = meta.read() or _NO_META
+        outputs, _ = self._emit(key, beacons, held, fired)
         beacons.clear()
-        emitted.clear()
-        snapshot.clear()
-        last.clear()
-        if latest is not None:
-            closed.write(latest)
-            forget.set(Timestamp(micros=(latest + 2 * self._inactivity_ms) * 1000))
+        if held.last is None:
+            meta.clear()
+        else:
+            meta.write(_Meta(closed=held.last))
+            forget.set(Timestamp(micros=(held.last + 2 * self._inactivity_ms) * 1000))
+        return outputs
 
     @userstate.on_timer(FORGET)
-    def on_forget(self, closed=beam.DoFn.StateParam(CLOSED)) -> Iterable[View]:
-        closed.clear()
-        return ()
+    def on_forget(self, meta=beam.DoFn.StateParam(META)) -> list:
+        held = meta.read()
+        if held is not None and held._replace(closed=None) != _NO_META:
+            meta.write(held._replace(closed=None))      # a newer view of the view_id is open
+        else:
+            meta.clear()
+        return []
 
-    def _emit(self, key: str, beacons, emitted, snapshot, fired) -> Iterable:
-        """Emit the views of the buffered beacons that changed since last time,
-        on the main output and (as Members) on PROGRESS for the detectors.
-
-        EMITTED maps view_key -> (version, digest, duplicates already counted,
-        viewer its PROGRESS Member went to).
-        """
-        sent: dict[str, tuple[int, str, int, str]] = emitted.read() or {}
-        taken_at, snapped = snapshot.read() or (None, ())
+    def _emit(self, key: str, beacons, held: _Meta, fired) -> tuple[list, _Meta]:
+        """The views of the buffered beacons that changed since last time, on
+        the main output and (as Members) on PROGRESS for the detectors, and
+        META as it is after sending them."""
+        sent = dict(held.emitted)
+        taken_at, snapped = held.snapshot
         routes = _routes(sent, snapped)
-        changed = False
+        outputs: list = []
         views = keep_keys(summarize_views(key, [pickle.loads(b) for b in beacons.read()],
                                           self._max_stall_ms, self._inactivity_ms), sent)
         for view in views:
@@ -276,20 +287,19 @@ class _ViewStateFn(beam.DoFn):
             (self._updates if version else self._views).inc()
             self._duplicates.inc(view.duplicate_events - counted)
             sent[view.view_key] = (version + 1, digest, view.duplicate_events, view.viewer_id)
-            changed = True
-            yield from _versioned(view, version + 1, fired, routes.get(view.view_key))
+            outputs += _versioned(view, version + 1, fired, routes.get(view.view_key))
             routes[view.view_key] = view.viewer_id
         stale = set(routes) - {v.view_key for v in views}
         for view_key in sorted(stale):
-            yield pvalue.TaggedOutput(PROGRESS, TimestampedValue(
+            outputs.append(pvalue.TaggedOutput(PROGRESS, TimestampedValue(
                 Member(view_key, RETRACTED, fired.micros // 1000, Withdrawn(routes[view_key])),
-                fired))
+                fired)))
             sent.pop(view_key, None)
+        snapshot = held.snapshot
         if snapped and (stale or any(routes[k] != v for k, v in snapped if k in routes)):
-            snapshot.write((taken_at, tuple(sorted((k, routes[k]) for k, _ in snapped
-                                                   if k not in stale))))
-        if changed or stale:
-            emitted.write(sent)
+            snapshot = (taken_at, tuple(sorted((k, routes[k]) for k, _ in snapped
+                                               if k not in stale)))
+        return outputs, held._replace(emitted=sent, snapshot=snapshot)
 
 
 class SessionizedViews(typing.NamedTuple):

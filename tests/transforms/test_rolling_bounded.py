@@ -18,8 +18,8 @@ def _count(key, values, as_of, previous, settled):
 def test_rolling__state_is_bounded_by_the_window_not_by_the_stream():
     fn = _RollingFn(LatestMembers(_count, retention_ms=HOUR), settle_ms=1_000, every_ms=10_000,
                     gc_ms=2 * HOUR)
-    s = {"pending": Bag(), "acc": Cell(), "last_eval": Cell(), "max_ts": Cell(),
-         "due": Cell(), "settle": Timer(), "wake": Timer(), "gc": Timer()}
+    s = {"pending": Bag(), "acc": Cell(), "clock": Cell(),
+         "settle": Timer(), "wake": Timer(), "gc": Timer()}
     seen, kept, pending = [], [], []
     for i in range(4 * 360):                                   # 4 hours, a view every 10 s
         now = i * 10_000
@@ -34,6 +34,5 @@ def test_rolling__state_is_bounded_by_the_window_not_by_the_stream():
     # the accumulator holds the window, and the bag only what arrived since the last evaluation
     assert max(kept) == 361 and max(pending) <= 2
     # once the stream stops, GC clears every cell
-    list(fn.on_gc("", pending=s["pending"], acc=s["acc"], last_eval=s["last_eval"],
-                  max_ts=s["max_ts"], due=s["due"], wake=s["wake"]))
-    assert all(s[n].read() in (None, []) for n in ("pending", "acc", "last_eval", "max_ts", "due"))
+    list(fn.on_gc("", pending=s["pending"], acc=s["acc"], clock=s["clock"], wake=s["wake"]))
+    assert all(s[n].read() in (None, []) for n in ("pending", "acc", "clock"))

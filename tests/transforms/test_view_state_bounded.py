@@ -10,7 +10,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.builders import T0_MS, watched
-from transforms.sessionize import _ViewStateFn
+from transforms.sessionize import _Meta, _ViewStateFn
 
 INACTIVITY_MS = 3_600_000
 
@@ -53,15 +53,14 @@ class Harness:
     def state(self, key):
         return self.keys.setdefault(key, {n: Bag() if n == "beacons" else
                                           Timer() if n in ("complete", "expire", "forget") else Cell()
-                                          for n in ("beacons", "last", "emitted", "closed",
-                                                    "snapshot", "complete", "expire", "forget")})
+                                          for n in ("beacons", "meta", "complete", "expire",
+                                                    "forget")})
 
     def feed(self, beacon):
         s = self.state(beacon.view_id)
         self.out += list(self.fn.process(
-            (beacon.view_id, beacon), beacons=s["beacons"], last=s["last"], closed=s["closed"],
-            emitted=s["emitted"], snapshot=s["snapshot"], complete=s["complete"],
-            expire=s["expire"]))
+            (beacon.view_id, beacon), beacons=s["beacons"], meta=s["meta"],
+            complete=s["complete"], expire=s["expire"]))
 
     def advance(self, watermark_ms):
         while True:
@@ -75,13 +74,12 @@ class Harness:
             s[name].clear()
             fired = Timestamp(micros=at * 1000)
             if name == "complete":
-                self.out += list(self.fn.on_complete(key, s["beacons"], s["emitted"],
-                                                     s["snapshot"], fired))
+                self.out += list(self.fn.on_complete(key, s["beacons"], s["meta"], fired))
             elif name == "expire":
-                self.out += list(self.fn.on_expire(key, s["beacons"], s["last"], s["emitted"],
-                                                   s["snapshot"], s["closed"], s["forget"], fired))
+                self.out += list(self.fn.on_expire(key, s["beacons"], s["meta"], s["forget"],
+                                                   fired))
             else:
-                self.fn.on_forget(s["closed"])
+                self.fn.on_forget(s["meta"])
 
     def live_keys(self):
         return sum(1 for s in self.keys.values() if any(c.value is not None for c in s.values()))
@@ -101,9 +99,12 @@ def test_view_state__released_on_schedule_not_kept_per_finished_view(progress_ms
         # only views whose last beacon is < 2 x inactivity old still hold anything
         assert h.live_keys() == sum(1 for t in last_ms if t + 2 * INACTIVITY_MS > watermark)
         # and what they hold after expiry is a single tombstone, not their beacons
-        expired = [s for s in h.keys.values() if s["closed"].value is not None]
-        assert all(not s["beacons"].read() and s["emitted"].value is None
-                   and s["snapshot"].value is None for s in expired)
+        expired = [s for s in h.keys.values()
+                   if s["meta"].value is not None and s["meta"].value.closed is not None]
+        assert len(expired) == sum(1 for t in last_ms
+                                   if t + INACTIVITY_MS <= watermark < t + 2 * INACTIVITY_MS)
+        assert all(not s["beacons"].read() and s["meta"].value == _Meta(closed=s["meta"].value.closed)
+                   for s in expired)
     h.advance(T0_MS + 10 * 3_600_000)
     assert h.live_keys() == 0
     views = [o for o in h.out if not isinstance(o, TaggedOutput)]
