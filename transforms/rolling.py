@@ -117,6 +117,17 @@ class LatestMembers:
         return outputs, wake
 
 
+def read_pickled(cell, default: Any = None) -> Any:
+    """A value kept pickled in a bytes cell (the state cache weighs bytes in
+    O(1): statecache.py), or ``default``."""
+    raw = cell.read()
+    return pickle.loads(raw) if raw is not None else default
+
+
+def write_pickled(cell, value: Any) -> None:
+    cell.write(pickle.dumps(value, protocol=_PICKLE))
+
+
 def _ts(ms: int) -> Timestamp:
     return Timestamp(micros=ms * 1000)
 
@@ -134,11 +145,12 @@ class _Clock(typing.NamedTuple):
     newest: Optional[int] = None      # the newest element's event time
     evaluated: Optional[int] = None   # when the key was last evaluated
     due: Optional[int] = None         # the wake-up the evaluator asked for
+    news: bool = False                # an urgent element waits in PENDING
 
 
 class _RollingFn(beam.DoFn):
     """State per key: PENDING (pickled (ts, item) since the last evaluation),
-    ACC (the pickled accumulator) and CLOCK (a ``_Clock``).
+    ACC (the pickled accumulator) and CLOCK (a pickled ``_Clock``).
 
     Timers (event time): SETTLE at the newest element + ``settle_ms`` (the
     evaluation once input stops: in batch the only one); WAKE when the
@@ -151,7 +163,7 @@ class _RollingFn(beam.DoFn):
 
     PENDING = userstate.BagStateSpec("pending", coders.BytesCoder())
     ACC = userstate.ReadModifyWriteStateSpec("acc", coders.BytesCoder())
-    CLOCK = userstate.ReadModifyWriteStateSpec("clock", coders.PickleCoder())
+    CLOCK = userstate.ReadModifyWriteStateSpec("clock", coders.BytesCoder())
     SETTLE = userstate.TimerSpec("settle", TimeDomain.WATERMARK)
     WAKE = userstate.TimerSpec("wake", TimeDomain.WATERMARK)
     GC = userstate.TimerSpec("gc", TimeDomain.WATERMARK)
@@ -179,8 +191,14 @@ class _RollingFn(beam.DoFn):
                 gc=beam.DoFn.TimerParam(GC)) -> list:
         key, item = element
         now = ts.micros // 1000
+        times: _Clock = read_pickled(clock)
+        if times is None:
+            # A key without a clock holds nothing (every write writes it):
+            # saying so spares the runner round trips that reading would cost.
+            pending.clear()
+            acc.clear()
+            times = _NO_CLOCK
         pending.add(pickle.dumps((now, item), protocol=_PICKLE))
-        times: _Clock = clock.read() or _NO_CLOCK
         newest = max(times.newest or now, now)
         times = times._replace(newest=newest)
         settle.set(_ts(newest + self._settle_ms))
@@ -188,12 +206,14 @@ class _RollingFn(beam.DoFn):
         outputs: list = []
         if self._every_ms is not None:
             previous = times.evaluated
+            news = times.news or self._urgent is not None and self._urgent(item)
             if (previous is None or now >= previous + self._every_ms
-                    or self._urgent is not None and now >= previous + self._urgent_ms
-                    and self._urgent(item)):
+                    or news and now >= previous + self._urgent_ms):
                 outputs, times = self._run(key, now, pending, acc, times, wake,
                                            stamp=False, settled=False)
-        clock.write(times)
+            elif news:
+                times = times._replace(news=True)    # the next element after urgent_ms runs it
+        write_pickled(clock, times)
         return outputs
 
     @userstate.on_timer(SETTLE)
@@ -214,11 +234,11 @@ class _RollingFn(beam.DoFn):
 
     def _run_and_keep(self, key: str, as_of: int, pending, acc, clock, wake,
                       woken: bool) -> list:
-        held: _Clock = clock.read() or _NO_CLOCK
+        held: _Clock = read_pickled(clock, _NO_CLOCK)
         times = held._replace(due=None) if woken else held
         outputs, after = self._run(key, as_of, pending, acc, times, wake, settled=not woken)
         if after != held:
-            clock.write(after)
+            write_pickled(clock, after)
         return outputs
 
     @userstate.on_timer(GC)
@@ -230,7 +250,7 @@ class _RollingFn(beam.DoFn):
         # In batch the runner fires the timers set with the input in any
         # order, and a WAKE set later (for an earlier time) after them: run
         # whatever is still due, in time order, before letting go.
-        times: _Clock = clock.read() or _NO_CLOCK
+        times: _Clock = read_pickled(clock, _NO_CLOCK)
         outputs: list = []
         if times.newest is not None and (times.evaluated is None or
                                          times.evaluated < times.newest + self._settle_ms):
@@ -258,7 +278,7 @@ class _RollingFn(beam.DoFn):
             pending.clear()
         outputs, wake_at = self._evaluator.evaluate(key, value, as_of, settled)
         acc.write(pickle.dumps(value, protocol=_PICKLE))
-        times = times._replace(evaluated=as_of)
+        times = times._replace(evaluated=as_of, news=False)
         if wake_at is not None and wake_at > as_of:
             wake.set(_ts(wake_at))
             times = times._replace(due=wake_at)
@@ -336,8 +356,9 @@ class _GroupedRollingFn(beam.DoFn):
         for ms, item in grouped:
             pending.add(pickle.dumps((ms, item), protocol=_PICKLE))
             newest = ms if newest is None else max(newest, ms)
-        yield from self._fn.on_gc(key, pending=pending, acc=_Cell(),
-                                  clock=_Cell(_Clock(newest=newest)), wake=_Cell())
+        clock = _Cell()
+        write_pickled(clock, _Clock(newest=newest))
+        yield from self._fn.on_gc(key, pending=pending, acc=_Cell(), clock=clock, wake=_Cell())
 
 
 def with_event_ms(element: tuple[str, Any], ts=beam.DoFn.TimestampParam) -> tuple[str, tuple[int, Any]]:
@@ -363,7 +384,8 @@ class RollingEvaluate(beam.PTransform):
       every_ms: evaluate on an element this long after the last evaluation
         (0: on every element; None: only on timers, as in batch).
       urgent_ms: an element the evaluator calls urgent triggers an
-        evaluation this long after the last one (None: no such elements).
+        evaluation this long after the last one, or if it came sooner, the
+        key's first element after that does (None: no such elements).
       gc_ms: clear the key this long after its newest element.
       tags: the evaluator's extra output tags.
 

@@ -20,7 +20,7 @@ from transforms import statecache
 from transforms.model import Beacon, EventKind, View
 from transforms.parse import METRICS_NAMESPACE
 from transforms.facts import Withdrawn
-from transforms.rolling import RETRACTED, Member, use_state
+from transforms.rolling import RETRACTED, Member, read_pickled, use_state, write_pickled
 from transforms.viewstate import summarize_views
 
 LATE = "late"
@@ -165,7 +165,7 @@ class _ViewStateFn(beam.DoFn):
     # and flat bytes measure in O(1) where objects would be walked, down to
     # their classes and modules (half of a batch run's time, profiled).
     BEACONS = userstate.BagStateSpec("beacons", coders.BytesCoder())
-    META = userstate.ReadModifyWriteStateSpec("meta", coders.PickleCoder())
+    META = userstate.ReadModifyWriteStateSpec("meta", coders.BytesCoder())      # a pickled _Meta
     COMPLETE = userstate.TimerSpec("complete", TimeDomain.WATERMARK)
     EXPIRE = userstate.TimerSpec("expire", TimeDomain.WATERMARK)
     FORGET = userstate.TimerSpec("forget", TimeDomain.WATERMARK)
@@ -190,7 +190,12 @@ class _ViewStateFn(beam.DoFn):
                 complete=beam.DoFn.TimerParam(COMPLETE),
                 expire=beam.DoFn.TimerParam(EXPIRE)) -> list:
         key, beacon = element
-        held: _Meta = meta.read() or _NO_META
+        held: _Meta = read_pickled(meta)
+        if held is None:
+            # A view_id without META holds no beacons (every add writes it):
+            # saying so spares its first snapshot a runner round trip.
+            beacons.clear()
+            held = _NO_META
         if held.closed is not None and beacon.event_ms <= held.closed + self._inactivity_ms:
             self._late.inc()              # its view was finalized: never silently lost
             return [pvalue.TaggedOutput(LATE, beacon)]
@@ -204,7 +209,7 @@ class _ViewStateFn(beam.DoFn):
         if self._progress_ms > 0 and (beacon.kind in _STALL_KINDS or taken_at is None
                                       or beacon.event_ms >= taken_at + self._progress_ms):
             outputs, held = self._snapshot(key, beacon.event_ms, beacons, held)
-        meta.write(held)
+        write_pickled(meta, held)
         return outputs
 
     def _snapshot(self, key: str, now_ms: int, beacons, held: _Meta) -> tuple[list, _Meta]:
@@ -238,10 +243,10 @@ class _ViewStateFn(beam.DoFn):
                     beacons=beam.DoFn.StateParam(BEACONS),
                     meta=beam.DoFn.StateParam(META),
                     fired=beam.DoFn.TimestampParam) -> list:
-        held = meta.read() or _NO_META
+        held = read_pickled(meta, _NO_META)
         outputs, after = self._emit(key, beacons, held, fired)
         if after != held:
-            meta.write(after)
+            write_pickled(meta, after)
         return outputs
 
     @userstate.on_timer(EXPIRE)
@@ -250,21 +255,21 @@ class _ViewStateFn(beam.DoFn):
                   meta=beam.DoFn.StateParam(META),
                   forget=beam.DoFn.TimerParam(FORGET),
                   fired=beam.DoFn.TimestampParam) -> list:
-        held = meta.read() or _NO_META
+        held = read_pickled(meta, _NO_META)
         outputs, _ = self._emit(key, beacons, held, fired)
         beacons.clear()
         if held.last is None:
             meta.clear()
         else:
-            meta.write(_Meta(closed=held.last))
+            write_pickled(meta, _Meta(closed=held.last))
             forget.set(Timestamp(micros=(held.last + 2 * self._inactivity_ms) * 1000))
         return outputs
 
     @userstate.on_timer(FORGET)
     def on_forget(self, meta=beam.DoFn.StateParam(META)) -> list:
-        held = meta.read()
+        held = read_pickled(meta)
         if held is not None and held._replace(closed=None) != _NO_META:
-            meta.write(held._replace(closed=None))      # a newer view of the view_id is open
+            write_pickled(meta, held._replace(closed=None))   # a newer view of the view_id is open
         else:
             meta.clear()
         return []

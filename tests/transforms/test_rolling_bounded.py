@@ -36,3 +36,38 @@ def test_rolling__state_is_bounded_by_the_window_not_by_the_stream():
     # once the stream stops, GC clears every cell
     list(fn.on_gc("", pending=s["pending"], acc=s["acc"], clock=s["clock"], wake=s["wake"]))
     assert all(s[n].read() in (None, []) for n in ("pending", "acc", "clock"))
+
+
+class _Stalls:
+    """Counts what it holds; a "stall" is urgent."""
+
+    def empty(self, key):
+        return []
+
+    def fold(self, acc, item, ts_ms):
+        return acc + [item]
+
+    def evaluate(self, key, acc, as_of_ms, settled):
+        return [(as_of_ms, list(acc))], None
+
+    def urgent(self, item):
+        return item == "stall"
+
+
+def test_rolling__an_urgent_element_too_soon_after_an_evaluation_runs_with_the_next_element():
+    fn = _RollingFn(_Stalls(), settle_ms=1_000, every_ms=10_000, gc_ms=HOUR, urgent_ms=1_000)
+    s = {"pending": Bag(), "acc": Cell(), "clock": Cell(),
+         "settle": Timer(), "wake": Timer(), "gc": Timer()}
+
+    def feed(at_ms, item):
+        return list(fn.process(("", item), ts=Timestamp(micros=at_ms * 1000), **s))
+
+    assert feed(0, "heartbeat") == [(0, ["heartbeat"])]          # the key's first element
+    assert feed(400, "stall") == []                               # 0.4 s after it: too soon
+    assert feed(700, "heartbeat") == []                           # still within urgent_ms
+    # the first element after urgent_ms evaluates, though it is not urgent itself:
+    # the stall does not wait for every_ms (10 s)
+    assert feed(1_200, "heartbeat") == [(1_200, ["heartbeat", "stall", "heartbeat", "heartbeat"])]
+    assert feed(2_500, "heartbeat") == []                         # nothing urgent waits now
+    assert feed(3_600, "stall") == [(3_600, ["heartbeat", "stall", "heartbeat", "heartbeat",
+                                            "heartbeat", "stall"])]

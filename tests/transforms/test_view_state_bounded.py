@@ -4,6 +4,8 @@ The DoFn is driven directly with in-memory state cells and event-time timers,
 so the test can look inside the state between watermark steps.
 """
 
+import pickle
+
 import pytest
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import TimestampedValue
@@ -99,12 +101,13 @@ def test_view_state__released_on_schedule_not_kept_per_finished_view(progress_ms
         # only views whose last beacon is < 2 x inactivity old still hold anything
         assert h.live_keys() == sum(1 for t in last_ms if t + 2 * INACTIVITY_MS > watermark)
         # and what they hold after expiry is a single tombstone, not their beacons
-        expired = [s for s in h.keys.values()
-                   if s["meta"].value is not None and s["meta"].value.closed is not None]
+        metas = [(s, pickle.loads(s["meta"].value)) for s in h.keys.values()
+                 if s["meta"].value is not None]
+        expired = [(s, meta) for s, meta in metas if meta.closed is not None]
         assert len(expired) == sum(1 for t in last_ms
                                    if t + INACTIVITY_MS <= watermark < t + 2 * INACTIVITY_MS)
-        assert all(not s["beacons"].read() and s["meta"].value == _Meta(closed=s["meta"].value.closed)
-                   for s in expired)
+        assert all(not s["beacons"].read() and meta == _Meta(closed=meta.closed)
+                   for s, meta in expired)
     h.advance(T0_MS + 10 * 3_600_000)
     assert h.live_keys() == 0
     views = [o for o in h.out if not isinstance(o, TaggedOutput)]
