@@ -179,7 +179,7 @@ class _RollingFn(beam.DoFn):
         self._urgent_ms = urgent_ms
 
     def setup(self) -> None:
-        statecache.install()      # two costs of Beam's SDK state handling, removed (statecache.py)
+        statecache.install()      # Beam's state-cache weigher, minus a slow scan (statecache.py)
 
     def process(self, element: tuple[str, Any],
                 ts=beam.DoFn.TimestampParam,

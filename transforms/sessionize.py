@@ -182,7 +182,7 @@ class _ViewStateFn(beam.DoFn):
         self._late = Metrics.counter(METRICS_NAMESPACE, "late_beacons")
 
     def setup(self) -> None:
-        statecache.install()      # two costs of Beam's SDK state handling, removed (statecache.py)
+        statecache.install()      # Beam's state-cache weigher, minus a slow scan (statecache.py)
 
     def process(self, element: tuple[str, Beacon],
                 beacons=beam.DoFn.StateParam(BEACONS),
