@@ -109,6 +109,9 @@ class FlinkJobOptions(PipelineOptions):
         add("--unaligned_checkpoint_enabled", action="store_true", default=None,
             help="Checkpoint barriers overtake data waiting in buffers, so a checkpoint (and "
                  "the source's commits) completes under backpressure.")
+        add("--finish_bundle_before_checkpointing", action="store_true", default=None,
+            help="Finish open bundles and send their output before a checkpoint barrier "
+                 "(else their output waits in the checkpoint for a later watermark).")
         add("--min_pause_between_checkpoints", type=int, default=None,
             help="At least this long between two checkpoints (ms).")
         add("--state_backend", default=None, choices=("filesystem", "rocksdb"),

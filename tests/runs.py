@@ -22,6 +22,28 @@ def start(*flags: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def kill(process: subprocess.Popen) -> str:
+    """Kill a run started by ``start`` and everything it started (job
+    server, Python workers: they hold its output pipe open); returns what it
+    printed."""
+    def descendants(pid: int) -> list[int]:
+        children = []
+        for task in glob.glob(f"/proc/{pid}/task/*/children"):   # any thread's children
+            try:
+                with open(task) as f:
+                    children += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+        return [d for c in children for d in (c, *descendants(c))]
+
+    for pid in (*descendants(process.pid), process.pid):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    return process.communicate()[0]
+
+
 def stallwatch(*flags: str, timeout_s: float = 1200) -> tuple[dict, float]:
     """(run summary, wall seconds) of ``stallwatch run FLAGS`` in a new process."""
     started = time.monotonic()

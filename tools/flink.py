@@ -110,6 +110,14 @@ class Cluster:
     def jobs(self) -> list[dict]:
         return self.get("/jobs/overview")["jobs"]
 
+    def cancel_running(self) -> None:
+        """Cancel every running job (a failed test must not leave one behind)."""
+        for job in self.jobs():
+            if job["state"] == "RUNNING":
+                request = urllib.request.Request(
+                    f"{self.rest_url}/jobs/{job['jid']}?mode=cancel", method="PATCH")
+                urllib.request.urlopen(request, timeout=5).close()
+
     def _script(self, script: str, *args: str) -> None:
         env = dict(os.environ, FLINK_CONF_DIR=os.path.join(self.instance, "conf"),
                    FLINK_LOG_DIR=os.path.join(self.instance, "log"),
