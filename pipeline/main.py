@@ -22,6 +22,7 @@ from pipeline.streams import feed, read
 from pipeline.streams.sinks import open_writer
 from pipeline.build import build
 from pipeline.config import ConfigError, QoeConfig, to_config
+from transforms import workerlogs
 from transforms.parse import METRICS_NAMESPACE
 
 
@@ -98,6 +99,7 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
         stay in OUTPUT/_partial/ with the figures in run_summary.json.
     """
     options = check_flags(argv)
+    workerlogs.install()      # LOOPBACK's in-process harness: no traceback for a hang-up at the end
     cfg: QoeConfig = to_config(options)
     standard = options.view_as(StandardOptions)
     if standard.runner is None:

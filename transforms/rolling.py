@@ -26,7 +26,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms import statecache
+from transforms import statecache, workerlogs
 
 # Rank of a retraction: above any version a member can reach.
 RETRACTED = (1 << 40, 0)
@@ -179,7 +179,8 @@ class _RollingFn(beam.DoFn):
         self._urgent_ms = urgent_ms
 
     def setup(self) -> None:
-        statecache.install()      # Beam's state-cache weigher, minus a slow scan (statecache.py)
+        statecache.install()      # two costs of Beam's SDK state handling, removed (statecache.py)
+        workerlogs.install()      # no traceback for the runner's hang-up at a job's end
 
     def process(self, element: tuple[str, Any],
                 ts=beam.DoFn.TimestampParam,

@@ -16,7 +16,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms import statecache
+from transforms import statecache, workerlogs
 from transforms.model import Beacon, EventKind, View
 from transforms.parse import METRICS_NAMESPACE
 from transforms.facts import Withdrawn
@@ -182,7 +182,8 @@ class _ViewStateFn(beam.DoFn):
         self._late = Metrics.counter(METRICS_NAMESPACE, "late_beacons")
 
     def setup(self) -> None:
-        statecache.install()      # Beam's state-cache weigher, minus a slow scan (statecache.py)
+        statecache.install()      # two costs of Beam's SDK state handling, removed (statecache.py)
+        workerlogs.install()      # no traceback for the runner's hang-up at a job's end
 
     def process(self, element: tuple[str, Beacon],
                 beacons=beam.DoFn.StateParam(BEACONS),

@@ -1,28 +1,35 @@
-"""A faster weigher for Beam's SDK state cache (a known Beam 2.6x performance cost).
+"""Two costs of Beam's SDK-side user state, removed (Beam 2.62; both are in
+Beam's own code, not ours). ``install()`` applies both, once per process.
 
-Beam's SDK harness caches user state and weighs every value it caches, on
-every read that loads it and every write, with ``objsize.get_deep_size``.
-objsize 0.7 (what Beam 2.62 installs; 0.6.1 does the same) starts **every**
-call by collecting the ids of the globals of every loaded module, to exclude
-them: with Beam and the Google clients imported that is tens of thousands of
-objects per state read or write. Profiled on a 10 k event DirectRunner run:
-11.2 of 20.0 profiled seconds in objsize, 3.7 of them in ``vars()``
-(docs/benchmarks.md); on the Flink cluster, with that scan skipped, weighing
-was still 12 % of the SDK workers' bundle time.
+1. **The weigher.** Beam's SDK harness caches user state and weighs every
+   value it caches, on every read that loads it and every write, with
+   ``objsize.get_deep_size``. objsize 0.7 (what Beam 2.62 installs; 0.6.1 does
+   the same) starts **every** call by collecting the ids of the globals of
+   every loaded module, to exclude them: with Beam and the Google clients
+   imported that is tens of thousands of objects per state read or write.
+   Profiled on a 10 k event DirectRunner run: 11.2 of 20.0 profiled seconds
+   in objsize, 3.7 of them in ``vars()`` (docs/benchmarks.md); on the Flink
+   cluster, with that scan skipped, weighing was still 12 % of the SDK
+   workers' bundle time. The replacement weighs a list of bytes (what every
+   stallwatch cell holds: values are kept pickled) by ``sys.getsizeof``, the
+   same figure objsize gives for it, and anything else as Beam does (same
+   size, referents and filter functions) minus the scan. Nothing is lost:
+   Beam's filter already refuses to measure types, modules, frames and
+   functions, the only ways from a state value into a module's globals.
 
-``install()`` weighs a list of bytes (what every stallwatch cell holds:
-values are kept pickled) by ``sys.getsizeof``, the same figure objsize gives
-for it, and anything else as Beam does (same size, referents and filter
-functions) minus the scan. Nothing is lost: Beam's filter already refuses to
-measure types, modules, frames and functions, the only ways from a state
-value into a module's globals. It is installed by the stateful DoFns'
-``setup``, so it applies in whichever worker process runs them (in-process
-FnApiRunner, LOOPBACK or PROCESS workers, Dataflow), and is idempotent.
+2. **The commit.** At the end of a bundle the SDK writes back every state
+   cell the bundle changed, and waits for the runner's answer to each cell
+   before sending the next: one full gRPC round trip per (key, cell), one
+   after another. On the Flink cluster that wait was most of the SDK worker's
+   time (py-spy, docs/benchmarks.md). The replacement sends every cell's
+   clear and append requests first, then waits for all of them: the same
+   requests, in the same order on the one state stream (which the runner
+   handles in order), and the bundle still ends only when every write is
+   acknowledged. Only the idle time between them goes.
 
-Beam's commit of a bundle's state (one awaited round trip per changed cell)
-is left as it is: sending them all before awaiting any was measured faster
-on Flink, but made Flink-local batch runs end with a data-plane traceback
-(docs/benchmarks.md).
+Installed by the stateful DoFns' ``setup``, so it applies in whichever worker
+process runs them (in-process FnApiRunner, LOOPBACK or PROCESS workers,
+Dataflow).
 """
 
 from __future__ import annotations
@@ -34,11 +41,12 @@ _MARK = "_stallwatch_patched"
 
 
 def install() -> bool:
-    """Replace Beam's state-cache weigher; returns False if it already was."""
-    from apache_beam.runners.worker import statecache
+    """Apply both; returns False if they already were."""
+    from apache_beam.runners.worker import bundle_processor, statecache
     if getattr(statecache.get_deep_size, _MARK, False):
         return False
     statecache.get_deep_size = _weigher(statecache)
+    bundle_processor.FnApiUserStateContext.commit = _pipelined_commit(bundle_processor)
     return True
 
 
@@ -57,3 +65,28 @@ def _weigher(statecache):
 
     setattr(get_deep_size, _MARK, True)
     return get_deep_size
+
+
+def _pipelined_commit(bundle_processor):
+    # Cells whose commit is a clear and/or an append of what was added;
+    # anything else (ordered lists) commits as Beam does.
+    plain = (bundle_processor.SynchronousBagRuntimeState,
+             bundle_processor.SynchronousSetRuntimeState)
+
+    def commit(self) -> None:
+        pending = []
+        for state in self._all_states.values():
+            cell = getattr(state, "_underlying_bag_state", state)   # value and combining states
+            if not isinstance(cell, plain):
+                state.commit()
+                continue
+            if cell._cleared:
+                pending.append(cell._state_handler.clear(cell._state_key))
+            if cell._added_elements:
+                pending.append(cell._state_handler.extend(
+                    cell._state_key, cell._value_coder.get_impl(), cell._added_elements))
+        for sent in pending:
+            sent.get()
+
+    setattr(commit, _MARK, True)
+    return commit

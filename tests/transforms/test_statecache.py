@@ -1,8 +1,11 @@
-"""transforms/statecache.py: Beam's state-cache weigher without the per-call module scan."""
+"""transforms/statecache.py: Beam's state-cache weigher without the per-call module scan,
+and a bundle's state writes sent together, then awaited."""
 
 import pickle
 
 import objsize
+from apache_beam import coders
+from apache_beam.runners.worker import bundle_processor
 from apache_beam.runners.worker import statecache as beam_statecache
 
 from tests.builders import ev
@@ -29,3 +32,45 @@ def test_install__same_weights_as_beams_weigher_for_state_values():
     finally:
         beam_statecache.get_deep_size = saved
 
+
+class _Runner:
+    """A state handler that logs what is sent and when each answer is awaited."""
+
+    def __init__(self) -> None:
+        self.log: list = []
+
+    def clear(self, key):
+        return self._send(("clear", key))
+
+    def extend(self, key, coder, elements):
+        return self._send(("append", key, list(elements)))
+
+    def _send(self, request):
+        self.log.append(request)
+        log, n = self.log, len(self.log)
+
+        class Answer:
+            def get(self):
+                log.append(("awaited", n))
+        return Answer()
+
+
+def test_install__commit_sends_every_cells_writes_before_awaiting_any():
+    statecache.install()
+    runner = _Runner()
+
+    def cell(name):
+        return bundle_processor.SynchronousBagRuntimeState(runner, name, coders.BytesCoder())
+
+    added, rewritten, cleared, only_read = (cell("added"), cell("value"), cell("cleared"),
+                                            cell("read"))
+    added.add(b"1")
+    value = bundle_processor.ReadModifyWriteRuntimeState(rewritten)
+    value.write(b"2")
+    cleared.clear()
+    context = object.__new__(bundle_processor.FnApiUserStateContext)
+    context._all_states = {("a",): added, ("v",): value, ("c",): cleared, ("r",): only_read}
+    context.commit()
+    sent = [("append", "added", [b"1"]), ("clear", "value"), ("append", "value", [b"2"]),
+            ("clear", "cleared")]
+    assert runner.log == sent + [("awaited", n) for n in range(1, 5)]
