@@ -195,6 +195,15 @@ def _progress(cluster):
     return jobs
 
 
+def _give_up(cluster, process, what):
+    """An AssertionError saying ``what``, each job's progress and what the run
+    printed; the run and every job still running are gone first."""
+    progress = _progress(cluster)
+    printed = runs.kill(process)
+    cluster.cancel_running()
+    return AssertionError(f"{what}; {progress}; run printed:\n" + printed[-6000:])
+
+
 def _committed(checkpoint, beacons, client):
     from tests.streams import records_up_to
     with open(checkpoint) as f:
@@ -222,10 +231,7 @@ def test_kinesis_on_a_flink_cluster__a_checkpoint_during_the_workers_cold_start_
     deadline = time.time() + 120
     while not os.path.exists(checkpoint) or _committed(checkpoint, beacons, client) < len(records):
         if time.time() > deadline or run.poll() is not None:
-            progress = _progress(flink_cluster)
-            printed = runs.kill(run)
-            flink_cluster.cancel_running()
-            raise AssertionError(f"nothing read: {progress}; run printed:\n" + printed[-3000:])
+            raise _give_up(flink_cluster, run, "nothing read")
         time.sleep(1)
     summary = _drain(run, flink_cluster, tmp_path / "out")
     assert summary["accounting"]["messages_read"] == len(records)
@@ -269,12 +275,8 @@ def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
     deadline = time.time() + 420          # resumes and reads to the end of the stream
     while _committed(checkpoint, beacons, client) < in_stream:
         if time.time() > deadline or second.poll() is not None:
-            progress = _progress(flink_cluster)
-            printed = runs.kill(second)
-            flink_cluster.cancel_running()
-            raise AssertionError(
-                f"restart did not catch up: {_committed(checkpoint, beacons, client)} of "
-                f"{in_stream} committed; {progress}; run printed:\n" + printed[-6000:])
+            raise _give_up(flink_cluster, second, "restart did not catch up: "
+                           f"{_committed(checkpoint, beacons, client)} of {in_stream} committed")
         time.sleep(2)
     caught_up_s = time.time() - restarted
     later = [a for a in poll() if a["cause"] == "content" and a["video_id"] == "clip-a"]

@@ -32,8 +32,8 @@ def installed():
     saved_hook = threading.excepthook
     logger = logging.getLogger("apache_beam.runners.worker.data_plane")
     saved_filters = list(logger.filters)
-    threading.excepthook = lambda args: printed.append(args.exc_value)
     printed = []
+    threading.excepthook = lambda args: printed.append(args.exc_value)
     workerlogs.install()
     try:
         yield logger, printed
