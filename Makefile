@@ -168,9 +168,11 @@ STREAM_RUNNER  ?= direct
 STREAM_MINUTES ?= 10
 STREAM_RATE    ?= 2000
 STREAM_PARALLELISM ?= 2
+STREAM_STATE ?= rocksdb
 bench-stream: venv emulators $(if $(filter flink,$(STREAM_RUNNER)),flink)
 	$(BIN)/python -m bench.stream --source=$(STREAM_SOURCE) --runner=$(STREAM_RUNNER) \
-		--parallelism=$(STREAM_PARALLELISM) --minutes=$(STREAM_MINUTES) --rate=$(STREAM_RATE) --write-doc
+		--parallelism=$(STREAM_PARALLELISM) --minutes=$(STREAM_MINUTES) --rate=$(STREAM_RATE) \
+		--state_backend=$(STREAM_STATE) --write-doc
 
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"

@@ -214,7 +214,7 @@ def _run_flags(runner: str, cluster, parallelism: int) -> list[str]:
 
 def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
           run_flags: tuple[str, ...] = (), drain_timeout_s: float = 600,
-          parallelism: int = 2) -> dict:
+          parallelism: int = 2, state_backend: str = "hashmap") -> dict:
     join_s = int(minutes * 60)
     # ~15 records per view and ~1.8 views per viewer in the live audience
     viewers_per_s = rate / 26.0
@@ -228,7 +228,8 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
         if runner == "flink":
             from tools import flink as flink_tools
             cluster = flink_tools.start(taskmanagers=2, slots=max(1, (parallelism + 1) // 2),
-                                        instance=os.path.join(work, "flink"))
+                                        instance=os.path.join(work, "flink"),
+                                        state_backend=state_backend)
         beacons, alerts_uri, reader = _streams(source, tag)
         output = os.path.join(work, "out")
         flags = ["--streaming", f"--source={beacons}", f"--alerts={alerts_uri}", f"--output={output}",
@@ -338,12 +339,16 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
             checkpoint = sample.get("checkpoint") or {}
             if checkpoint.get("state_size") is not None:
                 minute["checkpoint_kb"] = round(checkpoint["state_size"] / 1024)
+                # incremental (RocksDB): what this checkpoint wrote; heap: the same
+                minute["checkpoint_written_kb"] = round((checkpoint.get("checkpointed_size")
+                                                         or checkpoint["state_size"]) / 1024)
                 minute["checkpoint_ms"] = checkpoint["duration_ms"]
                 minute["checkpoints"] = checkpoint["completed"]
                 minute["checkpoints_failed"] = checkpoint["failed"]
         accounting = summary.get("accounting") or {}
         return {
             "source": source, "runner": runner, "parallelism": parallelism, "minutes": minutes,
+            "state_backend": state_backend if runner == "flink" else None,
             "rc": run.returncode,
             "events": truth["input_records"], "messages": triggers.messages,
             "events_per_s": round(truth["input_records"] / published_s),
@@ -388,9 +393,15 @@ def _doc_line(r: dict) -> str:
            if r["latency_p50_s"] is not None else "no alert")
     by_minute = r.get("by_minute") or {}
     last = by_minute[max(by_minute, key=int)] if by_minute else {}
-    checkpoints = (f"{last['checkpoints']} ok, {last['checkpoints_failed']} failed; last "
-                   f"{last['checkpoint_kb'] / 1024:.1f} MB in {last['checkpoint_ms'] / 1000:.1f} s"
-                   if "checkpoints" in last else "none")
+    checkpoints = "none"
+    if "checkpoints" in last:
+        written = last.get("checkpoint_written_kb", last["checkpoint_kb"])
+        sizes = ", ".join(f"{m}′ {by_minute[m]['checkpoint_kb'] / 1024:.0f}"
+                          for m in sorted(by_minute, key=int) if "checkpoint_kb" in by_minute[m])
+        checkpoints = (f"{last['checkpoints']} ok, {last['checkpoints_failed']} failed; last "
+                       f"{last['checkpoint_kb'] / 1024:.1f} MB"
+                       + (f" ({written / 1024:.1f} MB written)" if written != last["checkpoint_kb"] else "")
+                       + f" in {last['checkpoint_ms'] / 1000:.1f} s; MB by minute: {sizes}")
     read = r.get("messages_read")
     left = f" + {r['left_unread']:,} left unacked for the next run" if r.get("left_unread") else ""
     # pstest deletes a message still undelivered 10 minutes after its publish
@@ -407,7 +418,8 @@ def _doc_line(r: dict) -> str:
             f"{r['alerts_arrived']}/{r['titles_triggered']} | {lat} | {shown} | {checkpoints} | "
             f"{r['views_written']:,} | "
             + (f"{r['drain_s']:.0f}" if r["drain_s"] is not None else f"> {r['drain_timeout_s']:.0f}, killed")
-            + f" | {read_all} | {' '.join(r['run_flags']) or 'defaults'} |")
+            + f" | {read_all} | {' '.join(r['run_flags']) or 'defaults'}"
+            + (f" (cluster state: {r['state_backend']})" if r.get("state_backend") else "") + " |")
 
 
 def write_doc(result: dict, started: str) -> None:
@@ -454,6 +466,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="after publishing, how long the run may take to finish its backlog")
     parser.add_argument("--run_flag", action="append", default=[],
                         help="extra `stallwatch run` flag, e.g. --run_flag=--inactivity_s=300")
+    parser.add_argument("--state_backend", choices=("hashmap", "rocksdb"), default="rocksdb",
+                        help="--runner=flink: the cluster's state backend (rocksdb: incremental "
+                             "checkpoints)")
     parser.add_argument("--write-doc", action="store_true")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.rate <= 0 or args.faults < 1:
@@ -462,7 +477,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     os.makedirs(OUT, exist_ok=True)
     result = bench(args.source, args.runner, args.minutes, args.rate, args.faults,
-                   tuple(args.run_flag), args.drain_timeout_s, args.parallelism)
+                   tuple(args.run_flag), args.drain_timeout_s, args.parallelism,
+                   args.state_backend)
     result["started"] = started
     path = os.path.join(OUT, f"stream-{args.source}-{args.runner}-p{args.parallelism}-"
                              f"{int(args.rate)}-{started.replace(' ', '').replace(':', '')}.json")

@@ -1,7 +1,8 @@
 """A standalone Flink cluster on loopback, from the PyPI Flink packages.
 
     python -m tools.flink unpack --version=V --downloads=DIR   make FLINK_HOME (make flink-dist)
-    python -m tools.flink up [--port=8081] [--taskmanagers=2]   JobManager + TaskManagers
+    python -m tools.flink up [--port=8081] [--taskmanagers=2] [--state_backend=rocksdb]
+                                                                JobManager + TaskManagers
     python -m tools.flink status                                what `up` started
     python -m tools.flink down                                  stop it
 
@@ -134,8 +135,17 @@ class Cluster:
                 pass
 
 
-def configure(home: str, instance: str, rest_port: int, slots: int) -> None:
-    """Flink's shipped config.yaml with loopback addresses, our ports and memory."""
+STATE_BACKENDS = ("hashmap", "rocksdb")
+
+
+def configure(home: str, instance: str, rest_port: int, slots: int,
+              state_backend: str = "hashmap") -> None:
+    """Flink's shipped config.yaml with loopback addresses, our ports and memory.
+
+    ``state_backend``: ``hashmap`` keeps keyed state on the heap and writes
+    all of it at every checkpoint; ``rocksdb`` keeps it in RocksDB (in
+    flink-dist) and checkpoints incrementally: only the files written since
+    the last checkpoint. Jobs that set no ``--state_backend`` use this one."""
     with open(os.path.join(home, "conf", "config.yaml")) as handle:
         config = yaml.safe_load(handle)
     config["jobmanager"].update({
@@ -153,7 +163,9 @@ def configure(home: str, instance: str, rest_port: int, slots: int) -> None:
     config["rest"] = {"address": "127.0.0.1", "bind-address": "127.0.0.1", "port": rest_port}
     config["parallelism"] = {"default": 2}
     config["state"] = {"checkpoints": {"dir": "file://" + os.path.join(instance, "checkpoints")},
-                       "savepoints": {"dir": "file://" + os.path.join(instance, "savepoints")}}
+                       "savepoints": {"dir": "file://" + os.path.join(instance, "savepoints")},
+                       "backend": {"type": state_backend,
+                                   "incremental": state_backend == "rocksdb"}}
     conf = os.path.join(instance, "conf")
     shutil.rmtree(conf, ignore_errors=True)
     shutil.copytree(os.path.join(home, "conf"), conf)
@@ -162,20 +174,24 @@ def configure(home: str, instance: str, rest_port: int, slots: int) -> None:
 
 
 def start(rest_port: Optional[int] = None, taskmanagers: int = 2, slots: int = 2,
-          instance: Optional[str] = None, timeout_s: float = 90.0) -> Cluster:
+          instance: Optional[str] = None, timeout_s: float = 90.0,
+          state_backend: str = "hashmap") -> Cluster:
     """Start a JobManager and ``taskmanagers`` TaskManagers; wait until all
     registered. With free ports chosen here, a port taken by someone else in
     the meantime (the JobManager then fails to bind) gets a second try."""
+    if state_backend not in STATE_BACKENDS:
+        raise FlinkError(f"state backend {state_backend!r}: choose one of {', '.join(STATE_BACKENDS)}")
+    args = (taskmanagers, slots, instance, timeout_s, state_backend)
     if rest_port is not None:
-        return _start(rest_port, taskmanagers, slots, instance, timeout_s)
+        return _start(rest_port, *args)
     try:
-        return _start(free_port(), taskmanagers, slots, instance, timeout_s)
+        return _start(free_port(), *args)
     except FlinkError:
-        return _start(free_port(), taskmanagers, slots, instance, timeout_s)
+        return _start(free_port(), *args)
 
 
 def _start(rest_port: int, taskmanagers: int, slots: int, instance: Optional[str],
-           timeout_s: float) -> Cluster:
+           timeout_s: float, state_backend: str) -> Cluster:
     home = flink_home()
     if not os.path.exists(os.path.join(home, "bin", "jobmanager.sh")):
         raise FlinkError(f"{home} is missing: run 'make flink-dist'")
@@ -184,7 +200,7 @@ def _start(rest_port: int, taskmanagers: int, slots: int, instance: Optional[str
     instance = instance or os.path.join(RUN, f"flink-{rest_port}")
     for part in ("log", "pid", "checkpoints", "savepoints"):
         os.makedirs(os.path.join(instance, part), exist_ok=True)
-    configure(home, instance, rest_port, slots)
+    configure(home, instance, rest_port, slots, state_backend)
     cluster = Cluster(home, instance, rest_port, taskmanagers)
     cluster._script("jobmanager.sh", "start")
     for _ in range(taskmanagers):
@@ -211,6 +227,8 @@ def _main(argv: list[str]) -> int:
     up = commands.add_parser("up")
     up.add_argument("--port", type=int, default=8081)
     up.add_argument("--taskmanagers", type=int, default=2)
+    up.add_argument("--state_backend", choices=STATE_BACKENDS, default="hashmap",
+                    help="rocksdb: incremental checkpoints (jobs that set no --state_backend)")
     commands.add_parser("status")
     commands.add_parser("down")
     args = parser.parse_args(argv)
@@ -221,7 +239,7 @@ def _main(argv: list[str]) -> int:
             if os.path.exists(STATE):
                 print(f"a cluster is already up ({STATE}): make flink-down first", file=sys.stderr)
                 return 1
-            cluster = start(args.port, args.taskmanagers)
+            cluster = start(args.port, args.taskmanagers, state_backend=args.state_backend)
             with open(STATE, "w") as handle:
                 json.dump(dataclasses.asdict(cluster), handle)
             print(f"Flink {FLINK_VERSION}: JobManager + {args.taskmanagers} TaskManagers, "
