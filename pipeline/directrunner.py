@@ -1,5 +1,6 @@
-"""Beam 2.62's streaming DirectRunner, minus two costs it pays per bundle and stage
-and the state of keys it is done with, and with its metrics counting every bundle.
+"""Beam 2.62's streaming DirectRunner, minus two costs it pays per bundle and stage,
+the state of keys it is done with and its scan of every key for due timers, and
+with its metrics counting every bundle.
 
 The DirectRunner's streaming engine (BundleBasedDirectRunner) starts every
 bundle of every ParDo by (1) pickling and unpickling the DoFn, a check that
@@ -14,7 +15,12 @@ with them and 9 s without, with identical output.
 - the pickle check: every DoFn is pickled anyway when the pipeline is
   translated (``Pipeline.to_runner_api``), before any bundle runs;
 - the introspection is memoized per DoFn *class*: state and timer specs
-  are class attributes, the same for every instance.
+  are class attributes, the same for every instance;
+- and the same for the signatures of a DoFn's methods, which every
+  bundle's new ``DoFnRunner`` reads again with ``inspect.signature``
+  (``core.get_function_arguments``, 15 % of a replay's CPU once the timer
+  scan below was gone): memoized per DoFn *instance* and method name, a
+  copy handed out each time.
 And it lets go of keys: the engine keeps the state of every key a stateful
 step ever saw, and scans all of them for due timers on every scheduling
 pass (``WatermarkManager.extract_all_timers``: 74 % of a streaming run's
@@ -30,21 +36,91 @@ thread counted into a container that was already committed, and counters
 reported the first bundle only (a Map over 9 elements in 3 TestStream
 bundles reported 3; tested). The cache is cleared before each bundle.
 
+And it finds due timers without scanning every key: the engine's
+``_TransformWatermarks.extract_transform_timers`` asks every key a step
+holds for its due timers on every scheduling pass (48 % of a replay's CPU,
+docs/streaming.md), although a key's timers change only when a bundle of
+that key commits. ``_TimerIndex`` keeps each key's earliest event-time
+timer in a heap, recomputes a key when a bundle of it commits
+(``handle_result``), and asks only the keys that are due (or hold a
+processing-time timer) for their timers: the same firings, at a cost in
+proportion to the keys that changed or are due.
+
 It checks that the Beam functions it wraps are where 2.62 has them and
 raises if not, so a Beam upgrade that moves them fails loudly (tested).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import heapq
+import itertools
+import threading
+import weakref
+from typing import Any, Optional
 
 _MARK = "_stallwatch_memoized"
+_INDEX = "_stallwatch_timer_index"
+
+
+class _TimerIndex:
+    """Which keys of one step have a due timer, kept up to date by commits.
+
+    ``earliest[key]`` is the key's earliest event-time timer; the heap holds
+    (timestamp, n, key) entries, stale ones skipped when popped; ``ready`` is
+    the keys whose earliest timer the watermark has passed (they stay ready
+    until a commit of theirs is seen, as the full scan would keep finding
+    them); ``realtime`` the keys with a processing-time timer, asked every
+    time as the scan asks them."""
+
+    def __init__(self, keys) -> None:
+        self._lock = threading.Lock()
+        self._dirty: set = set(keys)
+        self._earliest: dict = {}
+        self._heap: list = []
+        self._ready: set = set()
+        self._realtime: set = set()
+        self._order = itertools.count()
+
+    def touched(self, keys) -> None:
+        with self._lock:
+            self._dirty.update(keys)
+
+    def due(self, states: dict, watermark) -> set:
+        from apache_beam.transforms.timeutil import TimeDomain
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            self._ready.discard(key)
+            self._realtime.discard(key)
+            earliest = None
+            state = states.get(key)
+            for timers in list(state.timers.values()) if state is not None else ():
+                for (_, domain, _), timestamp in list(timers.items()):
+                    if domain != TimeDomain.WATERMARK:
+                        self._realtime.add(key)
+                    elif earliest is None or timestamp < earliest:
+                        earliest = timestamp
+            if earliest is None:
+                self._earliest.pop(key, None)
+            else:
+                self._earliest[key] = earliest
+                heapq.heappush(self._heap, (earliest, next(self._order), key))
+        while self._heap and self._heap[0][0] <= watermark:
+            timestamp, _, key = heapq.heappop(self._heap)
+            if self._earliest.get(key) == timestamp:
+                self._ready.add(key)
+        return self._ready | self._realtime
+
+
+def _timer_index(watermarks) -> Optional[_TimerIndex]:
+    return watermarks.__dict__.get(_INDEX)
 
 
 def install() -> bool:
-    """Apply both changes; returns False if they already were."""
-    from apache_beam.runners.direct import evaluation_context, executor, transform_evaluator
-    from apache_beam.transforms import userstate
+    """Apply the changes above; returns False if they already were."""
+    from apache_beam.runners.direct import (evaluation_context, executor, transform_evaluator,
+                                            watermark_manager)
+    from apache_beam.transforms import core, userstate
     if getattr(userstate.get_dofn_specs, _MARK, False):
         return False
     for module, name in ((userstate, "get_dofn_specs"), (userstate, "is_stateful_dofn"),
@@ -61,9 +137,34 @@ def install() -> bool:
     if not callable(getattr(executor.TransformExecutor, "call", None)):
         raise RuntimeError("apache_beam TransformExecutor.call is gone: "
                            "pipeline/directrunner.py needs updating for this Beam")
+    tw = getattr(watermark_manager, "_TransformWatermarks", None)
+    if (not callable(getattr(tw, "extract_transform_timers", None))
+            or not callable(getattr(watermark_manager.WatermarkManager, "get_watermarks", None))
+            or not hasattr(watermark_manager, "TimerFiring")):
+        raise RuntimeError("apache_beam _TransformWatermarks.extract_transform_timers is gone: "
+                           "pipeline/directrunner.py needs updating for this Beam")
     if "perform_dofn_pickle_test" not in evaluator.__init__.__code__.co_varnames:
         raise RuntimeError("apache_beam _ParDoEvaluator no longer takes perform_dofn_pickle_test: "
                            "pipeline/directrunner.py needs updating for this Beam")
+
+    if not callable(getattr(core, "get_function_arguments", None)):
+        raise RuntimeError("apache_beam core.get_function_arguments is gone: "
+                           "pipeline/directrunner.py needs updating for this Beam")
+
+    arguments = core.get_function_arguments
+    signatures: Any = weakref.WeakKeyDictionary()
+
+    def get_function_arguments(obj, func):
+        try:
+            known = signatures.setdefault(obj, {})
+        except TypeError:                       # unhashable or not weakly referable
+            return arguments(obj, func)
+        if func not in known:
+            known[func] = arguments(obj, func)
+        args, defaults = known[func]
+        return list(args), list(defaults)
+
+    core.get_function_arguments = get_function_arguments
 
     original = userstate.get_dofn_specs
     specs: dict[type, Any] = {}
@@ -104,6 +205,9 @@ def install() -> bool:
     def handle_result_and_forget_empty_keys(self, completed_bundle, completed_timers, result):
         committed = handle_result(self, completed_bundle, completed_timers, result)
         if result.partial_keyed_state:
+            index = _timer_index(self._watermark_manager.get_watermarks(result.transform))
+            if index is not None:
+                index.touched(result.partial_keyed_state)
             with self._lock:
                 states = self._transform_keyed_states[result.transform]
                 for key in list(result.partial_keyed_state):
@@ -114,4 +218,28 @@ def install() -> bool:
         return committed
 
     evaluation_context.EvaluationContext.handle_result = handle_result_and_forget_empty_keys
+
+    def extract_transform_timers(self):
+        """Beam's extract_transform_timers, asking only the keys _TimerIndex names."""
+        with self._lock:
+            index = _timer_index(self)
+            if index is None:
+                index = _TimerIndex(list(self._keyed_states))
+                setattr(self, _INDEX, index)
+            watermark, now = self._input_watermark, self._clock.time()
+            fired, has_realtime_timer = [], False
+            for key in index.due(self._keyed_states, watermark):
+                state = self._keyed_states.get(key)
+                if state is None:
+                    continue
+                timers, had_realtime_timer = state.get_timers(watermark=watermark,
+                                                              processing_time=now)
+                has_realtime_timer = has_realtime_timer or had_realtime_timer
+                for window, (name, domain, timestamp, tag) in timers:
+                    fired.append(watermark_manager.TimerFiring(
+                        key, window, name, domain, timestamp, dynamic_timer_tag=tag))
+            self._fired_timers.update(fired)
+            return fired, has_realtime_timer
+
+    watermark_manager._TransformWatermarks.extract_transform_timers = extract_transform_timers
     return True

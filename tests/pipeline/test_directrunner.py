@@ -72,3 +72,66 @@ def test_directrunner__counters_count_every_bundle_of_a_stream():
     result.wait_until_finish()
     counters = result.metrics().query(MetricsFilter().with_namespace("test_directrunner"))
     assert [c.committed for c in counters["counters"]] == [9]
+
+
+class _LoopFn(beam.DoFn):
+    """Per key: a timer that fires every 10 s until 50 s; key "moved" sets its
+    timer to 5 s and then moves it to 35 s; key "cleared" sets one and clears it."""
+    TICK = userstate.TimerSpec("tick", TimeDomain.WATERMARK)
+
+    def process(self, element, key=beam.DoFn.KeyParam, tick=beam.DoFn.TimerParam(TICK)):
+        _, at = element
+        if key == "cleared" and at is None:
+            tick.clear()
+        else:
+            tick.set(at)
+        return ()
+
+    @userstate.on_timer(TICK)
+    def on_tick(self, key=beam.DoFn.KeyParam, now=beam.DoFn.TimestampParam,
+                tick=beam.DoFn.TimerParam(TICK)):
+        yield key, int(now.micros // 1_000_000)
+        if key == "loop" and now < 50:
+            tick.set(now + 10)
+
+
+def test_directrunner__due_timers_are_found_without_a_scan_exactly_as_with_one():
+    directrunner.install()
+    events = (test_stream.TestStream()
+              .add_elements([("loop", 10), ("moved", 5), ("cleared", 20)])
+              .advance_watermark_to(1)
+              .add_elements([("moved", 35), ("cleared", None)])
+              .advance_watermark_to(25)
+              .advance_watermark_to(100)
+              .advance_watermark_to_infinity())
+    with test_pipeline.TestPipeline(options=PipelineOptions(["--streaming"])) as p:
+        fired = p | events | beam.ParDo(_LoopFn())
+        util.assert_that(fired, util.equal_to(
+            [("loop", t) for t in (10, 20, 30, 40, 50)] + [("moved", 35)]))
+
+
+def test_directrunner__timer_index_names_due_keys_and_forgets_changed_ones():
+    from apache_beam.transforms.trigger import InMemoryUnmergedState
+    from apache_beam.utils.timestamp import Timestamp
+
+    def state(*times, realtime=False):
+        s = InMemoryUnmergedState()
+        for n, at in enumerate(times):
+            s.set_timer("w", f"t{n}", TimeDomain.WATERMARK, Timestamp(at))
+        if realtime:
+            s.set_timer("w", "r", TimeDomain.REAL_TIME, Timestamp(1))
+        return s
+
+    states = {b"a": state(10, 30), b"b": state(20), b"c": state(realtime=True)}
+    index = directrunner._TimerIndex(states)
+    assert index.due(states, Timestamp(5)) == {b"c"}          # processing-time: always asked
+    assert index.due(states, Timestamp(10)) == {b"a", b"c"}
+    assert index.due(states, Timestamp(10)) == {b"a", b"c"}   # still due until its commit
+    states[b"a"] = state(30)                                  # a's bundle fired 10, committed
+    index.touched([b"a"])
+    assert index.due(states, Timestamp(25)) == {b"b", b"c"}
+    del states[b"b"]                                          # b's state is gone
+    states[b"c"] = state()
+    index.touched([b"b", b"c"])
+    assert index.due(states, Timestamp(25)) == set()
+    assert index.due(states, Timestamp(30)) == {b"a"}
