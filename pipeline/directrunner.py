@@ -19,8 +19,9 @@ with them and 9 s without, with identical output.
 - and the same for the signatures of a DoFn's methods, which every
   bundle's new ``DoFnRunner`` reads again with ``inspect.signature``
   (``core.get_function_arguments``, 15 % of a replay's CPU once the timer
-  scan below was gone): memoized per DoFn *instance* and method name, a
-  copy handed out each time.
+  scan below was gone): memoized per DoFn instance (per class for the
+  restriction and watermark-estimator providers each runner makes anew)
+  and method name, a copy handed out each time.
 And it lets go of keys: the engine keeps the state of every key a stateful
 step ever saw, and scans all of them for due timers on every scheduling
 pass (``WatermarkManager.extract_all_timers``: 74 % of a streaming run's
@@ -155,8 +156,11 @@ def install() -> bool:
     signatures: Any = weakref.WeakKeyDictionary()
 
     def get_function_arguments(obj, func):
+        # A DoFn by instance (a CallableWrapperDoFn's process is its own
+        # function); a restriction or watermark-estimator provider, made new
+        # for every bundle, by class: its methods are the class's.
         try:
-            known = signatures.setdefault(obj, {})
+            known = signatures.setdefault(obj if isinstance(obj, core.DoFn) else type(obj), {})
         except TypeError:                       # unhashable or not weakly referable
             return arguments(obj, func)
         if func not in known:
