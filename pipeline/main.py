@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -14,6 +15,7 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options import pipeline_options as beam_options
 from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions, StandardOptions,
                                                   TestOptions)
 
@@ -27,15 +29,38 @@ from transforms.parse import METRICS_NAMESPACE
 
 
 def check_flags(argv: Sequence[str]) -> PipelineOptions:
-    """Parse argv as Beam + stallwatch options; an unknown flag is a ConfigError."""
+    """Parse argv as Beam + stallwatch options; an unknown flag, or a value
+    Beam's parser refuses, is a ConfigError (not argparse's usage dump and exit)."""
     options = PipelineOptions(list(argv))
-    known = options.get_all_options(drop_default=False)
-    everything = options.get_all_options(drop_default=False, retain_unknown_options=True)
+    with _beam_parse_errors_raise():
+        known = options.get_all_options(drop_default=False)
+        everything = options.get_all_options(drop_default=False, retain_unknown_options=True)
     unknown = sorted(set(everything) - set(known))
     if unknown:
         raise ConfigError(f"unknown option --{unknown[0]} (see 'stallwatch run --help')")
     _pin_prefixed_options(options, argv)
     return options
+
+
+@contextlib.contextmanager
+def _beam_parse_errors_raise():
+    """Beam's option parser reports a bad value (``--streaming=yes``) through
+    argparse's ``error``: the whole usage of every Beam option, then exit 2.
+    While flags are checked, its error raises a one-line ConfigError instead."""
+    parser_class = beam_options._BeamArgumentParser  # pylint: disable=protected-access
+
+    def error(_parser, message: str):
+        raise ConfigError(f"{message} (see 'stallwatch run --help')")
+
+    own = parser_class.__dict__.get("error")
+    parser_class.error = error
+    try:
+        yield
+    finally:
+        if own is None:
+            del parser_class.error
+        else:
+            parser_class.error = own
 
 
 def _pin_prefixed_options(options: PipelineOptions, argv: Sequence[str]) -> None:
