@@ -29,6 +29,21 @@ END_OF_TIME = 9223372036854775807
 _DONE = ("CANCELED", "FINISHED", "FAILED")
 
 
+def rest(base: str, path: str, method: str = "GET", body: Optional[dict] = None,
+         timeout_s: float = 10):
+    """One call to Flink's REST API at ``base`` (http://host:port): its JSON answer, or None."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+def cancel(base: str, jid: str) -> None:
+    rest(base, f"/jobs/{jid}?mode=cancel", "PATCH")
+
+
 class FlinkJob:
     """The cluster's job for one Beam job (Flink names it after the first
     part of the Beam job id)."""
@@ -38,12 +53,7 @@ class FlinkJob:
         self.name = (beam_job_id or "").split("_", 1)[0]
 
     def _call(self, path: str, method: str = "GET", body: Optional[dict] = None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            text = response.read()
-        return json.loads(text) if text else None
+        return rest(self.base, path, method, body)
 
     def jid(self) -> Optional[str]:
         """The id of this job while it runs (None when gone or unnamed)."""
@@ -90,7 +100,7 @@ class FlinkJob:
     def cancel(self) -> None:
         jid = self.jid()
         if jid:
-            self._call(f"/jobs/{jid}?mode=cancel", "PATCH")
+            cancel(self.base, jid)
             logging.warning("cancelled Flink job %s (%s) on %s", jid, self.name, self.base)
 
 

@@ -27,12 +27,12 @@ import subprocess
 import sys
 import tarfile
 import time
-import urllib.request
 import zipfile
 from typing import Optional
 
 import yaml
 
+from pipeline import flinkjob
 from runners import tools as runner_tools
 from tools.emulators import RUN, TOOLS, free_port
 
@@ -105,8 +105,7 @@ class Cluster:
         return f"http://127.0.0.1:{self.rest_port}"
 
     def get(self, path: str):
-        with urllib.request.urlopen(self.rest_url + path, timeout=5) as response:
-            return json.loads(response.read())
+        return flinkjob.rest(self.rest_url, path, timeout_s=5)
 
     def jobs(self) -> list[dict]:
         return self.get("/jobs/overview")["jobs"]
@@ -115,9 +114,7 @@ class Cluster:
         """Cancel every running job (a failed test must not leave one behind)."""
         for job in self.jobs():
             if job["state"] == "RUNNING":
-                request = urllib.request.Request(
-                    f"{self.rest_url}/jobs/{job['jid']}?mode=cancel", method="PATCH")
-                urllib.request.urlopen(request, timeout=5).close()
+                flinkjob.cancel(self.rest_url, job["jid"])
 
     def _script(self, script: str, *args: str) -> None:
         env = dict(os.environ, FLINK_CONF_DIR=os.path.join(self.instance, "conf"),

@@ -26,7 +26,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms import statecache, workerlogs
+from transforms import harness
 
 # Rank of a retraction: above any version a member can reach.
 RETRACTED = (1 << 40, 0)
@@ -179,8 +179,7 @@ class _RollingFn(beam.DoFn):
         self._urgent_ms = urgent_ms
 
     def setup(self) -> None:
-        statecache.install()      # two costs of Beam's SDK state handling, removed (statecache.py)
-        workerlogs.install()      # no traceback for the runner's hang-up at a job's end
+        harness.install()         # Beam's SDK state costs removed, its end-of-job hang-up quiet
 
     def process(self, element: tuple[str, Any],
                 ts=beam.DoFn.TimestampParam,

@@ -16,7 +16,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms import statecache, workerlogs
+from transforms import harness
 from transforms.model import Beacon, EventKind, View
 from transforms.parse import METRICS_NAMESPACE
 from transforms.facts import Withdrawn
@@ -182,8 +182,7 @@ class _ViewStateFn(beam.DoFn):
         self._late = Metrics.counter(METRICS_NAMESPACE, "late_beacons")
 
     def setup(self) -> None:
-        statecache.install()      # two costs of Beam's SDK state handling, removed (statecache.py)
-        workerlogs.install()      # no traceback for the runner's hang-up at a job's end
+        harness.install()         # Beam's SDK state costs removed, its end-of-job hang-up quiet
 
     def process(self, element: tuple[str, Beacon],
                 beacons=beam.DoFn.StateParam(BEACONS),

@@ -27,9 +27,7 @@ Beam's own code, not ours). ``install()`` applies both, once per process.
    handles in order), and the bundle still ends only when every write is
    acknowledged. Only the idle time between them goes.
 
-Installed by the stateful DoFns' ``setup``, so it applies in whichever worker
-process runs them (in-process FnApiRunner, LOOPBACK or PROCESS workers,
-Dataflow).
+Installed through ``harness.install()`` by the stateful DoFns' ``setup``.
 """
 
 from __future__ import annotations
