@@ -9,6 +9,7 @@ import glob
 import os
 import pickle
 import shutil
+import zlib
 from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 import apache_beam as beam
@@ -313,14 +314,20 @@ def _stamp(ms: int) -> str:
         "%Y%m%dT%H%M%S")
 
 
-class _WindowFilesFn(beam.DoFn):
-    """Per (output, window of event time): rows wait in state until the
-    watermark passes the window's end, then go to one file; rows that come
-    later make the next free pane's file (``-pane001``, …).
+# Each output's rows of one window are spread over this many keys (and
+# files), so no key, worker or file holds a whole window of an output.
+SINK_SHARDS = 8
 
-    State: ROWS (pickled rows of the pane being filled). Timers (event time):
-    FLUSH at the window's end, or at once for a late row; FORGET at the end
-    + ``late_ms``, which writes what is left.
+
+class _WindowFilesFn(beam.DoFn):
+    """Per (output, window of event time, shard): rows wait in state until
+    the watermark passes the window's end, then go to one file; rows that
+    come later make the next free pane's file (``-pane001``, …).
+
+    State: ROWS (pickled rows of the pane being filled): at most the rows of
+    one output's window that hash to the shard, about 1/SINK_SHARDS of them.
+    Timers (event time): FLUSH at the window's end, or at once for a late
+    row; FORGET at the end + ``late_ms``, which writes what is left.
 
     A stateful DoFn rather than a GroupByKey in fixed windows: at a drain,
     Flink 1.19's portable runner ended the job before the windows' input
@@ -341,8 +348,8 @@ class _WindowFilesFn(beam.DoFn):
                 flush=beam.DoFn.TimerParam(FLUSH),
                 forget=beam.DoFn.TimerParam(FORGET)) -> Iterable[str]:
         key, row = element
-        rows.add(pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL))
-        end = int(key.rsplit("\x1f", 1)[1]) + self._window_ms
+        rows.add(row)
+        end = int(key.split("\x1f")[1]) + self._window_ms
         flush.set(Timestamp(micros=max(end, ts.micros // 1000 + 1) * 1000))
         forget.set(Timestamp(micros=(end + self._late_ms) * 1000))
         return ()
@@ -353,13 +360,14 @@ class _WindowFilesFn(beam.DoFn):
         stored = [pickle.loads(b) for b in rows.read()]
         if not stored:
             return
-        name, start = key.rsplit("\x1f", 1)
+        name, start, shard = key.split("\x1f")
         target = self._targets[name]
         suffix = ".jsonl" if target.schema is None else ".parquet"
         number = 0
         while True:            # the next pane: never over a file already there
             path = FileSystems.join(target.directory, f"{target.stem}-{_stamp(int(start))}-"
-                                    f"{_stamp(int(start) + self._window_ms)}-pane{number:03d}{suffix}")
+                                    f"{_stamp(int(start) + self._window_ms)}-s{shard}"
+                                    f"-pane{number:03d}{suffix}")
             if not FileSystems.exists(path):
                 break
             number += 1
@@ -380,9 +388,9 @@ class _WindowFilesFn(beam.DoFn):
 
 
 class WindowedFileSink(beam.PTransform):
-    """Streaming sink for every output at once: one file per output and
-    ``window_s`` of event time, written when the watermark passes the window
-    (``<stem>-<start>-<end>-pane000.<ext>``); data that comes later lands in
+    """Streaming sink for every output at once: up to SINK_SHARDS files per
+    output and ``window_s`` of event time, written when the watermark passes
+    the window (``<stem>-<start>-<end>-s<shard>-pane000.<ext>``); data that comes later lands in
     a later pane's file (nothing is dropped; a window's state is released
     ``late_s`` after its end). Versions of one view, cell or alert may sit in
     different files: the highest version wins.
@@ -425,20 +433,22 @@ class WindowedFileSink(beam.PTransform):
                 | "AllOutputs" >> beam.Flatten()
                 | "Encode" >> beam.FlatMap(_tag, kinds, self._targets, self._extra,
                                            self._window_s * 1000)
-                  .with_output_types(tuple[str, Any])
+                  .with_output_types(tuple[str, bytes])
                 | "WriteFiles" >> beam.ParDo(_WindowFilesFn(
                     self._targets, self._window_s * 1000, self._late_s * 1000)))
 
 
 def _tag(item, kinds: dict, targets: dict, extra: dict, window_ms: int,
          ts=beam.DoFn.TimestampParam):
-    """(output\x1fwindow start ms, encoded row) for each target of an item."""
+    """(output\x1fwindow start ms\x1fshard, pickled encoded row) for each target
+    of an item; the shard is the row's CRC-32, so a file's rows are a stable set."""
     name = kinds[type(item)]
-    encoded = targets[name].encode(item)
+    row = pickle.dumps(targets[name].encode(item), protocol=pickle.HIGHEST_PROTOCOL)
     start = ts.micros // 1000 // window_ms * window_ms
-    yield f"{name}\x1f{start}", encoded
+    shard = f"{zlib.crc32(row) % SINK_SHARDS:02d}"
+    yield f"{name}\x1f{start}\x1f{shard}", row
     if name in extra:
-        yield f"{extra[name]}\x1f{start}", encoded
+        yield f"{extra[name]}\x1f{start}\x1f{shard}", row
 
 
 def file_sinks(output: str, alerts_path: Optional[str] = None,

@@ -81,3 +81,30 @@ def test_bigquery_tables__are_in_the_graph(tmp_path):
     build(root, cfg, io.ReadBeaconFiles(cfg.source_pattern), sinks)
     labels = {t.full_label for t in root.transforms_stack[0].parts}
     assert {"WriteViewsTable", "WriteMetricsTable"} <= labels
+
+
+def test_windowed_file_sink__a_window_is_spread_over_shards_and_late_rows_get_a_new_pane(tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing import test_pipeline, test_stream
+    from apache_beam.transforms.window import TimestampedValue
+
+    def letter(n):
+        return DeadLetter("parse", "invalid_json", f"line {n}", "", f"f:{n}")
+
+    events = (test_stream.TestStream()
+              .add_elements([TimestampedValue(letter(n), 10 + n) for n in range(200)])
+              .advance_watermark_to(700)          # the first 600 s window is written
+              .add_elements([TimestampedValue(letter(1000), 20)])    # late for it
+              .advance_watermark_to_infinity())
+    with test_pipeline.TestPipeline(options=PipelineOptions(["--streaming"])) as p:
+        letters = p | events
+        _ = {"dead_letters": letters} | io.WindowedFileSink(str(tmp_path), window_s=600)
+    files = sorted(path.name for path in tmp_path.glob("dead_letter-*.jsonl"))
+    lines = [json.loads(line)["payload"] for path in tmp_path.glob("dead_letter-*.jsonl")
+             for line in path.read_text().splitlines()]
+    assert sorted(lines) == sorted(f"line {n}" for n in [*range(200), 1000])   # each row once
+    first = [name for name in files if name.endswith("-pane000.jsonl")]
+    assert len(first) == io.SINK_SHARDS          # 200 rows reach every shard
+    assert {name.split("-")[3] for name in first} == {f"s{n:02d}" for n in range(io.SINK_SHARDS)}
+    late = [name for name in files if not name.endswith("-pane000.jsonl")]
+    assert len(late) == 1 and late[0].endswith("-pane001.jsonl")
