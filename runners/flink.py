@@ -27,8 +27,10 @@ Streaming adds checkpointing, which the source needs to commit what it read
 runs after a completed checkpoint): ``--checkpointing_interval`` (ms),
 ``--state_backend`` (``filesystem``: heap state, or ``rocksdb`` for large
 state) with ``--state_backend_storage_path`` (unset: the cluster's own
-config, heap state checkpointed to its ``state.checkpoints.dir``), and ``--savepoint_path`` to resume a job
-stopped with a savepoint (docs/runners.md).
+state backend and ``state.checkpoints.dir``; ``python -m tools.flink up
+--state_backend=rocksdb`` starts one with RocksDB and incremental
+checkpoints), and ``--savepoint_path`` to resume a job stopped with a
+savepoint (docs/runners.md).
 """
 
 from __future__ import annotations

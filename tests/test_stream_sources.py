@@ -238,6 +238,63 @@ def test_kinesis_on_a_flink_cluster__a_checkpoint_during_the_workers_cold_start_
     assert summary["dead_letters"] == len(records)
 
 
+def test_pubsub_on_a_flink_cluster__live_alert_no_false_alerts_and_every_message_read(
+        pubsub_emulator, flink_cluster, tmp_path):
+    """The live audience from Pub/Sub on the standalone Flink cluster: the
+    broken clip alerts, the two healthy clips do not, and after Ctrl-C the job
+    drains with every published message read (acked on bundle finalization
+    after each checkpoint) and every record accounted for."""
+    name = uuid.uuid4().hex[:8]
+    topics = {k: f"pubsub://projects/stallwatch-test/topics/{k}-{name}"
+              for k in ("beacons", "alerts", "dead")}
+    for t in topics.values():
+        pubsub.create_topic(uri.parse(t))
+    alerts = pubsub.PubSubReader(uri.parse(topics["alerts"]))
+    output = tmp_path / "out"
+    run = runs.start("--preset=flink-cluster", f"--flink_master={flink_cluster.master}",
+                     "--streaming", f"--source={topics['beacons']}", f"--output={output}",
+                     f"--alerts={topics['alerts']}", f"--dead_letter={topics['dead']}")
+    _running_job(flink_cluster, run)
+    beacons = uri.parse(topics["beacons"])
+    deadline = time.time() + 120
+    while True:            # publish only once the job's subscription exists
+        try:
+            pubsub.PubSubReader(uri.parse(f"pubsub://{beacons.subscription_for()}"))
+            break
+        except LookupError:
+            if time.time() > deadline or run.poll() is not None:
+                raise _give_up(flink_cluster, run, "no subscription")
+            time.sleep(0.5)
+    started = time.time()
+    thread, published = _publisher(topics["beacons"], join_s=40)
+    seen = []
+
+    def poll():
+        got = [json.loads(r.payload) for r in alerts.poll()]
+        alerts.commit(alerts.positions())
+        seen.extend(got)
+        return got
+
+    try:
+        after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started, 240)
+    except AssertionError as exc:
+        raise _give_up(flink_cluster, run, str(exc)) from None
+    truth = _joined(thread, published)
+    time.sleep(10)
+    summary = _drain(run, flink_cluster, output)
+    poll()
+    assert summary["input_records"] == truth["input_records"]
+    assert summary["dead_letters_by_reason"] == truth["dead_letters_by_reason"]
+    assert summary["accounting"]["messages_read"] == published["published"]
+    assert alert["alert_id"] and alert["status"] == "open"
+    assert {a["video_id"] for a in seen if a["cause"] == "content"} == {"clip-a"}
+    _record("pubsub_flink_cluster", {"alert_after_first_publish_s": round(after_s, 1),
+                                     "alert_latency_s": round(received - alert["as_of_ms"] / 1000, 1),
+                                     "affected_viewers": alert["affected_viewers"],
+                                     "records": truth["input_records"],
+                                     "messages": published["published"]})
+
+
 def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
         kinesis_emulator, flink_cluster, tmp_path):
     """The live audience on a standalone Flink cluster: the alert arrives
