@@ -147,6 +147,8 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
             if cached is not None and cached.positions() == (restriction.positions or {}):
                 return cached
             from pipeline.streams.kinesis import KinesisReader
+            if cached is not None:
+                cached.close()           # positions elsewhere: replaced, not kept open
             reader = KinesisReader(parsed, Checkpoint(self._checkpoint, str(parsed)),
                                    positions=restriction.positions or {})
         elif cached is not None:
