@@ -98,7 +98,9 @@ def test_check_flags__unknown_flag_is_rejected():
 
 
 def test_check_flags__beam_flags_pass():
-    check_flags(["--runner=DirectRunner", "--direct_num_workers=1", "--source=x"])
+    options = check_flags(["--runner=DirectRunner", "--direct_num_workers=3", "--source=x"])
+    given = options.get_all_options()
+    assert (given["runner"], given["direct_num_workers"], given["source"]) == ("DirectRunner", 3, "x")
 
 
 def test_to_config__bigquery_tables(beacons, tmp_path):

@@ -95,6 +95,7 @@ def test_view_state__released_on_schedule_not_kept_per_finished_view(progress_ms
         for b in watched(f"v{i}", f"u{i}", start_s=start, to_s=60):
             h.feed(b)
     last_ms = [T0_MS + (start + 62) * 1000 for start in starts_s]   # each view's last beacon
+    tombstones = 0
     for minutes in (60, 150, 240, 330):
         watermark = T0_MS + minutes * 60_000
         h.advance(watermark)
@@ -108,6 +109,8 @@ def test_view_state__released_on_schedule_not_kept_per_finished_view(progress_ms
                                    if t + INACTIVITY_MS <= watermark < t + 2 * INACTIVITY_MS)
         assert all(not s["beacons"].read() and meta == _Meta(closed=meta.closed)
                    for s, meta in expired)
+        tombstones += len(expired)
+    assert tombstones > 0               # the checks above saw expired views, not an empty list
     h.advance(T0_MS + 10 * 3_600_000)
     assert h.live_keys() == 0
     views = [o for o in h.out if not isinstance(o, TaggedOutput)]
