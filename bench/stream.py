@@ -47,6 +47,7 @@ import orjson
 from bench.run import DOC, OUT, ROOT, _tree_rss_kb
 from pipeline.streams import kinesis, live, pubsub, uri
 from tools import emulators
+from tools import flink as flink_tools
 from transforms.fields import Rejected
 from transforms.parse import parse_ts
 
@@ -214,7 +215,7 @@ def _run_flags(runner: str, cluster, parallelism: int) -> list[str]:
 
 def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
           run_flags: tuple[str, ...] = (), drain_timeout_s: float = 600,
-          parallelism: int = 2, state_backend: str = "hashmap") -> dict:
+          parallelism: int = 2, state_backend: str = "rocksdb") -> dict:
     join_s = int(minutes * 60)
     # ~15 records per view and ~1.8 views per viewer in the live audience
     viewers_per_s = rate / 26.0
@@ -226,7 +227,6 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
     cluster = None
     try:
         if runner == "flink":
-            from tools import flink as flink_tools
             cluster = flink_tools.start(taskmanagers=2, slots=max(1, (parallelism + 1) // 2),
                                         instance=os.path.join(work, "flink"),
                                         state_backend=state_backend)
@@ -466,7 +466,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="after publishing, how long the run may take to finish its backlog")
     parser.add_argument("--run_flag", action="append", default=[],
                         help="extra `stallwatch run` flag, e.g. --run_flag=--inactivity_s=300")
-    parser.add_argument("--state_backend", choices=("hashmap", "rocksdb"), default="rocksdb",
+    parser.add_argument("--state_backend", choices=flink_tools.STATE_BACKENDS, default="rocksdb",
                         help="--runner=flink: the cluster's state backend (rocksdb: incremental "
                              "checkpoints)")
     parser.add_argument("--write-doc", action="store_true")

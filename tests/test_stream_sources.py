@@ -67,30 +67,43 @@ def _wait_for_content_alert(poll, video_id, started, bound_s):
     raise AssertionError(f"no content alert for {video_id} within {bound_s} s")
 
 
-def _record(name, figures):
-    runs.record(name, figures, FIGURES)
-
-
-def test_pubsub__live_audience_alert_and_dead_letters(pubsub_emulator, tmp_path):
+def _new_topics():
+    """Fresh beacons, alerts and dead-letter topics on the emulator, by name."""
     name = uuid.uuid4().hex[:8]
     topics = {k: f"pubsub://projects/stallwatch-test/topics/{k}-{name}"
               for k in ("beacons", "alerts", "dead")}
     for t in topics.values():
         pubsub.create_topic(uri.parse(t))
+    return topics
+
+
+def _await_subscription(topics, run, fail, timeout_s=120):
+    """Publish only once the run's subscription to the beacons exists;
+    ``fail(what)`` is raised if it has not within ``timeout_s`` or the run ended."""
+    beacons = uri.parse(topics["beacons"])
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            pubsub.PubSubReader(uri.parse(f"pubsub://{beacons.subscription_for()}"))
+            return
+        except LookupError:
+            if time.time() > deadline or run.poll() is not None:
+                raise fail("no subscription") from None
+            time.sleep(0.5)
+
+
+def _record(name, figures):
+    runs.record(name, figures, FIGURES)
+
+
+def test_pubsub__live_audience_alert_and_dead_letters(pubsub_emulator, tmp_path):
+    topics = _new_topics()
     alerts = pubsub.PubSubReader(uri.parse(topics["alerts"]))
     dead = pubsub.PubSubReader(uri.parse(topics["dead"]))
     output = str(tmp_path / "out")
     run = _start_run(f"--source={topics['beacons']}", f"--output={output}",
                      f"--alerts={topics['alerts']}", f"--dead_letter={topics['dead']}")
-    beacons = uri.parse(topics["beacons"])
-    deadline = time.time() + 120
-    while True:            # publish only once the run's subscription exists
-        try:
-            pubsub.PubSubReader(uri.parse(f"pubsub://{beacons.subscription_for()}"))
-            break
-        except LookupError:
-            assert time.time() < deadline and run.poll() is None, run.stdout.read()
-            time.sleep(0.5)
+    _await_subscription(topics, run, lambda what: AssertionError(run.stdout.read()))
     started = time.time()
     thread, published = _publisher(topics["beacons"])
 
@@ -244,27 +257,14 @@ def test_pubsub_on_a_flink_cluster__live_alert_no_false_alerts_and_every_message
     broken clip alerts, the two healthy clips do not, and after Ctrl-C the job
     drains with every published message read (acked on bundle finalization
     after each checkpoint) and every record accounted for."""
-    name = uuid.uuid4().hex[:8]
-    topics = {k: f"pubsub://projects/stallwatch-test/topics/{k}-{name}"
-              for k in ("beacons", "alerts", "dead")}
-    for t in topics.values():
-        pubsub.create_topic(uri.parse(t))
+    topics = _new_topics()
     alerts = pubsub.PubSubReader(uri.parse(topics["alerts"]))
     output = tmp_path / "out"
     run = runs.start("--preset=flink-cluster", f"--flink_master={flink_cluster.master}",
                      "--streaming", f"--source={topics['beacons']}", f"--output={output}",
                      f"--alerts={topics['alerts']}", f"--dead_letter={topics['dead']}")
     _running_job(flink_cluster, run)
-    beacons = uri.parse(topics["beacons"])
-    deadline = time.time() + 120
-    while True:            # publish only once the job's subscription exists
-        try:
-            pubsub.PubSubReader(uri.parse(f"pubsub://{beacons.subscription_for()}"))
-            break
-        except LookupError:
-            if time.time() > deadline or run.poll() is not None:
-                raise _give_up(flink_cluster, run, "no subscription")
-            time.sleep(0.5)
+    _await_subscription(topics, run, lambda what: _give_up(flink_cluster, run, what))
     started = time.time()
     thread, published = _publisher(topics["beacons"], join_s=40)
     seen = []
