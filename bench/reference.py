@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 SQL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference.sql")
-TABLES = ("ref_views", "ref_stalls", "ref_exposure")
+TABLES = ("ref_views", "ref_stalls", "ref_exposure", "ref_metrics")
 
 
 @dataclasses.dataclass
@@ -22,6 +22,7 @@ class Reference:
     views: pa.Table          # one row per view_id (see reference.sql, step 4)
     stalls: pa.Table         # (video_id, bucket, stalled_viewers)
     exposure: pa.Table       # (video_id, bucket, exposed_viewers)
+    metrics: pa.Table        # one row per (minute_ms, dimension, value), as the metrics output
     events: int              # valid, de-duplicated events
     seconds: float           # wall time of the SQL, reading the files included
 
@@ -30,21 +31,26 @@ def source_glob(source: str) -> str:
     return os.path.join(source, "*.ndjson") if os.path.isdir(source) else source
 
 
-def run(source: str, threads: int = 1, bucket_ms: int = 5_000, memory_limit: str = "8GB") -> Reference:
+def run(source: str, threads: int = 1, bucket_ms: int = 5_000, minute_ms: int = 60_000,
+        max_lag_ms: int = 300_000, max_lead_ms: int = 60_000,
+        memory_limit: str = "8GB") -> Reference:
     """Compute the reference over NDJSON ``source`` (file, directory or glob)."""
     with open(SQL, encoding="utf-8") as f:
-        script = f.read().replace("{source}", source_glob(source).replace("'", "''")) \
-                         .replace("{bucket_ms}", str(int(bucket_ms)))
+        script = f.read().replace("{source}", source_glob(source).replace("'", "''"))
+    for name, value in {"bucket_ms": bucket_ms, "minute_ms": minute_ms,
+                        "max_lag_ms": max_lag_ms, "max_lead_ms": max_lead_ms}.items():
+        script = script.replace("{" + name + "}", str(int(value)))
     con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
     try:
         started = time.perf_counter()
         con.execute(script)
-        views, stalls, exposure = (con.sql(f"SELECT * FROM {t}").to_arrow_table() for t in TABLES)
+        views, stalls, exposure, metrics = (con.sql(f"SELECT * FROM {t}").to_arrow_table()
+                                            for t in TABLES)
         seconds = time.perf_counter() - started
         events = con.execute("SELECT count(*) FROM events").fetchone()[0]
     finally:
         con.close()
-    return Reference(views, stalls, exposure, events, seconds)
+    return Reference(views, stalls, exposure, metrics, events, seconds)
 
 
 def main() -> None:

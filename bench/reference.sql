@@ -14,7 +14,9 @@
 -- clock-skew placement, seeks started while paused, heartbeats that resume a startup.
 --
 -- Parameters (replaced by bench/reference.py): {source} a glob of NDJSON files,
--- {bucket_ms} the playhead bucket (--bucket_ms, 5000).
+-- {bucket_ms} the playhead bucket (--bucket_ms, 5000), {minute_ms} the metrics bucket
+-- (--metrics_bucket_s, 60 s), {max_lag_ms} and {max_lead_ms} how far a device's ts may stray
+-- from the collector's received_ms (--max_lag_s 300, --max_lead_s 60).
 
 -- 1. Messages -> events. One JSON value per line; arrays and envelopes unnested, envelope
 --    fields as defaults.
@@ -39,11 +41,22 @@ SELECT
     CASE WHEN json_type(json_extract(e, '$.ts')) = 'VARCHAR'
          THEN epoch_ms(CAST(replace(json_extract_string(e, '$.ts'), 'Z', '+00:00') AS TIMESTAMPTZ))
          ELSE CAST(json_extract_string(e, '$.ts') AS BIGINT) END AS ts,
-    CAST(json_extract_string(e, '$.playhead_ms') AS BIGINT) AS ph,
+    TRY_CAST(json_extract_string(e, '$.playhead_ms') AS BIGINT) AS ph,
+    json_extract(e, '$.playhead_ms') IS NOT NULL AS ph_sent,
     CAST(json_extract_string(e, '$.seq') AS BIGINT) AS seq,
     json_extract_string(e, '$.event_id') AS event_id,
     coalesce(CAST(json_extract_string(e, '$.fatal') AS BOOLEAN), true) AS fatal,
-    coalesce(CAST(json_extract_string(e, '$.business_error') AS BOOLEAN), false) AS business
+    coalesce(CAST(json_extract_string(e, '$.business_error') AS BOOLEAN), false) AS business,
+    CAST(coalesce(json_extract_string(e, '$.received_ms'), json_extract_string(d, '$.received_ms')) AS BIGINT) AS received_ms,
+    json_extract_string(e, '$.rendition') AS rendition,
+    coalesce(json_extract_string(e, '$.cdn'), json_extract_string(d, '$.cdn')) AS cdn,
+    coalesce(json_extract_string(e, '$.asn'), json_extract_string(d, '$.asn')) AS asn,
+    coalesce(json_extract_string(e, '$.country'), json_extract_string(d, '$.country')) AS country,
+    coalesce(json_extract_string(e, '$.browser'), json_extract_string(d, '$.browser')) AS browser,
+    coalesce(json_extract_string(e, '$.os'), json_extract_string(d, '$.os')) AS os,
+    coalesce(json_extract_string(e, '$.device'), json_extract_string(d, '$.device')) AS device,
+    coalesce(json_extract_string(e, '$.player_name'), json_extract_string(d, '$.player_name')) AS player_name,
+    coalesce(json_extract_string(e, '$.stream_type'), json_extract_string(d, '$.stream_type')) AS stream_type
 FROM parts;
 
 -- 2. Valid events only (what the pipeline would dead-letter is left out), de-duplicated.
@@ -59,6 +72,8 @@ WITH valid AS (
                    'waiting', 'stalled', 'rebufferstart', 'rebufferend', 'timeupdate',
                    'heartbeat', 'renditionchange', 'error', 'ended', 'viewend')
       AND (ph IS NOT NULL OR kind IN ('viewstart', 'playerready', 'viewend'))
+      AND (ph IS NOT NULL OR NOT ph_sent)                      -- a playhead that is not a number
+      AND ts BETWEEN 946684800000 AND 4102444800000            -- 2000-01-01 ... 2100-01-01
 ), unique_events AS (
     SELECT * EXCLUDE (n) FROM (
         SELECT *, row_number() OVER (PARTITION BY view_id, dedupe_key ORDER BY ts) AS n FROM valid)
@@ -198,4 +213,66 @@ FROM (SELECT video_id, viewer_id, unnest(range(lo // {bucket_ms}, hi // {bucket_
       UNION ALL    -- a viewer who stalled at a position was exposed to it (docs/metrics.md, `played`)
       SELECT s.video_id, v.viewer_id, s.ph // {bucket_ms} FROM states s JOIN ref_views v USING (view_id)
       WHERE s.stall_start)
+GROUP BY ALL;
+
+-- 6. Per-minute aggregates (docs/metrics.md, "Aggregates"). A view counts in the minute of its
+--    end: its last beacon on the device clock, moved by the median (the upper one of an even
+--    count) of its beacons' event-time corrections; a beacon's event time is its ts, or the
+--    collector's received_ms when ts strays further than the bounds from it. Dimensions are
+--    each view's first value seen; its rendition is the one it spent the most playing time on
+--    (ties: the one played first), else the last one reported. Percentiles are linear
+--    interpolated (quantile_cont), as numpy's default.
+CREATE OR REPLACE TEMP TABLE ref_view_facts AS
+WITH placed AS (
+    SELECT *,
+           CASE WHEN received_ms IS NULL
+                     OR ts BETWEEN received_ms - {max_lag_ms} AND received_ms + {max_lead_ms}
+                THEN 0 ELSE received_ms - ts END AS correction,
+           last_value(rendition IGNORE NULLS) OVER (PARTITION BY view_id ORDER BY i
+               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS rendition_now
+    FROM charged
+), per_rendition AS (
+    SELECT view_id, rendition_now, sum(dt) AS ms, min(i) AS first_i
+    FROM placed WHERE state_after = 'playing' AND rendition_now IS NOT NULL AND dt > 0
+    GROUP BY ALL
+), longest AS (
+    SELECT view_id, arg_max(rendition_now, (ms, -first_i)) AS rendition FROM per_rendition GROUP BY ALL
+), facts AS (
+    SELECT view_id,
+           max(clock) + list_sort(list(correction))[count(*) // 2 + 1] AS end_ms,
+           last(rendition_now ORDER BY i) AS last_rendition,
+           first(cdn ORDER BY i) FILTER (WHERE cdn IS NOT NULL) AS cdn,
+           first(asn ORDER BY i) FILTER (WHERE asn IS NOT NULL) AS asn,
+           first(country ORDER BY i) FILTER (WHERE country IS NOT NULL) AS country,
+           first(browser ORDER BY i) FILTER (WHERE browser IS NOT NULL) AS browser,
+           first(os ORDER BY i) FILTER (WHERE os IS NOT NULL) AS os,
+           first(device ORDER BY i) FILTER (WHERE device IS NOT NULL) AS device,
+           first(player_name ORDER BY i) FILTER (WHERE player_name IS NOT NULL) AS player_name,
+           first(stream_type ORDER BY i) FILTER (WHERE stream_type IS NOT NULL) AS stream_type
+    FROM placed GROUP BY view_id
+)
+SELECT v.view_id, v.video_id, f.end_ms, f.end_ms // {minute_ms} * {minute_ms} AS minute_ms,
+       v.watch_ms, v.rebuffer_ms, v.rebuffer_count, v.playback_failure,
+       v.play_requested AND NOT v.first_frame AND NOT v.playback_failure AS ebvs,
+       CASE WHEN v.first_frame THEN v.startup_raw END AS startup_ms,
+       coalesce(l.rendition, f.last_rendition) AS rendition,
+       f.cdn, f.asn, f.country, f.browser, f.os, f.device, f.player_name, f.stream_type
+FROM ref_views v JOIN facts f USING (view_id) LEFT JOIN longest l USING (view_id);
+
+CREATE OR REPLACE TEMP TABLE ref_metrics AS
+WITH cells AS (
+    UNPIVOT (SELECT *, 'all' AS "all" FROM ref_view_facts)
+    ON "all", video_id, cdn, asn, country, browser, os, device, rendition, player_name, stream_type
+    INTO NAME dimension VALUE value
+)
+SELECT minute_ms, dimension, value,
+       count(*) AS views,
+       sum(watch_ms) AS watch_ms, sum(rebuffer_ms) AS rebuffer_ms, sum(rebuffer_count) AS rebuffer_count,
+       quantile_cont(startup_ms, 0.50) AS startup_p50_ms,
+       quantile_cont(startup_ms, 0.95) AS startup_p95_ms,
+       CASE WHEN sum(watch_ms) > 0 THEN 100.0 * sum(rebuffer_ms) / sum(watch_ms) ELSE 0 END AS rebuffer_pct,
+       CASE WHEN sum(watch_ms) > 0 THEN sum(rebuffer_count) * 60000.0 / sum(watch_ms) ELSE 0 END AS rebuffer_per_min,
+       100.0 * count(*) FILTER (WHERE playback_failure) / count(*) AS playback_failure_pct,
+       100.0 * count(*) FILTER (WHERE ebvs) / count(*) AS ebvs_pct
+FROM cells
 GROUP BY ALL;

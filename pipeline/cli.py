@@ -158,6 +158,13 @@ def _publish(args) -> int:
     return 0
 
 
+def _require_run(output: str) -> None:
+    """A directory without a run's summary is an error, not an empty run."""
+    from pipeline import io
+    if not os.path.exists(os.path.join(output, io.SUMMARY)):
+        raise CliError(f"--output {output}: no {io.SUMMARY} there; run 'stallwatch run' first")
+
+
 def _score(argv: Sequence[str]) -> int:
     from pipeline import score, summary
     parser = _Parser(prog="stallwatch score", description=(
@@ -167,14 +174,14 @@ def _score(argv: Sequence[str]) -> int:
     parser.add_argument("--strict", action="store_true",
                         help="Exit 1 unless every injected fault was handled as expected.")
     args = parser.parse_args(list(argv))
+    _require_run(args.output)
     try:
         with open(args.truth, encoding="utf-8") as f:
             truth = json.load(f)
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read --truth {args.truth}: {exc}") from None
     result = score.score(score.read_alerts(args.output), truth)
-    summary_path = os.path.join(args.output, "run_summary.json")
-    if os.path.exists(summary_path) and summary.load_summary(args.output).get("mode") == "streaming":
+    if summary.load_summary(args.output).get("mode") == "streaming":
         from pipeline import report_data
         views = report_data.read_views(args.output, ["video_id", "viewer_id", "stalls"]).to_pylist()
         result["latency"] = score.detection_latency(score.read_alert_versions(args.output),
@@ -186,14 +193,13 @@ def _score(argv: Sequence[str]) -> int:
 
 
 def _report(argv: Sequence[str]) -> int:
-    from pipeline import io, report
+    from pipeline import report
     parser = _Parser(prog="stallwatch report", description=(
         "Write OUTPUT/report.html: one self-contained HTML file (inline SVG charts, no "
         "scripts, no network) with QoE, time series, alerts and dead letters of a run."))
     parser.add_argument("--output", required=True, help="The run's output directory.")
     args = parser.parse_args(list(argv))
-    if not os.path.exists(os.path.join(args.output, io.SUMMARY)):
-        raise CliError(f"--output {args.output}: no {io.SUMMARY} there; run 'stallwatch run' first")
+    _require_run(args.output)
     print(f"report: {os.path.abspath(report.write_report(args.output))}")
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Iterable
+from typing import Iterable, Optional
 
 # A content alert matches a fault when its interval overlaps the faulty
 # segment (with this slack) and is no wider than MAX_WIDTH_MS.
@@ -83,47 +83,75 @@ def _in_negative(alert: dict, fault: dict) -> bool:
     return True
 
 
+def _ratio(hits: int, total: int) -> Optional[float]:
+    """hits / total, or None when total is 0: a precision with no alerts (or a
+    recall with nothing to find) is undefined, not perfect."""
+    return hits / total if total else None
+
+
+def _delivery_match(alert: dict, fault: dict) -> bool:
+    return (alert["cause"] == "delivery" and alert["dimension"] == fault["dimension"]
+            and alert["value"] == fault["value"]
+            and alert["start_ts"] <= fault["end_ts"] and alert["end_ts"] >= fault["start_ts"])
+
+
+# The viewer fault (a handful of viewers on bad wifi, truth's ``viewer_ids``)
+# is handled when at least this share of them is flagged and at least this
+# share of the flagged viewers are among them.
+VIEWER_SHARE = 0.8
+
+
 def score(alerts: Iterable[dict], truth: dict) -> dict:
-    """Precision/recall per cause and the verdict on every injected fault."""
+    """Precision/recall per cause and the verdict on every injected fault.
+
+    Precision is None when there were no alerts of that cause, recall is None
+    when the truth expects none: both are undefined then, and ``all_ok`` is
+    False if an expected cause has no alerts at all."""
     alerts = list(alerts)
     content = [a for a in alerts if a["cause"] == "content"]
+    delivery = [a for a in alerts if a["cause"] == "delivery"]
+    viewer_flags = {a["viewer_id"] for a in alerts if a["cause"] == "viewer"}
     rows, matched = [], set()
     for fault in truth["faults"]:
         expect = fault["expect"]
         if expect == "content":
             hits = [a for a in content if _content_match(a, fault)]
-            matched.update(a["alert_id"] for a in hits)
             ok = bool(hits) and (fault["rendition"] is None
                                  or any(a["rendition"] == fault["rendition"] for a in hits))
             found = ", ".join(f"{a['start_ms']}-{a['end_ms']} ms rendition={a['rendition']}"
                               for a in hits) or "missed"
         elif expect == "delivery":
-            hits = [a for a in alerts if a["cause"] == "delivery"
-                    and a["dimension"] == fault["dimension"] and a["value"] == fault["value"]
-                    and a["start_ts"] <= fault["end_ts"] and a["end_ts"] >= fault["start_ts"]]
+            hits = [a for a in delivery if _delivery_match(a, fault)]
             ok = bool(hits)
             found = f"{len(hits)} delivery alert(s)" if hits else "missed"
         elif expect == "no_content":
-            hits = [a for a in content if _in_negative(a, fault)]
-            ok = not hits
-            found = "silent" if ok else f"{len(hits)} false content alert(s)"
+            hits = []
+            bad = [a for a in content if _in_negative(a, fault)]
+            ok = not bad
+            found = "silent" if ok else f"{len(bad)} false content alert(s)"
         else:  # viewer
-            flagged = {a["viewer_id"] for a in alerts if a["cause"] == "viewer"}
+            hits = []
             truth_ids = set(fault["viewer_ids"])
-            ok = bool(truth_ids) and len(flagged & truth_ids) >= 0.8 * len(truth_ids)
-            found = f"{len(flagged & truth_ids)}/{len(truth_ids)} flagged, {len(flagged - truth_ids)} other"
+            caught = len(viewer_flags & truth_ids)
+            ok = (bool(truth_ids) and caught >= VIEWER_SHARE * len(truth_ids)
+                  and caught >= VIEWER_SHARE * len(viewer_flags))
+            found = f"{caught}/{len(truth_ids)} flagged, {len(viewer_flags - truth_ids)} other"
+        matched.update(a["alert_id"] for a in hits)
         rows.append({"kind": fault["kind"], "expect": expect, "ok": ok, "found": found,
                      "what": fault.get("video_id") or fault.get("value") or "viewers"})
-    expected_content = [f for f in truth["faults"] if f["expect"] == "content"]
-    recalled = sum(1 for r in rows if r["expect"] == "content" and r["ok"])
-    true_content = sum(1 for a in content if a["alert_id"] in matched)
-    viewer_truth = set(next((f["viewer_ids"] for f in truth["faults"] if f["expect"] == "viewer"), []))
-    viewer_flags = {a["viewer_id"] for a in alerts if a["cause"] == "viewer"}
+
+    def recall(cause: str) -> Optional[float]:
+        expected = [r for r in rows if r["expect"] == cause]
+        return _ratio(sum(r["ok"] for r in expected), len(expected))
+
+    viewer_truth = set().union(*(f["viewer_ids"] for f in truth["faults"] if f["expect"] == "viewer"))
     return {
-        "content_precision": true_content / len(content) if content else 1.0,
-        "content_recall": recalled / len(expected_content) if expected_content else 1.0,
-        "viewer_precision": (len(viewer_flags & viewer_truth) / len(viewer_flags)) if viewer_flags else 1.0,
-        "viewer_recall": (len(viewer_flags & viewer_truth) / len(viewer_truth)) if viewer_truth else 1.0,
+        "content_precision": _ratio(sum(a["alert_id"] in matched for a in content), len(content)),
+        "content_recall": recall("content"),
+        "delivery_precision": _ratio(sum(a["alert_id"] in matched for a in delivery), len(delivery)),
+        "delivery_recall": recall("delivery"),
+        "viewer_precision": _ratio(len(viewer_flags & viewer_truth), len(viewer_flags)),
+        "viewer_recall": _ratio(len(viewer_flags & viewer_truth), len(viewer_truth)),
         "faults": rows,
         "all_ok": all(r["ok"] for r in rows),
     }

@@ -74,14 +74,18 @@ def render(summary: dict, output: str, alerts: list[dict], max_viewer_lines: int
     return "\n".join(lines)
 
 
+def _share(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def render_score(result: dict) -> str:
     lines = ["injected faults vs alerts:"]
     for row in result["faults"]:
         mark = "ok  " if row["ok"] else "FAIL"
         lines.append(f"  {mark} {row['kind']:<24} {row['what']:<12} expect {row['expect']:<10} -> {row['found']}")
-    lines.append(f"content alerts: precision {result['content_precision']:.2f}, "
-                 f"recall {result['content_recall']:.2f}; viewer alerts: precision "
-                 f"{result['viewer_precision']:.2f}, recall {result['viewer_recall']:.2f}")
+    for cause in ("content", "delivery", "viewer"):
+        lines.append(f"{cause} alerts: precision {_share(result[cause + '_precision'])}, "
+                     f"recall {_share(result[cause + '_recall'])}")
     for row in result.get("latency", []):
         where = row["video_id"] + (f" [{row['rendition']}]" if row["rendition"] else "")
         took = f"{row['latency_s']:.1f} s" if row["latency_s"] is not None else "n/a"

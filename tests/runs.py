@@ -64,9 +64,17 @@ def summary(output: str) -> dict:
         return json.load(f)
 
 
+def _parquet(output: str, name: str) -> list[dict]:
+    return pq.read_table(sorted(glob.glob(os.path.join(output, f"{name}-*.parquet")))).to_pylist()
+
+
 def views(output: str) -> list[dict]:
-    rows = pq.read_table(sorted(glob.glob(os.path.join(output, "views-*.parquet")))).to_pylist()
-    return sorted(rows, key=lambda r: r["view_key"])
+    return sorted(_parquet(output, "views"), key=lambda r: r["view_key"])
+
+
+def metrics(output: str) -> list[dict]:
+    """A batch run's metric rows (one version of each cell)."""
+    return _parquet(output, "metrics")
 
 
 def alerts(output: str) -> list[str]:
