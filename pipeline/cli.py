@@ -174,12 +174,12 @@ def _score(argv: Sequence[str]) -> int:
     parser.add_argument("--strict", action="store_true",
                         help="Exit 1 unless every injected fault was handled as expected.")
     args = parser.parse_args(list(argv))
-    _require_run(args.output)
     try:
         with open(args.truth, encoding="utf-8") as f:
             truth = json.load(f)
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read --truth {args.truth}: {exc}") from None
+    _require_run(args.output)
     result = score.score(score.read_alerts(args.output), truth)
     if summary.load_summary(args.output).get("mode") == "streaming":
         from pipeline import report_data
