@@ -21,7 +21,12 @@ from tests.streams import new_kinesis_stream, split_first_shard
 pytestmark = pytest.mark.integration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALERT_BOUND_S = 150          # from the first publish; the fault is reached after ~62 s
+# Seconds from the first publish to the content alert. The 5th affected
+# viewer reaches the broken segment ~62 s after the first publish; measured
+# 68.7 s (Pub/Sub, DirectRunner) and 76.0-79.6 s (Flink cluster), so a run
+# that takes ~30 % longer fails.
+ALERT_BOUND_S = 100
+FLINK_ALERT_BOUND_S = 110
 FIGURES = os.path.join(ROOT, "out", "stream-test-figures.json")
 
 
@@ -29,7 +34,7 @@ def _start_run(*flags):
     return runs.start("--streaming", *flags)
 
 
-def _finish(process, timeout_s=600):
+def _finish(process, timeout_s=300):
     out, _ = process.communicate(timeout=timeout_s)
     assert process.returncode == 0, out
     assert "Traceback" not in out, out
@@ -52,9 +57,17 @@ def _publisher(target, rate=2.0, join_s=20, seed=3):
 
 
 def _joined(thread, result):
-    thread.join(timeout=600)
+    thread.join(timeout=400)          # the audience plays for join_s + ~4 min
     assert not thread.is_alive() and "error" not in result, result.get("error")
     return result["truth"]
+
+
+def _only_the_broken_clip(seen):
+    """The alerts seen hold a content alert on clip-a, one finding (one
+    alert_id), and none on the healthy clips."""
+    content = [a for a in seen if a["cause"] == "content"]
+    assert {a["video_id"] for a in content} == {"clip-a"}, content
+    assert len({a["alert_id"] for a in content}) == 1, content
 
 
 def _wait_for_content_alert(poll, video_id, started, bound_s):
@@ -96,6 +109,7 @@ def _record(name, figures):
     runs.record(name, figures, FIGURES)
 
 
+@pytest.mark.timeout(985)  # the waits below: subscription 120 + alert 100 + publisher 400 + 5 + drain 300 s, + 60 s
 def test_pubsub__live_audience_alert_and_dead_letters(pubsub_emulator, tmp_path):
     topics = _new_topics()
     alerts = pubsub.PubSubReader(uri.parse(topics["alerts"]))
@@ -106,18 +120,22 @@ def test_pubsub__live_audience_alert_and_dead_letters(pubsub_emulator, tmp_path)
     _await_subscription(topics, run, lambda what: AssertionError(run.stdout.read()))
     started = time.time()
     thread, published = _publisher(topics["beacons"])
+    seen = []
 
     def poll():
-        got = alerts.poll()
+        got = [json.loads(r.payload) for r in alerts.poll()]
         alerts.commit(alerts.positions())
-        return [json.loads(r.payload) for r in got]
+        seen.extend(got)
+        return got
 
     after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started, ALERT_BOUND_S)
     truth = _joined(thread, published)
     time.sleep(5)
     run.send_signal(signal.SIGINT)        # stop reading: the run drains and finishes
     _finish(run)
+    poll()
     summary = runs.summary(output)
+    assert summary["accounting"]["ok"], summary["accounting"]
     assert summary["input_records"] == truth["input_records"]
     assert summary["dead_letters_by_reason"] == truth["dead_letters_by_reason"]
     dead_letters = []
@@ -128,12 +146,14 @@ def test_pubsub__live_audience_alert_and_dead_letters(pubsub_emulator, tmp_path)
     assert len(dead_letters) == truth["dead_letters"]
     assert all(d["source"].startswith("pubsub:") and d["reason"] for d in dead_letters)
     assert alert["alert_id"] and alert["status"] == "open"
+    _only_the_broken_clip(seen)
     _record("pubsub_direct", {"alert_after_first_publish_s": round(after_s, 1),
                               "alert_latency_s": round(received - alert["as_of_ms"] / 1000, 1),
                               "affected_viewers": alert["affected_viewers"],
                               "records": truth["input_records"]})
 
 
+@pytest.mark.timeout(1180)  # the waits below: 20 + alert 100 + drain 300 + publisher 400 + rest 300 s, + 60 s
 def test_kinesis__split_mid_run_and_restart_from_checkpoint(kinesis_emulator, tmp_path):
     beacons, client = new_kinesis_stream("beacons", shards=2)
     streams = {"beacons": beacons, "alerts": new_kinesis_stream("alerts", shards=1)[0]}
@@ -148,9 +168,12 @@ def test_kinesis__split_mid_run_and_restart_from_checkpoint(kinesis_emulator, tm
 
     time.sleep(20)                        # mid-run: split the first shard in two
     split_first_shard(beacons, client)
+    seen = []
 
     def poll():
-        return [json.loads(r.payload) for r in alert_reader.poll()]
+        got = [json.loads(r.payload) for r in alert_reader.poll()]
+        seen.extend(got)
+        return got
 
     after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started, ALERT_BOUND_S)
     first.send_signal(signal.SIGINT)      # stop while the audience is still playing
@@ -167,6 +190,7 @@ def test_kinesis__split_mid_run_and_restart_from_checkpoint(kinesis_emulator, tm
     # Alerts of the same finding keep their id across the restart.
     later = [a for a in poll() if a["cause"] == "content" and a["video_id"] == "clip-a"]
     assert later and {a["alert_id"] for a in later} == {alert["alert_id"]}
+    _only_the_broken_clip(seen)
     _record("kinesis_direct", {"alert_after_first_publish_s": round(after_s, 1),
                                "alert_latency_s": round(received - alert["as_of_ms"] / 1000, 1),
                                "affected_viewers": alert["affected_viewers"],
@@ -223,6 +247,7 @@ def _committed(checkpoint, beacons, client):
         return records_up_to(beacons, client, json.load(f)["positions"])
 
 
+@pytest.mark.timeout(660)  # the waits below: job 180 + read 120 + drain 300 s, + 60 s
 def test_kinesis_on_a_flink_cluster__a_checkpoint_during_the_workers_cold_start_loses_no_output(
         kinesis_emulator, flink_cluster, tmp_path):
     """A checkpoint that lands while the Python workers still start (their
@@ -251,6 +276,7 @@ def test_kinesis_on_a_flink_cluster__a_checkpoint_during_the_workers_cold_start_
     assert summary["dead_letters"] == len(records)
 
 
+@pytest.mark.timeout(1180)  # the waits below: job 180 + subscription 120 + alert 110 + publisher 400 + 10 + drain 300 s, + 60 s
 def test_pubsub_on_a_flink_cluster__live_alert_no_false_alerts_and_every_message_read(
         pubsub_emulator, flink_cluster, tmp_path):
     """The live audience from Pub/Sub on the standalone Flink cluster: the
@@ -276,7 +302,8 @@ def test_pubsub_on_a_flink_cluster__live_alert_no_false_alerts_and_every_message
         return got
 
     try:
-        after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started, 240)
+        after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started,
+                                                           FLINK_ALERT_BOUND_S)
     except AssertionError as exc:
         raise _give_up(flink_cluster, run, str(exc)) from None
     truth = _joined(thread, published)
@@ -287,7 +314,7 @@ def test_pubsub_on_a_flink_cluster__live_alert_no_false_alerts_and_every_message
     assert summary["dead_letters_by_reason"] == truth["dead_letters_by_reason"]
     assert summary["accounting"]["messages_read"] == published["published"]
     assert alert["alert_id"] and alert["status"] == "open"
-    assert {a["video_id"] for a in seen if a["cause"] == "content"} == {"clip-a"}
+    _only_the_broken_clip(seen)
     _record("pubsub_flink_cluster", {"alert_after_first_publish_s": round(after_s, 1),
                                      "alert_latency_s": round(received - alert["as_of_ms"] / 1000, 1),
                                      "affected_viewers": alert["affected_viewers"],
@@ -295,6 +322,7 @@ def test_pubsub_on_a_flink_cluster__live_alert_no_false_alerts_and_every_message
                                      "messages": published["published"]})
 
 
+@pytest.mark.timeout(1950)  # the waits below: job 180 + alert 110 + drain 300 + publisher 400 + job 180 + catch-up 420 + drain 300 s, + 60 s
 def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
         kinesis_emulator, flink_cluster, tmp_path):
     """The live audience on a standalone Flink cluster: the alert arrives
@@ -312,13 +340,15 @@ def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
     _running_job(flink_cluster, first)
     started = time.time()
     thread, published = _publisher(str(beacons), join_s=40)
+    seen = []
 
     def poll():
-        return [json.loads(r.payload) for r in alert_reader.poll()]
+        got = [json.loads(r.payload) for r in alert_reader.poll()]
+        seen.extend(got)
+        return got
 
-    # Flink needs more CPU than this 2-core machine has spare for two JVMs
-    # plus the Python workers: a looser bound than the DirectRunner's.
-    after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started, 240)
+    after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started,
+                                                       FLINK_ALERT_BOUND_S)
     first_run = _drain(first, flink_cluster, tmp_path / "first")  # while still publishing
     # The savepoint that stopped the drained job committed everything it read.
     committed = _committed(checkpoint, beacons, client)
@@ -336,12 +366,14 @@ def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
                            f"{_committed(checkpoint, beacons, client)} of {in_stream} committed")
         time.sleep(2)
     caught_up_s = time.time() - restarted
-    later = [a for a in poll() if a["cause"] == "content" and a["video_id"] == "clip-a"]
     second_run = _drain(second, flink_cluster, tmp_path / "second")
+    poll()
     # Nothing read twice, nothing skipped across the restart.
     assert first_run["accounting"]["messages_read"] + \
         second_run["accounting"]["messages_read"] == in_stream
-    assert {a["alert_id"] for a in later} <= {alert["alert_id"]}
+    # Both runs: content alerts on clip-a only, one finding (the restarted
+    # job's alert on the later viewers, if they were enough, keeps its id).
+    _only_the_broken_clip(seen)
     _record("kinesis_flink_cluster", {"alert_after_first_publish_s": round(after_s, 1),
                                       "alert_latency_s": round(received - alert["as_of_ms"] / 1000, 1),
                                       "affected_viewers": alert["affected_viewers"],

@@ -112,3 +112,27 @@ def _findings(alerts):
                    a.value, a.viewer_id, a.start_ts, a.end_ts, a.affected_viewers,
                    a.exposed_viewers, a.stalls, a.p_value, a.status.value)
                   for a in alerts)
+
+
+def test_streaming_detect__an_early_alert_is_retracted_when_the_audience_outgrows_it():
+    """The first 6 viewers all stall at 5:00: with 6 of 6 exposed the
+    window is significant and an alert opens early. The next 54 play through
+    5:00 without stalling, each stalling once elsewhere (a baseline of about
+    1.5 % per viewer-window): 6 of 60 at 5:00 is no longer significant at
+    10^-3 over the video's windows, so the alert is retracted; batch
+    detection of the same complete views finds nothing."""
+    views = [watched(f"v{i}", f"u{i}", start_s=20 * i, to_s=600, cdn=f"cdn-{i % 3}",
+                     stall_at_s=STALL_AT_S if i < 6 else 20 + (i * 47) % 250 + (i % 2) * 320)
+             for i in range(60)]
+    done = [summarize_views(v[0].view_id, v)[0] for v in views]
+    assert not [a for a in detect(done, Thresholds()) if a.cause is Cause.CONTENT]
+
+    def check(alerts):
+        content = sorted((a for a in alerts if a.cause is Cause.CONTENT), key=lambda a: a.version)
+        assert content, "no early alert"
+        assert len({a.alert_id for a in content}) == 1
+        assert content[0].status is AlertStatus.OPEN and content[0].affected_viewers >= 5
+        assert content[-1].status is AlertStatus.RETRACTED
+        assert content[-1].version == len(content)
+        assert final_alerts(content) == []
+    _run(_stream(views), check)
