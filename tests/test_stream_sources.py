@@ -8,6 +8,7 @@ stop + restart from the checkpoint lose nothing and keep alert ids."""
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -381,3 +382,32 @@ def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
                                       "kinesis_records": in_stream,
                                       "committed_by_first_run": committed,
                                       "restart_to_all_committed_s": round(caught_up_s, 1)})
+
+
+@pytest.mark.timeout(420)  # the waits below: subscription 120 + 15 + exit 240 s, + 45 s
+def test_pubsub__a_source_that_fails_mid_stream_fails_the_run_in_one_line(pubsub_emulator,
+                                                                         tmp_path):
+    """The run's subscription is deleted while it reads: the reader's error
+    ends the DirectRunner's stream early, as if the stream had ended. The run
+    must not pass that off as a result: exit 1, one line saying how many
+    records it took and that the outputs are partial."""
+    from google.cloud import pubsub_v1
+    topics = _new_topics()
+    output = str(tmp_path / "out")
+    run = _start_run(f"--source={topics['beacons']}", f"--output={output}")
+    _await_subscription(topics, run, lambda what: AssertionError(runs.kill(run)))
+    beacon = {"view_id": "a1", "video_id": "v1", "event": "viewstart", "ts": int(time.time() * 1000)}
+    sent = pubsub.PubSubWriter(uri.parse(topics["beacons"])).put(
+        [("k", json.dumps({**beacon, "seq": i}).encode(), {}) for i in range(20)])
+    time.sleep(15)                        # read, and delivered to the runner
+    subscription = uri.parse(topics["beacons"]).subscription_for()
+    pubsub_v1.SubscriberClient().delete_subscription(request={"subscription": subscription})
+    try:
+        out, _ = run.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("still running after its source failed:\n" + runs.kill(run)[-3000:])
+    errors = [line for line in out.splitlines() if line.startswith("stallwatch run:")]
+    assert run.returncode == 1, out[-3000:]
+    assert len(errors) == 1 and "Traceback" not in errors[0], out[-3000:]
+    assert f"stopped taking the stream after {sent} records" in errors[0]
+    assert "outputs are partial" in errors[0]
