@@ -318,12 +318,22 @@ def _submit(pipeline: beam.Pipeline, cfg: QoeConfig, options: PipelineOptions,
 
 
 def translated(proto) -> dict:
-    """What a runner API pipeline holds: primitive transform URNs, window
-    functions and triggers (for a dry run's summary and its tests)."""
+    """What a runner API pipeline holds: primitive transform URNs, the
+    splittable DoFns (ParDos with a restriction coder), window functions and
+    triggers (for a dry run's summary and its tests)."""
+    from apache_beam.portability import common_urns
+    from apache_beam.portability.api import beam_runner_api_pb2
     transforms = proto.components.transforms.values()
     strategies = proto.components.windowing_strategies.values()
+    splittable = []
+    for t in transforms:
+        if t.spec.urn == common_urns.primitives.PAR_DO.urn:
+            payload = beam_runner_api_pb2.ParDoPayload.FromString(t.spec.payload)
+            if payload.restriction_coder_id:
+                splittable.append(t.unique_name)
     return {
         "transform_urns": sorted({t.spec.urn for t in transforms if t.spec.urn}),
+        "splittable_dofns": sorted(splittable),
         "window_fns": sorted({w.window_fn.urn for w in strategies}),
         "triggers": sorted({w.trigger.WhichOneof("trigger") for w in strategies}),
         "transforms": len(proto.components.transforms),

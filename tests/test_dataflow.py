@@ -39,6 +39,7 @@ def test_dry_run__streaming_from_pubsub_is_a_streaming_job_with_the_native_read(
     urns = set(job["transform_urns"])
     assert "beam:transform:pubsub_read:v1" in urns             # Dataflow's own Pub/Sub read
     assert "beam:transform:teststream:v1" not in urns          # no DirectRunner feed
+    assert job["splittable_dofns"] == []                       # not our Kinesis read
     assert "beam:transform:write_to_big_query:v0" in urns      # views + metrics tables
     assert "beam:transform:group_by_key:v1" in urns            # keyed state per view / video
     # Views are sessionized and files cut by keyed state and timers in the
@@ -61,6 +62,8 @@ def test_dry_run__kinesis_source_reads_through_the_splittable_dofn():
                    "--output=gs://qoe-prod-out/run")
     assert job["job_type"] == "JOB_TYPE_STREAMING"
     assert "beam:transform:pubsub_read:v1" not in job["transform_urns"]
+    # the read is a ParDo with a restriction coder: a splittable DoFn, the only one
+    assert job["splittable_dofns"] == ["ReadBeacons/ReadStream/Read"]
 
 
 def _own_flags():

@@ -1,5 +1,7 @@
 """DetectStallClusters on hand-built views: what it must find and must not."""
 
+import math
+
 import apache_beam as beam
 from apache_beam.testing import util
 
@@ -126,3 +128,43 @@ def test_thresholds__validate():
                 {"delivery_dimensions": ()}, {"prior_viewer_windows": -1}):
         with pytest.raises(ValueError):
             Thresholds(**bad)
+
+
+def _binomial_tail(k, n, p):
+    """P(X >= k), X ~ Binomial(n, p), summed exactly term by term."""
+    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+
+def test_detect__a_content_alert_has_the_numbers_worked_by_hand_from_the_docs():
+    """40 viewers play 0-600 s of one video, one a minute (no delivery
+    bucket sees two stalls). 10 stall at 302 s; 8 others stall once each at
+    scattered positions. Worked from docs/detection.md, not from the code:
+
+    - buckets of 5 s: a viewer plays buckets 0-120; window w holds buckets w
+      and w + 1, so each viewer is exposed to windows -1..120: 122 windows,
+      exposed = 40 x 122 = 4,880 viewer-windows;
+    - each stall counts in the two windows holding its bucket: stalled =
+      18 x 2 = 36 viewer-windows; windows 59 and 60 (bucket 60) have k = 10
+      of n = 40;
+    - one video, so the global rate g = 36 / 4,880 and the baseline outside
+      the window p0 = (36 - 10 + 500 g) / (4,880 - 40 + 500);
+    - observed 10 / 40 = 0.25 >= 3 p0, and P(X >= 10 | Bin(40, p0)) < 10^-3 / 122;
+    - the background windows have k = 1 < 5: one alert, 10 of 40 viewers.
+    """
+    views = [make_view(f"u{i}-view", f"u{i}", "vid", start_s=60 * i, cdn="cdn-a",
+                       stalls=(((60 * i + 302), 302),) if i < 10 else
+                       (((60 * i + 40 + 60 * (i - 10)), 40 + 60 * (i - 10)),) if i < 18 else ())
+             for i in range(40)]
+    g = 36 / 4_880
+    p0 = (36 - 10 + 500 * g) / (4_880 - 40 + 500)
+    p_value = _binomial_tail(10, 40, p0)
+    assert 0.25 >= 3 * p0 and p_value < 1e-3 / 122                 # the hand-worked verdict
+
+    def check(alerts):
+        [a] = alerts
+        assert a.cause is Cause.CONTENT and a.video_id == "vid" and a.rendition is None
+        assert (a.start_ms, a.end_ms) == (302_000, 302_000)
+        assert (a.affected_viewers, a.exposed_viewers, a.stalls) == (10, 40, 10)
+        assert a.observed_rate == 0.25 and a.baseline_rate == round(p0, 6)
+        assert math.isclose(a.p_value, p_value, rel_tol=1e-9)
+    _check(views, check)

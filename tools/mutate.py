@@ -1,0 +1,156 @@
+"""The mutation check: break the code on purpose and see which test fails.
+
+    python -m tools.mutate [--only NAME ...] [--list]      (make mutate)
+
+Each mutation replaces one exact snippet of one file in a scratch copy of the
+tracked files, then runs the unit tests (``pytest -x -m "not integration"``)
+and, if they all pass, the integration tests named for it. It reports the
+first test that failed; a mutation no test catches **survived**, and the exit
+code is 1. The working tree is never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str
+    old: str
+    new: str
+    integration: tuple[str, ...] = ()     # run when no unit test fails
+
+
+MUTATIONS = (
+    Mutation("percentile: lower value instead of linear interpolation", "transforms/metrics.py",
+             "return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)",
+             "return sorted_values[lo]", ("tests/test_reference.py",)),
+    Mutation("EBVS: a failed startup counts as exit before start", "transforms/viewstate.py",
+             "exited_before_start=play_requested and not self.first_frame and not self.failure,",
+             "exited_before_start=play_requested and not self.first_frame,",
+             ("tests/test_reference.py",)),
+    Mutation("seeks: waiting during a seek is a stall", "transforms/viewstate.py",
+             "if self.state is _S.PLAYING or (kind is K.REBUFFERSTART",
+             "if self.state in (_S.PLAYING, _S.SEEKING) or (kind is K.REBUFFERSTART",
+             ("tests/test_reference.py",)),
+    Mutation("dedupe: seq is not a key (content only)", "transforms/viewstate.py",
+             "        elif b.seq is not None:\n            key = (\"seq\", b.seq)",
+             "        elif False:\n            key = (\"seq\", b.seq)",
+             ("tests/test_reference.py",)),
+    Mutation("retraction: a finding that is gone is never retracted", "transforms/alerting.py",
+             "elif previous.status is not AlertStatus.RETRACTED:", "elif False:"),
+    Mutation("delivery windows explain no stall", "transforms/alerting.py",
+             "    return any(str(dim(dimension)) == value", "    return False and any(str(dim(dimension)) == value",
+             ("tests/test_end_to_end.py",)),
+    Mutation("score: precision 1.0 when nothing was alerted", "pipeline/score.py",
+             "\"content_precision\": _ratio(sum(a[\"alert_id\"] in matched for a in content), len(content)),",
+             "\"content_precision\": _ratio(sum(a[\"alert_id\"] in matched for a in content), len(content))"
+             " if content else 1.0,"),
+    Mutation("CMCD: sta=r (rebuffering) read as playing", "transforms/cmcd.py",
+             "\"r\": K.WAITING,", "\"r\": K.PLAYING,"),
+    Mutation("content: 3 viewers are enough", "transforms/thresholds.py",
+             "min_viewers: int = 5", "min_viewers: int = 3", ("tests/test_end_to_end.py",)),
+    Mutation("content: no Bonferroni correction over a video's windows", "transforms/content.py",
+             "p < t.content_alpha / max(1, counts.covered)", "p < t.content_alpha",
+             ("tests/test_end_to_end.py",)),
+    Mutation("metrics: bucketed by view start, not end", "transforms/metrics.py",
+             "minute = view.end_ms // minute_ms * minute_ms",
+             "minute = view.start_ms // minute_ms * minute_ms", ("tests/test_reference.py",)),
+    Mutation("exposure: a playhead jump with no seek counts as played", "transforms/viewstate.py",
+             "if 0 < moved <= elapsed * _MAX_RATE + _JUMP_SLACK_MS:", "if 0 < moved:",
+             ("tests/test_reference.py",)),
+)
+
+
+def _copy_tree(dest: str) -> None:
+    """The tracked files (as they are on disk now) into ``dest``; the local
+    tools and virtualenv by symlink."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        target = os.path.join(dest, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, name), target)
+    for link in (".venv", ".tools"):
+        if os.path.exists(os.path.join(ROOT, link)):
+            os.symlink(os.path.join(ROOT, link), os.path.join(dest, link))
+
+
+def _first_failure(output: str) -> str:
+    found = re.search(r"^(?:FAILED|ERROR) (\S+)", output, re.MULTILINE)
+    return found.group(1) if found else "(pytest failed: " + output.strip().splitlines()[-1] + ")"
+
+
+def _pytest(tree: str, *args: str) -> tuple[bool, str]:
+    """(passed, output) of pytest in ``tree``."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:warnings", *args], cwd=tree, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    return done.returncode == 0, done.stdout + done.stderr
+
+
+def check(mutation: Mutation, tree: str) -> dict:
+    path = os.path.join(tree, mutation.path)
+    with open(path, encoding="utf-8") as f:
+        original = f.read()
+    if original.count(mutation.old) != 1:
+        raise SystemExit(f"mutate: {mutation.name!r}: the snippet occurs "
+                         f"{original.count(mutation.old)} times in {mutation.path}, not once")
+    started = time.monotonic()
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(original.replace(mutation.old, mutation.new))
+    try:
+        passed, output = _pytest(tree, "-m", "not integration", "tests")
+        caught_by = None if passed else _first_failure(output)
+        if passed and mutation.integration:
+            passed, output = _pytest(tree, *mutation.integration)
+            caught_by = None if passed else _first_failure(output)
+    finally:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(original)
+    return {"mutation": mutation.name, "file": mutation.path, "caught_by": caught_by,
+            "seconds": round(time.monotonic() - started)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="run only the mutations whose name contains one of these words")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTATIONS
+              if not args.only or any(word in m.name for word in args.only)]
+    if args.list or not chosen:
+        for m in MUTATIONS:
+            print(f"{m.name}  ({m.path})")
+        return 0 if chosen else 2
+    results = []
+    with tempfile.TemporaryDirectory(prefix="stallwatch-mutate-") as tree:
+        _copy_tree(tree)
+        passed, output = _pytest(tree, "-m", "not integration", "tests")
+        if not passed:
+            print(f"mutate: the unmutated unit tests fail ({_first_failure(output)}): fix that first")
+            return 2
+        for mutation in chosen:
+            result = check(mutation, tree)
+            results.append(result)
+            verdict = f"caught by {result['caught_by']}" if result["caught_by"] else "SURVIVED"
+            print(f"{result['seconds']:>4} s  {mutation.name}: {verdict}", flush=True)
+    survived = [r for r in results if not r["caught_by"]]
+    print(f"{len(results) - len(survived)} of {len(results)} mutations caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
