@@ -13,7 +13,7 @@ WORKLOAD ?= out/workload
 OUTPUT   ?= out/run
 RUNNER   ?= direct
 
-.PHONY: run test test-unit test-integration venv generate browser clean help bench bench-stream \
+.PHONY: run test test-unit test-integration mutate venv generate browser clean help bench bench-stream \
 	emulators emulators-up emulators-down prism flink flink-jobserver flink-dist flink-up flink-down template
 
 # Local protocol peers (tools/emulators.py): Google's pstest built from the Go
@@ -41,6 +41,7 @@ help:
 	@echo "make prism / flink   build Prism; the Flink job server jar + a Flink distribution (.tools/)"
 	@echo "make flink-up / flink-down   a standalone Flink cluster (JobManager + 2 TaskManagers) on loopback"
 	@echo "make bench  throughput vs the DuckDB reference (BENCH_SIZE=100k,1m|5m) -> docs/benchmarks.md"
+	@echo "make mutate  break the code on purpose (tools/mutate.py): each mutation must fail a test"
 	@echo "make bench-stream  alert latency + memory under load (STREAM_SOURCE=pubsub|kinesis STREAM_RUNNER=direct|flink)"
 	@echo "variables: SCENARIO=$(SCENARIO) SEED=$(SEED) VIEWERS=$(VIEWERS) WORKLOAD=$(WORKLOAD) OUTPUT=$(OUTPUT)"
 
@@ -176,6 +177,9 @@ bench-stream: venv emulators $(if $(filter flink,$(STREAM_RUNNER)),flink)
 
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not integration"
+
+mutate: venv
+	$(BIN)/python -m tools.mutate
 
 test-integration: venv browser e2e-tools emulators prism flink
 	$(BIN)/python -m pytest -q -m integration

@@ -29,7 +29,11 @@ pytestmark = pytest.mark.integration
 PLAYERS = {"hls": "hls/master.m3u8", "dash": "dash/manifest.mpd", "shaka": "dash/manifest.mpd"}
 VIEWERS = {"hls": 3, "dash": 3, "shaka": 2}          # 8 viewers
 DELAYED_SEGMENT = 3          # media 4-6 s: segments are 2 s, numbered from 1 (tests/e2e/media.py)
-DELAY_S = 9.0          # under Shaka's 10 s no-progress abandon and dash.js's 20 s timeout
+# How long the origin holds the segment's responses. The players request it
+# ~4 s of media ahead, so the hold must be well above 4 s for a stall, and
+# below Shaka's 10 s connection timeout (no response headers yet) and
+# dash.js's 20 s, or the player retries: 7 s leaves 3 s on each side.
+DELAY_S = 7.0
 # Long enough that the viewers' clean exposure outweighs the one cluster: with
 # this audience alone as the baseline, 30 s of play left the held segment's
 # window at 2.9x the video's stall rate (3x needed; measured).

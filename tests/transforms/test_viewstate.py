@@ -123,6 +123,15 @@ def test_view__duplicates_by_event_id_seq_or_content_count_once():
     assert v.duplicate_events == 3 and v.events == 5 and v.rebuffer_count == 1
 
 
+def test_view__a_resent_seq_is_a_duplicate_even_restamped():
+    # An SDK that retries a batch re-stamps it: same seq, a later ts. The
+    # second "waiting" must not open a second stall at 6 s.
+    v = one_view(ev("play", 0, 0, seq=0), ev("playing", 1, 0, seq=1), ev("waiting", 5, 4, seq=2),
+                 ev("playing", 7, 4, seq=3), ev("waiting", 8, 5, seq=2), ev("playing", 9, 5, seq=3),
+                 ev("heartbeat", 17, 14, seq=4))
+    assert (v.duplicate_events, v.events, v.rebuffer_count, v.rebuffer_ms) == (2, 5, 1, 2_000)
+
+
 def test_view__arrival_order_does_not_matter():
     beacons = watched("v1", "u1", to_s=300, stall_at_s=120)
     shuffled = beacons[:]
