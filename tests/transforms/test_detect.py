@@ -168,3 +168,28 @@ def test_detect__a_content_alert_has_the_numbers_worked_by_hand_from_the_docs():
         assert a.observed_rate == 0.25 and a.baseline_rate == round(p0, 6)
         assert math.isclose(a.p_value, p_value, rel_tol=1e-9)
     _check(views, check)
+
+
+def test_detect__significance_is_corrected_for_the_windows_of_the_video():
+    """5 of 40 viewers stall at 302 s and 20 others once each, 13 s apart
+    (20-267 s). By hand: stalled = 2 x 25 = 50 viewer-windows of 4,880,
+    p0 = (50 - 5 + 500 g) / 5,340 with g = 50 / 4,880, and P(X >= 5 |
+    Bin(40, p0)) = 3.6e-5: below content_alpha (10^-3) but above 10^-3 / 122
+    windows, so no alert; with content_alpha 122 times larger, the alert."""
+    views = [make_view(f"u{i}-view", f"u{i}", "vid", start_s=60 * i, cdn="cdn-a",
+                       stalls=((60 * i + 302, 302),) if i < 5 else
+                       ((60 * i + 20 + 13 * (i - 5), 20 + 13 * (i - 5)),) if i < 25 else ())
+             for i in range(40)]
+    g = 50 / 4_880
+    p_value = _binomial_tail(5, 40, (50 - 5 + 500 * g) / 5_340)
+    assert 1e-3 / 122 < p_value < 1e-3
+
+    def silent(alerts):
+        assert _content(alerts) == [], alerts
+    _check(views, silent)
+
+    def check(alerts):
+        [a] = _content(alerts)
+        assert (a.affected_viewers, a.exposed_viewers) == (5, 40)
+        assert math.isclose(a.p_value, p_value, rel_tol=1e-9)
+    _check(views, check, Thresholds(content_alpha=1e-3 * 122))
