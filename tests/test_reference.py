@@ -13,8 +13,9 @@ duplicates, reordered and malformed lines, clocks skewed by minutes to days), th
   rebuffer %, rebuffers per minute, failure %, EBVS %. Both use linear-interpolated percentiles;
   floats are compared to 1e-9 relative, the rest exactly.
 
-Measured: clean (150 viewers, seed 23) and small (500 viewers, seed 11: 979 views, 4,701 metric
-rows) equal in every field; any difference is a bug in one of the two.
+Measured: equal in every field on clean (150 viewers, seed 23: 298 views, 10,844 profile cells,
+2,349 metric rows) and small (500 viewers, seed 11: 979 views, 11,688 cells, 4,701 metric rows);
+any difference is a bug in one of the two.
 """
 
 from __future__ import annotations
