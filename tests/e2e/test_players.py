@@ -32,9 +32,9 @@ DELAYED_SEGMENT = 3          # media 4-6 s: segments are 2 s, numbered from 1 (t
 # How long the origin holds the segment's responses: a stall needs a hold
 # longer than the media the player still has when it asks for it (3-4.6 s),
 # and Shaka gives up on a request with no response headers after 10 s (then
-# retries; the retry is held too). Stalls measured with a 7 s hold: 4.1-5.1 s,
+# retries; the retry is held too). Stalls measured with a 7 s hold: 2.6-6.2 s,
 # 3.2-4.1 s next to a CPU hog (8 s: 4.1-6.2 s, 9 s: 5.1-8.0 s, both with the
-# hog). 7 s leaves about 3 s on both sides.
+# hog). 7 s leaves 2.5-3 s on both sides.
 DELAY_S = 7.0
 # Long enough that the viewers' clean exposure outweighs the one cluster: with
 # this audience alone as the baseline, 30 s of play left the held segment's
