@@ -114,6 +114,7 @@ def score(alerts: Iterable[dict], truth: dict) -> dict:
     rows, matched = [], set()
     for fault in truth["faults"]:
         expect = fault["expect"]
+        hits: list[dict] = []          # the alerts that found this fault
         if expect == "content":
             hits = [a for a in content if _content_match(a, fault)]
             ok = bool(hits) and (fault["rendition"] is None
@@ -125,12 +126,10 @@ def score(alerts: Iterable[dict], truth: dict) -> dict:
             ok = bool(hits)
             found = f"{len(hits)} delivery alert(s)" if hits else "missed"
         elif expect == "no_content":
-            hits = []
             bad = [a for a in content if _in_negative(a, fault)]
             ok = not bad
             found = "silent" if ok else f"{len(bad)} false content alert(s)"
         else:  # viewer
-            hits = []
             truth_ids = set(fault["viewer_ids"])
             caught = len(viewer_flags & truth_ids)
             ok = (bool(truth_ids) and caught >= VIEWER_SHARE * len(truth_ids)
@@ -140,15 +139,19 @@ def score(alerts: Iterable[dict], truth: dict) -> dict:
         rows.append({"kind": fault["kind"], "expect": expect, "ok": ok, "found": found,
                      "what": fault.get("video_id") or fault.get("value") or "viewers"})
 
+    def precision(raised: list[dict]) -> Optional[float]:
+        return _ratio(sum(a["alert_id"] in matched for a in raised), len(raised))
+
     def recall(cause: str) -> Optional[float]:
         expected = [r for r in rows if r["expect"] == cause]
         return _ratio(sum(r["ok"] for r in expected), len(expected))
 
-    viewer_truth = set().union(*(f["viewer_ids"] for f in truth["faults"] if f["expect"] == "viewer"))
+    viewer_truth = set().union(*(f["viewer_ids"] for f in truth["faults"]
+                                 if f["expect"] == "viewer"))
     return {
-        "content_precision": _ratio(sum(a["alert_id"] in matched for a in content), len(content)),
+        "content_precision": precision(content),
         "content_recall": recall("content"),
-        "delivery_precision": _ratio(sum(a["alert_id"] in matched for a in delivery), len(delivery)),
+        "delivery_precision": precision(delivery),
         "delivery_recall": recall("delivery"),
         "viewer_precision": _ratio(len(viewer_flags & viewer_truth), len(viewer_flags)),
         "viewer_recall": _ratio(len(viewer_flags & viewer_truth), len(viewer_truth)),

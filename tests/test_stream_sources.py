@@ -69,6 +69,21 @@ def _joined(thread, result):
     return result["truth"]
 
 
+class _AlertLog:
+    """Polls an alerts stream: each call returns the alerts new since the last
+    (committing what it read if ``commit``); ``seen`` holds them all."""
+
+    def __init__(self, reader, commit=False):
+        self._reader, self._commit, self.seen = reader, commit, []
+
+    def __call__(self):
+        got = [json.loads(r.payload) for r in self._reader.poll()]
+        if self._commit:
+            self._reader.commit(self._reader.positions())
+        self.seen.extend(got)
+        return got
+
+
 def _only_the_broken_clip(seen):
     """The alerts seen hold a content alert on clip-a, one finding (one
     alert_id), and none on the healthy clips."""
@@ -145,13 +160,7 @@ def test_pubsub__live_audience_alert_and_dead_letters(pubsub_emulator, tmp_path)
     _await_subscription(topics, run, lambda what: AssertionError(run.stdout.read()))
     started = time.time()
     thread, published = _publisher(topics["beacons"])
-    seen = []
-
-    def poll():
-        got = [json.loads(r.payload) for r in alerts.poll()]
-        alerts.commit(alerts.positions())
-        seen.extend(got)
-        return got
+    poll = _AlertLog(alerts, commit=True)
 
     after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started, ALERT_BOUND_S)
     truth = _joined(thread, published)
@@ -171,7 +180,7 @@ def test_pubsub__live_audience_alert_and_dead_letters(pubsub_emulator, tmp_path)
     assert len(dead_letters) == truth["dead_letters"]
     assert all(d["source"].startswith("pubsub:") and d["reason"] for d in dead_letters)
     assert alert["alert_id"] and alert["status"] == "open"
-    _only_the_broken_clip(seen)
+    _only_the_broken_clip(poll.seen)
     _record("pubsub_direct",
             _alert_figures(after_s, alert, received, truth, output, LATENCY_BOUND_S))
 
@@ -192,12 +201,7 @@ def test_kinesis__split_mid_run_and_restart_from_checkpoint(kinesis_emulator, tm
 
     time.sleep(20)                        # mid-run: split the first shard in two
     split_first_shard(beacons, client)
-    seen = []
-
-    def poll():
-        got = [json.loads(r.payload) for r in alert_reader.poll()]
-        seen.extend(got)
-        return got
+    poll = _AlertLog(alert_reader)
 
     after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started, ALERT_BOUND_S)
     first.send_signal(signal.SIGINT)      # stop while the audience is still playing
@@ -210,13 +214,14 @@ def test_kinesis__split_mid_run_and_restart_from_checkpoint(kinesis_emulator, tm
     for run_summary in (one, two):
         assert run_summary["accounting"]["ok"], run_summary["accounting"]
     assert one["input_records"] > 0 and two["input_records"] > 0
-    assert one["input_records"] + two["input_records"] == truth["input_records"]   # none lost, none twice
+    # none lost, none twice
+    assert one["input_records"] + two["input_records"] == truth["input_records"]
     assert one["dead_letters"] + two["dead_letters"] == truth["dead_letters"]
     assert one["source_stats"]["shards_found"] == 4 and one["source_stats"]["shards_finished"] >= 1
     # Alerts of the same finding keep their id across the restart.
     later = [a for a in poll() if a["cause"] == "content" and a["video_id"] == "clip-a"]
     assert later and {a["alert_id"] for a in later} == {alert["alert_id"]}
-    _only_the_broken_clip(seen)
+    _only_the_broken_clip(poll.seen)
     figures = _alert_figures(after_s, alert, received, truth, first_out, LATENCY_BOUND_S)
     _record("kinesis_direct", {**figures, "first_run_records": one["input_records"],
                                "second_run_records": two["input_records"]})
@@ -319,13 +324,7 @@ def test_pubsub_on_a_flink_cluster__live_alert_no_false_alerts_and_every_message
     _await_subscription(topics, run, lambda what: _give_up(flink_cluster, run, what))
     started = time.time()
     thread, published = _publisher(topics["beacons"], join_s=40)
-    seen = []
-
-    def poll():
-        got = [json.loads(r.payload) for r in alerts.poll()]
-        alerts.commit(alerts.positions())
-        seen.extend(got)
-        return got
+    poll = _AlertLog(alerts, commit=True)
 
     try:
         after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started,
@@ -340,7 +339,7 @@ def test_pubsub_on_a_flink_cluster__live_alert_no_false_alerts_and_every_message
     assert summary["dead_letters_by_reason"] == truth["dead_letters_by_reason"]
     assert summary["accounting"]["messages_read"] == published["published"]
     assert alert["alert_id"] and alert["status"] == "open"
-    _only_the_broken_clip(seen)
+    _only_the_broken_clip(poll.seen)
     figures = _alert_figures(after_s, alert, received, truth, output, FLINK_LATENCY_BOUND_S)
     _record("pubsub_flink_cluster", {**figures, "messages": published["published"]})
 
@@ -365,12 +364,7 @@ def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
     _running_job(flink_cluster, first)
     started = time.time()
     thread, published = _publisher(str(beacons), join_s=40)
-    seen = []
-
-    def poll():
-        got = [json.loads(r.payload) for r in alert_reader.poll()]
-        seen.extend(got)
-        return got
+    poll = _AlertLog(alert_reader)
 
     after_s, alert, received = _wait_for_content_alert(poll, "clip-a", started,
                                                        FLINK_ALERT_BOUND_S)
@@ -398,7 +392,7 @@ def test_kinesis_on_a_flink_cluster__live_alert_then_cancel_and_resume(
         second_run["accounting"]["messages_read"] == in_stream
     # Both runs: content alerts on clip-a only, one finding (the restarted
     # job's alert on the later viewers, if they were enough, keeps its id).
-    _only_the_broken_clip(seen)
+    _only_the_broken_clip(poll.seen)
     figures = _alert_figures(after_s, alert, received, truth, tmp_path / "first",
                              FLINK_LATENCY_BOUND_S)
     _record("kinesis_flink_cluster", {**figures, "kinesis_records": in_stream,

@@ -22,6 +22,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNIT_TESTS = ("-m", "not integration", "tests")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,12 +53,13 @@ MUTATIONS = (
     Mutation("retraction: a finding that is gone is never retracted", "transforms/alerting.py",
              "elif previous.status is not AlertStatus.RETRACTED:", "elif False:"),
     Mutation("delivery windows explain no stall", "transforms/alerting.py",
-             "    return any(str(dim(dimension)) == value", "    return False and any(str(dim(dimension)) == value",
+             "    return any(str(dim(dimension)) == value",
+             "    return False and any(str(dim(dimension)) == value",
              ("tests/test_end_to_end.py",)),
     Mutation("score: precision 1.0 when nothing was alerted", "pipeline/score.py",
-             "\"content_precision\": _ratio(sum(a[\"alert_id\"] in matched for a in content), len(content)),",
-             "\"content_precision\": _ratio(sum(a[\"alert_id\"] in matched for a in content), len(content))"
-             " if content else 1.0,"),
+             "return _ratio(sum(a[\"alert_id\"] in matched for a in raised), len(raised))",
+             "return _ratio(sum(a[\"alert_id\"] in matched for a in raised), len(raised))"
+             " if raised else 1.0"),
     Mutation("CMCD: sta=r (rebuffering) read as playing", "transforms/cmcd.py",
              "\"r\": K.WAITING,", "\"r\": K.PLAYING,"),
     Mutation("content: 3 viewers are enough", "transforms/thresholds.py",
@@ -90,12 +92,14 @@ def _copy_tree(dest: str) -> None:
 
 def _first_failure(output: str) -> str:
     found = re.search(r"^(?:FAILED|ERROR) (\S+)", output, re.MULTILINE)
-    return found.group(1) if found else "(pytest failed: " + output.strip().splitlines()[-1] + ")"
+    last = output.strip().splitlines()[-1:] or ["no output"]
+    return found.group(1) if found else f"(pytest failed: {last[0]})"
 
 
 def _pytest(tree: str, *args: str) -> tuple[bool, str]:
     """(passed, output) of pytest in ``tree``."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:warnings", *args], cwd=tree, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:warnings", *args],
+                          cwd=tree, capture_output=True, text=True,
                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     return done.returncode == 0, done.stdout + done.stderr
 
@@ -111,11 +115,11 @@ def check(mutation: Mutation, tree: str) -> dict:
     with open(path, "w", encoding="utf-8") as f:
         f.write(original.replace(mutation.old, mutation.new))
     try:
-        passed, output = _pytest(tree, "-m", "not integration", "tests")
-        caught_by = None if passed else _first_failure(output)
-        if passed and mutation.integration:
-            passed, output = _pytest(tree, *mutation.integration)
-            caught_by = None if passed else _first_failure(output)
+        caught_by = None
+        for suite in (UNIT_TESTS, mutation.integration):
+            if suite and caught_by is None:
+                passed, output = _pytest(tree, *suite)
+                caught_by = None if passed else _first_failure(output)
     finally:
         with open(path, "w", encoding="utf-8") as f:
             f.write(original)
@@ -138,9 +142,10 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="stallwatch-mutate-") as tree:
         _copy_tree(tree)
-        passed, output = _pytest(tree, "-m", "not integration", "tests")
+        passed, output = _pytest(tree, *UNIT_TESTS)
         if not passed:
-            print(f"mutate: the unmutated unit tests fail ({_first_failure(output)}): fix that first")
+            print(f"mutate: the unmutated unit tests fail ({_first_failure(output)}); "
+                  "fix that first")
             return 2
         for mutation in chosen:
             result = check(mutation, tree)
