@@ -66,18 +66,29 @@ def lines_over_time(minutes_ms: Sequence[int], series: dict[str, Sequence[Option
 
 
 def playhead_profile(bucket_starts_ms: Sequence[int], stalls: Sequence[int], exposure: Sequence[int],
-                     shade: tuple[int, int], title: str) -> str:
-    """Stall starts per playhead bucket (bars) and viewers exposed (line), flagged interval shaded."""
+                     shade: tuple[int, int], title: str, program: bool = False) -> str:
+    """Stall starts per position bucket (bars) and viewers exposed (line),
+    flagged interval shaded. Positions are playhead ms, or with ``program``
+    program time (epoch ms, a live stream), drawn on a wall-clock axis."""
     fig, ax = plt.subplots(figsize=(10, 2.6))
-    minutes = [b / 60_000 for b in bucket_starts_ms]
-    width = (minutes[1] - minutes[0]) if len(minutes) > 1 else 0.1
-    ax.bar(minutes, stalls, width=width, align="edge", color=PALETTE[0], label="viewers stalling")
-    ax.axvspan(shade[0] / 60_000, max(shade[1], shade[0] + 1000) / 60_000, color=SHADE, alpha=0.25,
-               label="flagged interval")
-    ax.set_xlabel("playhead (minutes)")
+    if program:
+        x = _when(bucket_starts_ms)
+        width = (x[1] - x[0]) if len(x) > 1 else datetime.timedelta(seconds=5)
+        lo, hi = _when([shade[0], max(shade[1], shade[0] + 1000)])
+    else:
+        x = [b / 60_000 for b in bucket_starts_ms]
+        width = (x[1] - x[0]) if len(x) > 1 else 0.1
+        lo, hi = shade[0] / 60_000, max(shade[1], shade[0] + 1000) / 60_000
+    ax.bar(x, stalls, width=width, align="edge", color=PALETTE[0], label="viewers stalling")
+    ax.axvspan(lo, hi, color=SHADE, alpha=0.25, label="flagged interval")
+    if program:
+        _time_axis(ax)
+        ax.set_xlabel("program time (UTC, the live stream's own clock)")
+    else:
+        ax.set_xlabel("playhead (minutes)")
     ax.set_ylabel("viewers stalling")
     ax2 = ax.twinx()
-    ax2.plot(minutes, exposure, color=PALETTE[1], linewidth=1.2, label="viewers exposed")
+    ax2.plot(x, exposure, color=PALETTE[1], linewidth=1.2, label="viewers exposed")
     ax2.set_ylabel("viewers exposed")
     ax2.grid(False)
     ax2.spines["right"].set_visible(True)

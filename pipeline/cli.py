@@ -183,7 +183,8 @@ def _score(argv: Sequence[str]) -> int:
     result = score.score(score.read_alerts(args.output), truth)
     if summary.load_summary(args.output).get("mode") == "streaming":
         from pipeline import report_data
-        views = report_data.read_views(args.output, ["video_id", "viewer_id", "stalls"]).to_pylist()
+        views = report_data.read_views(args.output, ["video_id", "viewer_id", "stalls",
+                                                        "program_offset_ms"]).to_pylist()
         result["latency"] = score.detection_latency(score.read_alert_versions(args.output),
                                                     views, truth)
     with open(os.path.join(args.output, "score.json"), "w", encoding="utf-8") as f:

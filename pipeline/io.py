@@ -59,6 +59,7 @@ VIEW_SCHEMA = pa.schema([
     ("rendition", pa.string()), ("stream_type", pa.string()),
     ("video_duration_ms", pa.int64()), ("protocol", pa.string()),
     ("reported_startup_ms", pa.int64()), ("reported_rebuffer_ms", pa.int64()),
+    ("program_offset_ms", pa.int64()), ("program_time_from", pa.string()),
     ("version", pa.int64()),
 ])
 

@@ -61,7 +61,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 def _where(a: dict) -> str:
     if a["cause"] == "content":
         rendition = f" [{a['rendition']}]" if a.get("rendition") else ""
-        return f"{a['video_id']}{rendition} @ {summary.playhead_text(a['start_ms'])}–{summary.playhead_text(a['end_ms'])}"
+        return f"{a['video_id']}{rendition} @ {summary.interval_text(a)}"
     if a["cause"] == "delivery":
         return f"{a['dimension']}={a['value']}"
     return f"viewer {a['viewer_id']}"
@@ -148,19 +148,25 @@ def _breakdown_lines(a: dict) -> str:
 
 def _content_section(views, a: dict) -> str:
     rows = report_data.video_rows(views, a["video_id"])
-    lo = max(0, a["start_ms"] - ZOOM_MS)
+    live = a.get("timeline") == "program"
+    first, last = report_data.position_range(rows, live)
+    lo = max(first, a["start_ms"] - ZOOM_MS)
     zoom = report_data.content_profile(rows, a, ZOOM_BUCKET_MS, lo, a["end_ms"] + ZOOM_MS)
-    duration = max([a["end_ms"] + ZOOM_MS] + [r["max_playhead_ms"] for r in rows])
-    bucket = max(5_000, -(-duration // CONTEXT_BUCKETS) // 1000 * 1000)
-    whole = report_data.content_profile(rows, a, bucket, 0, duration + 1)
+    last = max(a["end_ms"] + ZOOM_MS, last)
+    bucket = max(5_000, -(-(last - first) // CONTEXT_BUCKETS) // 1000 * 1000)
+    whole = report_data.content_profile(rows, a, bucket, first, last + 1)
     scope = f"rendition {a['rendition']}" if a.get("rendition") else "all renditions"
+    axis = "program time (the live stream's wall clock)" if live else "playhead"
     return "".join([
         _figure(charts.playhead_profile(zoom["bucket_starts_ms"], zoom["stalls"], zoom["exposure"],
-                                        (a["start_ms"], a["end_ms"]), f"{a['video_id']} ({scope}): around the flagged interval"),
-                f"Viewers stalling per {ZOOM_BUCKET_MS // 1000} s of playhead and viewers exposed, ±2 min"),
+                                        (a["start_ms"], a["end_ms"]), f"{a['video_id']} ({scope}): around the flagged interval",
+                                        program=live),
+                f"Viewers stalling per {ZOOM_BUCKET_MS // 1000} s of {axis} and viewers exposed, ±2 min"),
         _figure(charts.playhead_profile(whole["bucket_starts_ms"], whole["stalls"], whole["exposure"],
-                                        (a["start_ms"], a["end_ms"]), f"{a['video_id']} ({scope}): whole video"),
-                f"Viewers stalling per {bucket // 1000} s of playhead over the whole video"),
+                                        (a["start_ms"], a["end_ms"]), f"{a['video_id']} ({scope}): "
+                                        + ("whole event" if live else "whole video"), program=live),
+                f"Viewers stalling per {bucket // 1000} s of {axis} over the whole "
+                + ("event" if live else "video")),
         _breakdown_lines(a)])
 
 

@@ -150,23 +150,46 @@ def video_rows(views: pa.Table, video_id: str) -> list[dict]:
     return views.filter(pc.equal(views["video_id"], video_id)).to_pylist()
 
 
+def _shift(row: dict, program: bool) -> Optional[int]:
+    """What moves a view's playhead onto the alert's timeline (None: not on it)."""
+    if not program:
+        return 0 if row.get("program_offset_ms") is None else None
+    return row.get("program_offset_ms")
+
+
+def position_range(rows: list[dict], program: bool) -> tuple[int, int]:
+    """The first and last position the views of a video played, on the
+    playhead timeline (from 0) or the program one (live views)."""
+    ends = [(r["start_ms"] + at, r["end_ms"] + at) for row in rows
+            if (at := _shift(row, program)) is not None for r in row["played"]]
+    if not ends:
+        return 0, 0
+    return (min(a for a, _ in ends) if program else 0), max(b for _, b in ends)
+
+
 def content_profile(rows: list[dict], alert: dict, bucket_ms: int,
                     lo_ms: int, hi_ms: int) -> dict:
-    """Per playhead bucket in [lo_ms, hi_ms) of the alert's video (``rows``):
+    """Per position bucket in [lo_ms, hi_ms) of the alert's video (``rows``):
     distinct viewers whose stall started there, and distinct viewers who played
-    through it (exposure). Limited to the alert's rendition when it has one."""
+    through it (exposure). Positions are on the alert's timeline: playhead, or
+    program time for a live alert. Limited to the alert's rendition when it has one."""
     rendition = alert.get("rendition")
+    program = alert.get("timeline") == "program"
     first, last = lo_ms // bucket_ms, (hi_ms - 1) // bucket_ms
     stalled: dict[int, set] = collections.defaultdict(set)
     spans_by_viewer: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
     for row in rows:
         viewer = row["viewer_id"]
+        at = _shift(row, program)
+        if at is None:
+            continue
         for s in row["stalls"]:
             if s["playhead_ms"] is not None and (rendition is None or s["rendition"] == rendition):
-                stalled[s["playhead_ms"] // bucket_ms].add(viewer)
+                stalled[(s["playhead_ms"] + at) // bucket_ms].add(viewer)
         for r in row["played"]:
             if rendition is None or r["rendition"] == rendition:
-                spans_by_viewer[viewer].append((r["start_ms"] // bucket_ms, r["end_ms"] // bucket_ms))
+                spans_by_viewer[viewer].append(((r["start_ms"] + at) // bucket_ms,
+                                                (r["end_ms"] + at) // bucket_ms))
     diff: dict[int, int] = {}
     for spans in spans_by_viewer.values():
         for a, b in merge_spans(spans):

@@ -35,9 +35,11 @@ def detection_latency(versions: list[dict], views: list[dict], truth: dict,
         for view in views:
             if view["video_id"] != fault["video_id"]:
                 continue
+            at = view.get("program_offset_ms") or 0       # a live view: onto program time
             for stall in view["stalls"]:
                 if (stall["playhead_ms"] is not None
-                        and fault["start_ms"] - SLACK_MS <= stall["playhead_ms"] <= fault["end_ms"] + SLACK_MS
+                        and fault["start_ms"] - SLACK_MS <= stall["playhead_ms"] + at
+                        <= fault["end_ms"] + SLACK_MS
                         and (fault["rendition"] is None or stall["rendition"] == fault["rendition"])):
                     seen = first_stall.get(view["viewer_id"])
                     first_stall[view["viewer_id"]] = min(seen or stall["start_ms"], stall["start_ms"])

@@ -18,6 +18,13 @@ def playhead_text(ms: int) -> str:
     return f"{ms // 60_000}:{ms % 60_000 / 1000:04.1f}"
 
 
+def interval_text(a: dict) -> str:
+    """A content alert's interval: playhead (on-demand) or program time (live, UTC)."""
+    if a.get("timeline") == "program":
+        return f"program {_clock(a['start_ms'])}-{_clock(a['end_ms'])} UTC"
+    return f"playhead {playhead_text(a['start_ms'])}-{playhead_text(a['end_ms'])}"
+
+
 def headline(output: str) -> Optional[dict]:
     """QoE headline metrics over all views of a run (None when no views)."""
     return report_data.qoe(report_data.read_views(output, report_data.QOE_COLUMNS))
@@ -26,13 +33,13 @@ def headline(output: str) -> Optional[dict]:
 def describe_alert(a: dict) -> str:
     if a["cause"] == "content":
         where = f"{a['video_id']}" + (f" [{a['rendition']}]" if a["rendition"] else "")
-        return (f"content   {where:<18} playhead {playhead_text(a['start_ms'])}-{playhead_text(a['end_ms'])}"
+        return (f"content   {where:<18} {interval_text(a)}"
                 f"  {a['affected_viewers']}/{a['exposed_viewers']} viewers stalled"
                 f"  (baseline {a['baseline_rate']:.2%}, p={a['p_value']:.1e})")
     if a["cause"] == "delivery":
         where = f"{a['dimension']}={a['value']}"
         return (f"delivery  {where:<18} {_clock(a['start_ts'])}-{_clock(a['end_ts'])} UTC"
-                f"  {a['affected_viewers']}/{a['exposed_viewers']} active views stalled"
+                f"  {a['affected_viewers']}/{a['exposed_viewers']} viewers stalled in the worst minute"
                 f"  (others {a['baseline_rate']:.1%}, p={a['p_value']:.1e})")
     return (f"viewer    {a['viewer_id']:<18} {a['stalls']} stalls, {a['observed_rate']:.2f}/min"
             f" vs {a['baseline_rate']:.3f}/min for everyone")

@@ -134,6 +134,7 @@ def to_beacon(fields: dict[str, Any], defaults: dict[str, Any], source: str,
         protocol=PROTOCOL,
         reported_startup_ms=number(fields, "msd", 0, MAX_PLAYHEAD_MS),
         reported_stall_ms=_sum(fields.get("bsd")),
+        live_latency_ms=number(fields, "ltc", 0, MAX_PLAYHEAD_MS),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, NamedTuple, Optional
 
 from transforms.alerting import Window, alert_id, breakdown, explained
 from transforms.contributions import ALL_RENDITIONS, StallPoint, content_track
-from transforms.facts import ViewFacts, view_facts
+from transforms.facts import ViewFacts, timeline, view_facts
 from transforms.model import Alert, Cause, View
 from transforms.spans import runs
 from transforms.stats import binomial_sf
@@ -125,6 +125,7 @@ def _content_alert(video_id: str, rendition: Optional[str], run, counts: LevelCo
         breakdown=breakdown(rendition=[s.rendition for s in points],
                             cdn=[d("cdn") for d in dims], asn=[d("asn") for d in dims],
                             country=[d("country") for d in dims]),
+        timeline=timeline(start),
     )
 
 

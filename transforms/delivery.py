@@ -91,14 +91,14 @@ def _delivery_alert(dimension: str, value: str, run, cells: dict[tuple[str, int]
         for viewer, video in (cell.viewers or ()) if cell is not None else ():
             viewers.setdefault(viewer, video)
     best = min(run, key=lambda c: c[1])
+    peak = cells[(value, best[0])]       # the bucket the rates come from
     return Alert(
         alert_id=alert_id("delivery", dimension, value, first),
         cause=Cause.DELIVERY, video_id=None, rendition=None, start_ms=None, end_ms=None,
         dimension=dimension, value=value, viewer_id=None,
         start_ts=first * t.delivery_bucket_ms,
         end_ts=(last + 1) * t.delivery_bucket_ms,
-        affected_viewers=len(viewers),
-        exposed_viewers=max(cells[(value, c[0])].n for c in run),
+        affected_viewers=peak.k, exposed_viewers=peak.n,
         stalls=sum(cells[(value, c[0])].k for c in run),
         baseline_rate=round(best[2], 6), observed_rate=round(best[3], 6),
         p_value=best[1],

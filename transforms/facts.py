@@ -7,6 +7,7 @@ import zlib
 from typing import Optional
 
 from transforms.model import View
+from transforms.parse import MAX_PLAYHEAD_MS
 
 # Dimensions every detector may read off a view besides the delivery ones:
 # stall points carry them into alert breakdowns.
@@ -16,7 +17,7 @@ BREAKDOWN_DIMENSIONS = ("asn", "cdn", "country")
 @dataclasses.dataclass(frozen=True, slots=True)
 class StallFact:
     start_ms: int                  # wall clock (client) when the stall began
-    playhead_ms: Optional[int]     # None: position unknown (an unplaced CMCD stall)
+    playhead_ms: Optional[int]     # position (see ViewFacts.played); None: unknown (an unplaced CMCD stall)
     rendition: Optional[str]
 
 
@@ -31,7 +32,9 @@ class ViewFacts:
     end_ms: int
     watch_ms: int
     dims: tuple[tuple[str, Optional[str]], ...]        # (dimension, value), sorted by name
-    played: tuple[tuple[int, int, Optional[str]], ...]  # playhead ranges (start, end, rendition)
+    # Positions on the media's timeline: the playhead (on-demand), or program
+    # time, epoch ms (a live view: its playhead + program_offset_ms).
+    played: tuple[tuple[int, int, Optional[str]], ...]  # position ranges (start, end, rendition)
     stalls: tuple[StallFact, ...]
 
     def dim(self, name: str) -> Optional[str]:
@@ -49,14 +52,25 @@ class Withdrawn:
 
 
 def view_facts(view: View, dimensions: tuple[str, ...]) -> ViewFacts:
-    """A view's facts, with the values of ``dimensions`` and the breakdown ones."""
+    """A view's facts, with the values of ``dimensions`` and the breakdown ones.
+
+    A live view's positions are moved onto program time, where its viewers'
+    stalls line up whatever each one's playhead origin and latency."""
     names = sorted(set(dimensions) | set(BREAKDOWN_DIMENSIONS))
+    at = view.program_offset_ms or 0
     return ViewFacts(
         view_key=view.view_key, viewer_id=view.viewer_id, video_id=view.video_id,
         start_ms=view.start_ms, end_ms=view.end_ms, watch_ms=view.watch_ms,
         dims=tuple((name, _text(getattr(view, name, None))) for name in names),
-        played=tuple((r.start_ms, r.end_ms, r.rendition) for r in view.played),
-        stalls=tuple(StallFact(s.start_ms, s.playhead_ms, s.rendition) for s in view.stalls))
+        played=tuple((r.start_ms + at, r.end_ms + at, r.rendition) for r in view.played),
+        stalls=tuple(StallFact(s.start_ms, None if s.playhead_ms is None else s.playhead_ms + at,
+                               s.rendition) for s in view.stalls))
+
+
+def timeline(position_ms: int) -> str:
+    """What a position measures: a playhead never exceeds MAX_PLAYHEAD_MS (a
+    week), a program time is an epoch after 2000 (parse rejects the rest)."""
+    return "program" if position_ms > MAX_PLAYHEAD_MS else "playhead"
 
 
 def _text(value) -> Optional[str]:

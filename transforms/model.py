@@ -111,6 +111,11 @@ class Beacon:
     playhead_estimated: bool = False
     reported_startup_ms: Optional[int] = None   # CMCD msd (media start delay)
     reported_stall_ms: Optional[int] = None     # CMCD bsd (starvation durations, summed)
+    # Live streams: the media's own wall clock at the playhead (HLS
+    # EXT-X-PROGRAM-DATE-TIME, DASH availability time), or how far behind the
+    # live edge the player is (hls.js latency, CMCD ltc). docs/detection.md, "Live".
+    program_time_ms: Optional[int] = None
+    live_latency_ms: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -200,6 +205,10 @@ class View:
     protocol: str = "beacon"          # "beacon" or "cmcd": what the view was computed from
     reported_startup_ms: Optional[int] = None   # the player's own figures (CMCD msd, sum of bsd),
     reported_rebuffer_ms: Optional[int] = None  # to cross-check the derived ones
+    # Live views: program time = playhead + program_offset_ms, and how the
+    # offset is known ("program_time", "latency" or "assumed"; docs/detection.md).
+    program_offset_ms: Optional[int] = None
+    program_time_from: Optional[str] = None
     version: int = 1                  # a re-emitted view_key with a higher version replaces it
 
     @property
@@ -247,6 +256,9 @@ class Alert:
     status: AlertStatus = AlertStatus.CLOSED
     version: int = 1
     as_of_ms: Optional[int] = None    # event time of the evaluation that produced it
+    # Content alerts: what start_ms/end_ms measure, "playhead" (on-demand) or
+    # "program" (live: the media's wall clock, epoch ms).
+    timeline: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

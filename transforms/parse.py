@@ -240,6 +240,8 @@ def to_beacon(record: dict, source: str = "", arrival_ms: Optional[int] = None,
     duration_ms = _number_fast(record, "video_duration_ms", 0, MAX_DURATION_MS)
     error_message = _text_fast(record, "error_message", MAX_TEXT_CHARS)
     business_error = bool(_flag(record, "business_error"))
+    program_time = _number_fast(record, "program_time_ms", MIN_TS_MS, MAX_TS_MS)
+    latency = _number_fast(record, "live_latency_ms", 0, MAX_PLAYHEAD_MS)
     rendition, cdn, asn, country, browser, os_, device, player_name, player_version, \
         error_code = dims
     return Beacon(view_id=view_id, video_id=video_id, kind=kind,
@@ -250,7 +252,8 @@ def to_beacon(record: dict, source: str = "", arrival_ms: Optional[int] = None,
                   player_name=player_name, player_version=player_version,
                   stream_type=stream_type, video_duration_ms=duration_ms,
                   error_code=error_code, error_message=error_message, fatal=fatal,
-                  business_error=business_error, source=source)
+                  business_error=business_error, source=source,
+                  program_time_ms=program_time, live_latency_ms=latency)
 
 
 def parse_ts(value: Any) -> int:

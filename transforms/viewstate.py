@@ -32,6 +32,11 @@ _JUMP_SLACK_MS = 15_000
 # A heartbeat whose playhead moved this far past the stall position ends it.
 _RESUME_MS = 250
 
+# A live view whose player reports neither program time nor latency is
+# assumed this far behind the live edge when its first frame plays: three
+# 4 s segments, hls.js's default liveSyncDurationCount.
+ASSUMED_LIVE_LATENCY_MS = 12_000
+
 _DIMENSIONS = ("cdn", "asn", "country", "browser", "os", "device",
                "player_name", "player_version", "stream_type", "video_duration_ms")
 
@@ -210,6 +215,11 @@ class _ViewMachine:
         self.force_ended = False
         self.end_ms: Optional[int] = None
         self.offsets: list[int] = []     # event_ms - client_ms of each beacon
+        # Live: estimates of program time - playhead, from reported program
+        # times, from reported latencies (device clock), and the assumed one.
+        self.program_offsets: list[int] = []
+        self.latency_offsets: list[int] = []
+        self.assumed_offset: Optional[int] = None
 
     # -- driving ---------------------------------------------------------
     def run(self, events: list[Beacon], start: int) -> int:
@@ -234,6 +244,7 @@ class _ViewMachine:
                 return i
             self._advance(clock(b), b.playhead_ms)
             self._apply(b)
+            self._note_program(b)
             self.count += 1
             self.offsets.append(b.event_ms - clock(b))
         return len(events)
@@ -401,6 +412,33 @@ class _ViewMachine:
             self.bitrate = b.bitrate_bps
             self.max_bitrate = max(self.max_bitrate or 0, b.bitrate_bps)
 
+    def _note_program(self, b: Beacon) -> None:
+        ph = b.playhead_ms
+        if ph is None:
+            return
+        if b.program_time_ms is not None:
+            self.program_offsets.append(b.program_time_ms - ph)
+        elif b.live_latency_ms is not None:
+            self.latency_offsets.append(clock(b) - b.live_latency_ms - ph)
+        if self.assumed_offset is None and self.state is _S.PLAYING:
+            self.assumed_offset = clock(b) - ASSUMED_LIVE_LATENCY_MS - ph
+
+    def _program_offset(self, shift: int) -> tuple[Optional[int], Optional[str]]:
+        """(program time - playhead, how it is known) for a live view, else (None, None).
+
+        The best source wins: the median of reported program times, else of
+        event time minus reported latency, else the assumed latency at the
+        first frame. Event-time estimates use the view's clock correction."""
+        if self.dims.get("stream_type") != "live":
+            return None, None
+        if self.program_offsets:
+            return _median(self.program_offsets), "program_time"
+        if self.latency_offsets:
+            return _median(self.latency_offsets) + shift, "latency"
+        if self.assumed_offset is not None:
+            return self.assumed_offset + shift, "assumed"
+        return None, None
+
     # -- result ----------------------------------------------------------
     def finish(self, duplicates: int) -> View:
         end = self.end_ms if self.end_ms is not None else self.last_ms
@@ -419,7 +457,8 @@ class _ViewMachine:
             startup_ms = self.reported_startup_ms     # no "starting" report: take the player's msd
         # The device clock orders and times the view; this shift (the median
         # correction event time applied to its beacons) places it in the world.
-        shift = sorted(self.offsets)[len(self.offsets) // 2] if self.offsets else 0
+        shift = _median(self.offsets) if self.offsets else 0
+        program_offset, program_from = self._program_offset(shift)
         stalls = tuple(dataclasses.replace(s, start_ms=s.start_ms + shift) for s in self.stalls) \
             if shift else tuple(self.stalls)
         return View(
@@ -456,8 +495,15 @@ class _ViewMachine:
             protocol=self.protocol,
             reported_startup_ms=self.reported_startup_ms,
             reported_rebuffer_ms=self.reported_stall_ms,
+            program_offset_ms=program_offset,
+            program_time_from=program_from,
             **self.dims,
         )
+
+
+def _median(values: list[int]) -> int:
+    """The upper median (an element of ``values``)."""
+    return sorted(values)[len(values) // 2]
 
 
 def merge_ranges(ranges: Iterable[PlayedRange]) -> tuple[PlayedRange, ...]:

@@ -39,6 +39,22 @@ class ContentFault:
     probability: float
     expect: str = "content"            # or "no_content" for the tiny title
     broken_from_ms: Optional[int] = None   # broken only from this (wall) time on; None: always
+    # On a live event, start_ms/end_ms are program time (the stream's wall
+    # clock, epoch ms): a packager or encoder fault.
+    kind: str = "content_fault"
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveEvent:
+    """A live stream from start_ms to end_ms (wall clock = program time at the
+    encoder). A share of the audience joins during it, each viewer 6-30 s
+    behind the live edge with their own playhead origin, and watches until it
+    ends or they leave; a stall puts them further behind."""
+
+    video_id: str
+    start_ms: int
+    end_ms: int
+    share: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +99,7 @@ class Scenario:
     origin_ms: int = ORIGIN_MS         # wall-clock start of the workload
     join_ms: Optional[int] = None      # views start within this of the origin (default: span - 10 min)
     long_pauses: bool = True           # a few pauses last 10-40 min (off for the live generator)
+    live_events: tuple[LiveEvent, ...] = ()
 
 
 def _catalogue() -> tuple[Video, ...]:
@@ -105,6 +122,8 @@ def build(name: str, viewers: Optional[int] = None) -> Scenario:
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
     default_viewers, mess = SCENARIOS[name]
+    if name in LIVE_SCENARIOS:
+        return live_event(name, viewers if viewers is not None else default_viewers)
     premiere_start = ORIGIN_MS + 40 * MINUTE
     return Scenario(
         name=name,
@@ -137,6 +156,31 @@ def build(name: str, viewers: Optional[int] = None) -> Scenario:
         business_error_rate=0.004,
         mess=mess,
     )
+
+
+def live_event(name: str, viewers: int) -> Scenario:
+    """A 45-minute live event (``live-news``) joined by 80 % of the audience over
+    its first 25 minutes, three CDNs, on-demand traffic around it. Scenario
+    ``live-fault``: at 20:00 into the event the packager breaks for 8 s of
+    program time, and 70 % of those watching stall when they reach it, each at
+    their own wall-clock time and playhead. ``live-outage``, the hard negative:
+    no packager fault, but cdn-b fails for 4 minutes at the same point."""
+    base = build("small", viewers)
+    start = ORIGIN_MS + 5 * MINUTE
+    event = LiveEvent("live-news", start, start + 45 * MINUTE, 0.8)
+    fault_at = start + 20 * MINUTE
+    faults, outages = (), ()
+    if name == "live-fault":
+        faults = (ContentFault("live-news", fault_at, fault_at + 2 * SEGMENT_MS, None, 0.7,
+                               kind="packager_fault"),)
+    else:
+        outages = (CdnOutage("cdn-b", fault_at, fault_at + 4 * MINUTE, 0.3),)
+    return dataclasses.replace(
+        base, name=name, span_ms=60 * MINUTE, join_ms=50 * MINUTE,
+        videos=_catalogue()[:30] + (Video(event.video_id, event.end_ms - event.start_ms, 0.0,
+                                          live=True),),
+        live_events=(event,), content_faults=faults, outages=outages, premiere_video=None,
+        highlight=None, tiny_title=None, bad_wifi_video=None)
 
 
 def live(origin_ms: int, viewers: int, join_ms: int) -> Scenario:
@@ -174,4 +218,6 @@ def soak(origin_ms: int, viewers: int, join_ms: int, faults: int) -> Scenario:
 
 
 # name -> (default viewers, mess)
-SCENARIOS = {"demo": (1500, True), "clean": (1500, False), "small": (500, True)}
+SCENARIOS = {"demo": (1500, True), "clean": (1500, False), "small": (500, True),
+             "live-fault": (600, True), "live-outage": (600, True)}
+LIVE_SCENARIOS = ("live-fault", "live-outage")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from pipeline.generator.scenario import (BROWSERS, CDNS, COUNTRIES, MINUTE, OSES, PLAYERS,
                                          RENDITIONS, SEGMENT_MS, Scenario, Video)
@@ -45,6 +45,22 @@ class ViewTrace:
     common: dict
     events: list[dict]
     viewer: Viewer
+
+
+class LiveJoin(NamedTuple):
+    """A view of a live event: where its playhead starts (its own origin), how
+    far behind the live edge it starts playing, and when the viewer leaves."""
+
+    origin_ph: int
+    latency_ms: int
+    until_ms: int
+
+
+# What each player reports of a live position: hls.js (playingDate) and
+# Shaka (getPlayheadTimeAsDate) the program time, dash.js
+# (getCurrentLiveLatency) the latency; the native player neither.
+_PROGRAM_TIME_PLAYERS = ("hls.js", "shaka")
+_LATENCY_PLAYERS = ("dash.js",)
 
 
 def _pick(rng: random.Random, weighted) -> str:
@@ -84,11 +100,21 @@ class _Player:
         self.rendition = min(viewer.max_rendition, rng.choice((2, 3, 4, 4)))
         self.last_hb = start_ms
         self.stopped = False
+        self.program_offset: Optional[int] = None   # live event: program time - playhead
+
+    def position(self) -> int:
+        """Where the media is: program time on a live event, else the playhead."""
+        return self.ph + (self.program_offset or 0)
 
     def emit(self, event: str, **fields) -> None:
         record = {"event": event, "ts": self.t + self.viewer.clock_skew_ms, "seq": self.seq}
         if event not in ("viewstart", "playerready", "viewend"):
             record["playhead_ms"] = self.ph
+            if self.program_offset is not None:
+                if self.viewer.player[0] in _PROGRAM_TIME_PLAYERS:
+                    record["program_time_ms"] = self.position()
+                elif self.viewer.player[0] in _LATENCY_PLAYERS:
+                    record["live_latency_ms"] = self.t - self.position()
         if self.flavour == "sdk":
             record["event_id"] = f"{self.view_id}-{self.seq}"
         name, bitrate = RENDITIONS[self.rendition]
@@ -142,9 +168,12 @@ class _Player:
 
 
 def simulate_view(rng: random.Random, s: Scenario, viewer: Viewer, video: Video, view_id: str,
-                  start_ms: int, start_ph: int = 0, force_seek: Optional[int] = None) -> ViewTrace:
+                  start_ms: int, start_ph: int = 0, force_seek: Optional[int] = None,
+                  live: Optional[LiveJoin] = None) -> ViewTrace:
     flavour = "sdk" if rng.random() < 0.5 else "html5"
     p = _Player(rng, s, viewer, video, view_id, flavour, start_ms)
+    if live is not None:
+        start_ph = live.origin_ph
     p.emit("viewstart")
     p.wait(rng.randint(50, 400))
     p.emit("playerready")
@@ -168,14 +197,18 @@ def simulate_view(rng: random.Random, s: Scenario, viewer: Viewer, video: Video,
     startup = rng.lognormvariate(math.log(1_100), 0.45) * (2.0 if viewer.bad_wifi else 1.0)
     p.wait(startup)
     p.last_hb = p.t
+    if live is not None:
+        p.program_offset = p.t - live.latency_ms - p.ph
     p.emit("playing")
-    _play(p, rng, s, viewer, video, force_seek)
-    return _trace(p)
+    _play(p, rng, s, viewer, video, force_seek, live)
+    return _trace(p, live)
 
 
 def _play(p: _Player, rng: random.Random, s: Scenario, viewer: Viewer, video: Video,
-          force_seek: Optional[int]) -> None:
-    if video.live or rng.random() < 0.4:
+          force_seek: Optional[int], live: Optional[LiveJoin]) -> None:
+    if live is not None:
+        target_end = p.ph + max(0, live.until_ms - p.t)
+    elif video.live or rng.random() < 0.4:
         target_end = video.duration_ms
     else:
         target_end = int(video.duration_ms * rng.uniform(0.05, 1.0))
@@ -191,10 +224,10 @@ def _play(p: _Player, rng: random.Random, s: Scenario, viewer: Viewer, video: Vi
             continue
         for f in faults:
             name = RENDITIONS[p.rendition][0]
-            if (f.start_ms <= p.ph < f.end_ms and (f.rendition in (None, name))
+            if (f.start_ms <= p.position() < f.end_ms and (f.rendition in (None, name))
                     and (f.broken_from_ms is None or p.t >= f.broken_from_ms)
                     and rng.random() < f.probability):
-                p.ph = rng.randint(f.start_ms, f.end_ms - 1)
+                p.ph = rng.randint(f.start_ms, f.end_ms - 1) - (p.program_offset or 0)
                 p.stall(int(rng.lognormvariate(math.log(6_000), 0.5)), exit_probability=0.2)
         if p.stopped:
             break
@@ -223,7 +256,7 @@ def _play(p: _Player, rng: random.Random, s: Scenario, viewer: Viewer, video: Vi
         if rng.random() < 0.9:
             p.emit("viewend")                           # else the final beacon is lost
         return
-    if p.ph >= video.duration_ms:
+    if live is None and p.ph >= video.duration_ms:
         p.ph = video.duration_ms
         p.emit("ended")
     if rng.random() < 0.3:
@@ -251,12 +284,12 @@ def _maybe_interact(p: _Player, rng: random.Random, s: Scenario, video: Video) -
                fatal=False, business_error=True)
 
 
-def _trace(p: _Player) -> ViewTrace:
+def _trace(p: _Player, live: Optional[LiveJoin] = None) -> ViewTrace:
     v = p.viewer
     common = {"view_id": p.view_id, "video_id": p.video.video_id, "viewer_id": v.viewer_id,
               "cdn": v.cdn, "asn": v.asn, "country": v.country, "browser": v.browser,
               "os": v.os, "device": v.device, "player_name": v.player[0],
               "player_version": v.player[1],
               "stream_type": "live" if p.video.live else "on-demand",
-              "video_duration_ms": p.video.duration_ms}
+              "video_duration_ms": None if live else p.video.duration_ms}
     return ViewTrace(p.view_id, p.flavour, common, p.events, v)

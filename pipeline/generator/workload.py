@@ -51,6 +51,15 @@ class _Plan:
             for viewer in rng.sample(normal, int(len(normal) * s.premiere_share)):
                 join = s.premiere_start_ms + rng.randint(0, 3 * MINUTE)
                 self.views.append((viewer, premiere, join, join - s.premiere_start_ms, None))
+        for event in s.live_events:
+            video = videos[event.video_id]
+            for viewer in rng.sample(normal, int(len(normal) * event.share)):
+                join = rng.randint(event.start_ms, event.start_ms + (event.end_ms - event.start_ms) * 5 // 9)
+                until = event.end_ms if rng.random() < 0.5 else min(
+                    event.end_ms, join + int(rng.expovariate(1 / (15 * MINUTE))))
+                live = simulate.LiveJoin(rng.randint(0, 7_200) * 1_000, rng.randint(6_000, 30_000),
+                                         until)
+                self.views.append((viewer, video, join, live, None))
         if s.tiny_title:
             for viewer in rng.sample(normal, 3):
                 self.views.append((viewer, videos[s.tiny_title], rng.randint(origin, end), 0, None))
@@ -169,8 +178,9 @@ def simulate_messages(s: Scenario, seed: int) -> tuple[list[Message], dict]:
     sample_events: list[dict] = []
     for index, (viewer, video, start, start_ph, seek) in enumerate(plan.views):
         view_rng = random.Random(f"{seed}:{index}")
+        live = start_ph if isinstance(start_ph, simulate.LiveJoin) else None
         trace = simulate.simulate_view(view_rng, s, viewer, video, f"w{seed}-{index:06d}",
-                                       start, start_ph, seek)
+                                       start, 0 if live else start_ph, seek, live)
         stats["views"] += 1
         stats["events"] += len(trace.events)
         shard = zlib.crc32(trace.view_id.encode()) % s.files
@@ -214,13 +224,20 @@ def _write(out_dir: str, files: int, lines: list[tuple[int, int, bytes]]) -> Non
 def _truth(s: Scenario, seed: int, plan: _Plan, stats: dict, dead: dict[str, int]) -> dict:
     faults: list[dict] = []
     for f in s.content_faults:
-        faults.append({"kind": "content_fault" if f.expect == "content" else "tiny_title",
+        live = any(e.video_id == f.video_id for e in s.live_events)
+        faults.append({"kind": f.kind if f.expect == "content" else "tiny_title",
                        "expect": f.expect, "video_id": f.video_id, "rendition": f.rendition,
                        "start_ms": f.start_ms, "end_ms": f.end_ms, "probability": f.probability,
-                       "broken_from_ms": f.broken_from_ms})
+                       "broken_from_ms": f.broken_from_ms,
+                       "timeline": "program" if live else "playhead"})
     for o in s.outages:
         faults.append({"kind": "cdn_outage", "expect": "delivery", "dimension": "cdn",
                        "value": o.cdn, "start_ts": o.start_ms, "end_ts": o.end_ms})
+    for e in s.live_events:
+        if not any(f.video_id == e.video_id for f in s.content_faults):
+            faults.append({"kind": "live_event_during_outage" if s.outages else "live_event",
+                           "expect": "no_content", "video_id": e.video_id,
+                           "start_ts": e.start_ms, "end_ts": e.end_ms})
     if s.premiere_video:
         faults.append({"kind": "premiere_during_outage", "expect": "no_content",
                        "video_id": s.premiere_video, "start_ts": s.premiere_start_ms})
