@@ -24,20 +24,25 @@ def _append_paused_view(path):
                   "received_ms": t0 + at_s * 1000 + 500}
         if ph_s is not None:
             record["playhead_ms"] = ph_s * 1000
-        lines.append((record["received_ms"], json.dumps(record)))
-    with open(path) as f:
-        existing = [(replay.received_ms(l.encode()) or 0, l.rstrip("\n")) for l in f]
+        lines.append((record["received_ms"], json.dumps(record).encode()))
+    with open(path, "rb") as f:       # bytes: some malformed lines are not UTF-8
+        existing = [(replay.received_ms(l) or 0, l.rstrip(b"\n")) for l in f]
     merged = sorted(existing + lines, key=lambda x: x[0])
-    with open(path, "w") as f:
-        f.write("\n".join(l for _, l in merged) + "\n")
+    with open(path, "wb") as f:
+        f.write(b"\n".join(l for _, l in merged) + b"\n")
     return "paused-view"
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+# On-demand faults and a premiere; a live event with a packager fault, its
+# viewers each at their own playhead origin and latency.
+WORKLOADS = {"vod": "small", "live": "live-fault"}
+
+
+@pytest.fixture(scope="module", params=sorted(WORKLOADS))
+def runs(request, tmp_path_factory):
     src = tmp_path_factory.mktemp("workload")
-    assert cli.main(["generate", f"--out={src}", "--scenario=small", "--viewers=100",
-                     "--seed=13"]) == 0
+    assert cli.main(["generate", f"--out={src}", f"--scenario={WORKLOADS[request.param]}",
+                     "--viewers=100", "--seed=13"]) == 0
     _append_paused_view(src / "beacons-00000-of-00004.ndjson")
     batch, stream = tmp_path_factory.mktemp("batch"), tmp_path_factory.mktemp("stream")
     assert cli.main(["run", f"--source={src}", f"--output={batch}"]) == 0
@@ -83,6 +88,18 @@ def test_stream__final_alerts_equal_batch_alerts_ids_included(runs):
     assert final and {a["status"] for a in final} == {"closed"}
     assert _without(final, "version", "as_of_ms") == \
         _without(score.read_alerts(batch), "version", "as_of_ms")
+
+
+def test_stream__the_live_fault_is_found_on_program_time_as_in_batch(runs):
+    batch, stream, truth = runs
+    live = [f for f in truth["faults"] if f.get("timeline") == "program"]
+    if not live:
+        pytest.skip("no live fault in this workload")
+    for out in (batch, stream):
+        result = score.score(score.read_alerts(out), truth)
+        assert [r["ok"] for r in result["faults"] if r["kind"] == "packager_fault"] == [True]
+        [alert] = [a for a in score.read_alerts(out) if a["video_id"] == live[0]["video_id"]]
+        assert alert["timeline"] == "program" and len(alert["breakdown"]["cdn"]) == 3
 
 
 def test_stream__views_are_emitted_early_and_updated(runs):

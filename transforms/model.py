@@ -206,7 +206,7 @@ class View:
     reported_startup_ms: Optional[int] = None   # the player's own figures (CMCD msd, sum of bsd),
     reported_rebuffer_ms: Optional[int] = None  # to cross-check the derived ones
     # Live views: program time = playhead + program_offset_ms, and how the
-    # offset is known ("program_time", "latency" or "assumed"; docs/detection.md).
+    # offset is known ("program_time" or "latency"; None: unknown, docs/detection.md).
     program_offset_ms: Optional[int] = None
     program_time_from: Optional[str] = None
     version: int = 1                  # a re-emitted view_key with a higher version replaces it

@@ -32,11 +32,6 @@ _JUMP_SLACK_MS = 15_000
 # A heartbeat whose playhead moved this far past the stall position ends it.
 _RESUME_MS = 250
 
-# A live view whose player reports neither program time nor latency is
-# assumed this far behind the live edge when its first frame plays: three
-# 4 s segments, hls.js's default liveSyncDurationCount.
-ASSUMED_LIVE_LATENCY_MS = 12_000
-
 _DIMENSIONS = ("cdn", "asn", "country", "browser", "os", "device",
                "player_name", "player_version", "stream_type", "video_duration_ms")
 
@@ -216,10 +211,9 @@ class _ViewMachine:
         self.end_ms: Optional[int] = None
         self.offsets: list[int] = []     # event_ms - client_ms of each beacon
         # Live: estimates of program time - playhead, from reported program
-        # times, from reported latencies (device clock), and the assumed one.
+        # times and from reported latencies (device clock).
         self.program_offsets: list[int] = []
         self.latency_offsets: list[int] = []
-        self.assumed_offset: Optional[int] = None
 
     # -- driving ---------------------------------------------------------
     def run(self, events: list[Beacon], start: int) -> int:
@@ -420,23 +414,21 @@ class _ViewMachine:
             self.program_offsets.append(b.program_time_ms - ph)
         elif b.live_latency_ms is not None:
             self.latency_offsets.append(clock(b) - b.live_latency_ms - ph)
-        if self.assumed_offset is None and self.state is _S.PLAYING:
-            self.assumed_offset = clock(b) - ASSUMED_LIVE_LATENCY_MS - ph
 
     def _program_offset(self, shift: int) -> tuple[Optional[int], Optional[str]]:
         """(program time - playhead, how it is known) for a live view, else (None, None).
 
         The best source wins: the median of reported program times, else of
-        event time minus reported latency, else the assumed latency at the
-        first frame. Event-time estimates use the view's clock correction."""
+        event time (the view's clock correction applied) minus reported
+        latency. A player that reports neither leaves the view on its playhead
+        timeline: an assumed latency would misplace its stalls by more than a
+        bucket (docs/detection.md, "Live")."""
         if self.dims.get("stream_type") != "live":
             return None, None
         if self.program_offsets:
             return _median(self.program_offsets), "program_time"
         if self.latency_offsets:
             return _median(self.latency_offsets) + shift, "latency"
-        if self.assumed_offset is not None:
-            return self.assumed_offset + shift, "assumed"
         return None, None
 
     # -- result ----------------------------------------------------------

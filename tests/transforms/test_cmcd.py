@@ -136,6 +136,17 @@ def test_live_streams_are_never_estimated():
     assert stall.playhead_ms is None and view.stream_type == "live"
 
 
+def test_live_latency_ltc_places_a_live_view_on_program_time():
+    # 8 s behind the live edge at every report: program time = ts - ltc.
+    view = view_of(*numbered(report(0, sta="s", st="l", pt=500_000, ltc=8000),
+                             report(1, sta="p", pt=500_000, ltc=8000),
+                             report(5, sta="r", pt=504_000, ltc=8000),
+                             report(7, sta="p", pt=504_000, ltc=10_000)))
+    assert view.program_time_from == "latency"
+    [stall] = view.stalls
+    assert stall.playhead_ms + view.program_offset_ms == T0_MS + 5000 - 8000
+
+
 def test_sn_duplicates_are_dropped_and_gaps_tolerated():
     lines = numbered(report(0, sta="s"), report(1, sta="p"), report(5, sta="r"), report(7, sta="p"))
     resent = lines[2]                   # a retried POST delivers report 3 again

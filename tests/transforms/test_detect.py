@@ -1,11 +1,14 @@
 """DetectStallClusters on hand-built views: what it must find and must not."""
 
+import dataclasses
 import math
+import random
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing import util
 
-from tests.builders import as_member, final_alerts, fn_api_pipeline, make_view
+from tests.builders import as_member, final_alerts, fn_api_pipeline, make_view, ms
 from transforms.alerting import alert_id
 from transforms.model import Cause
 from transforms.stalls import DetectStallClusters
@@ -193,3 +196,85 @@ def test_detect__significance_is_corrected_for_the_windows_of_the_video():
         assert (a.affected_viewers, a.exposed_viewers) == (5, 40)
         assert math.isclose(a.p_value, p_value, rel_tol=1e-9)
     _check(views, check, Thresholds(content_alpha=1e-3 * 122))
+
+
+def _live_audience(n, stall_program_s=None, stall_wall_s=None, stall_cdn=None, seed=5):
+    """n viewers of a live event on three CDNs, each with their own playhead
+    origin and 6-30 s latency, watching 0-1200 s of program time (relative
+    to T0). Every second one stalls at program time ``stall_program_s``
+    (reaching it at their own wall time), or, on ``stall_cdn``, at wall time
+    ``stall_wall_s`` (wherever their playhead is)."""
+    rng = random.Random(seed)
+    views = []
+    for i in range(n):
+        origin_s, latency_s = rng.randint(0, 7200), rng.uniform(6, 30)
+        offset_ms = ms(0) - int(latency_s * 1000) - origin_s * 1000     # program - playhead
+        cdn = ("cdn-a", "cdn-b", "cdn-c")[i % 3]
+        stalls = ()
+        if stall_program_s is not None and i % 2:
+            stalls = ((stall_program_s + latency_s, origin_s + latency_s + stall_program_s),)
+        if stall_cdn == cdn:
+            stalls = ((stall_wall_s, origin_s + stall_wall_s - 2),)
+        view = make_view(f"live{i}", f"l{i}", "live", start_s=latency_s,
+                         played=((origin_s, origin_s + 1200, None),), stalls=stalls, cdn=cdn,
+                         stream_type="live")
+        views.append(dataclasses.replace(view, program_offset_ms=offset_ms,
+                                         program_time_from="latency"))
+    return views
+
+
+def test_detect__a_live_fault_lines_up_on_program_time_across_cdns():
+    # 30 of 60 viewers stall when their own playback reaches program time
+    # 600 s: at wall 606-630 s, at 60 different playheads.
+    views = _live_audience(60, stall_program_s=600)
+
+    def check(alerts):
+        [a] = _content(alerts)
+        assert (a.video_id, a.timeline, a.affected_viewers) == ("live", "program", 30)
+        assert ms(600) - 1000 <= a.start_ms <= a.end_ms <= ms(600) + 1000
+        assert sorted(dict(dict(a.breakdown)["cdn"])) == ["cdn-a", "cdn-b", "cdn-c"]
+        assert [x for x in alerts if x.cause is Cause.DELIVERY] == []
+    _check(views, check)
+
+
+def test_detect__a_live_fault_is_missed_on_the_playhead_timeline():
+    # The same views without program time: the stalls do not line up.
+    views = [dataclasses.replace(v, program_offset_ms=None)
+             for v in _live_audience(60, stall_program_s=600)]
+
+    def check(alerts):
+        assert _content(alerts) == []
+    _check(views, check)
+
+
+def test_detect__a_cdn_outage_during_a_live_event_stays_delivery():
+    views = _live_audience(60, stall_wall_s=300, stall_cdn="cdn-b")
+
+    def check(alerts):
+        assert _content(alerts) == []
+        [d] = [a for a in alerts if a.cause is Cause.DELIVERY]
+        assert (d.dimension, d.value, d.affected_viewers, d.exposed_viewers) == \
+            ("cdn", "cdn-b", 20, 20)
+    _check(views, check)
+
+
+def test_detect__a_delivery_alert_counts_viewers_and_views_of_one_bucket():
+    # cdn-b fails for 3 minutes while its audience turns over every minute:
+    # 8 of the 10 cdn-b views of each minute stall (24 viewers in all).
+    views = []
+    for minute in range(3):
+        for i in range(10):
+            start = 300 + 60 * minute + i
+            stalls = ((start + 20, 20),) if i < 8 else ()
+            views.append(make_view(f"b{minute}-{i}", f"b{minute}-{i}", f"v{i}", start_s=start,
+                                   end_s=start + 40, played=((0, 40, None),), stalls=stalls,
+                                   cdn="cdn-b"))
+    views += [make_view(f"a{i}", f"a{i}", f"v{i}", start_s=0, played=((0, 900, None),), cdn="cdn-a")
+              for i in range(40)]
+
+    def check(alerts):
+        [d] = [a for a in alerts if a.cause is Cause.DELIVERY]
+        assert d.affected_viewers <= d.exposed_viewers
+        assert d.affected_viewers / d.exposed_viewers == pytest.approx(d.observed_rate, abs=1e-6)
+        assert d.stalls == 24
+    _check(views, check)

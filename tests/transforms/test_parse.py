@@ -92,6 +92,9 @@ def test_parse_message__invalid_utf8_payload_is_kept_with_replacement():
     ({**GOOD, "business_error": 1}, "wrong_type:business_error"),
     ({**GOOD, "stream_type": "vod"}, "invalid_value:stream_type"),
     ({**GOOD, "cdn": {"name": "x"}}, "wrong_type:cdn"),
+    ({**GOOD, "program_time_ms": 1793556000}, "out_of_range:program_time_ms"),   # seconds
+    ({**GOOD, "program_time_ms": "18:00"}, "wrong_type:program_time_ms"),
+    ({**GOOD, "live_latency_ms": -1}, "out_of_range:live_latency_ms"),
 ])
 def test_parse_message__dead_letter_reason(payload, expected):
     assert reason(payload) == expected
@@ -177,3 +180,9 @@ def test_parse_message__collector_received_ms_is_the_arrival_when_the_source_has
     [b] = parse_message(RawRecord(payload, "s"), 1 << 20, TimeBounds(300_000, 60_000))
     assert b.event_ms == 1793556001000 and b.client_ms == 1793556000000 + 86_400_000
     assert reason({**GOOD, "received_ms": "now"}) == "wrong_type:received_ms"
+
+
+def test_parse_message__live_program_time_and_latency():
+    [b] = parse({**GOOD, "stream_type": "live", "program_time_ms": 1793555990000,
+                 "live_latency_ms": 10_000})
+    assert (b.stream_type, b.program_time_ms, b.live_latency_ms) == ("live", 1793555990000, 10_000)

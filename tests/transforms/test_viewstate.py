@@ -195,3 +195,45 @@ def test_view__skewed_device_clock_keeps_durations_and_moves_to_the_real_time():
     assert (skewed.start_ms, skewed.end_ms) == (honest.start_ms, honest.end_ms)
     assert skewed.stalls == honest.stalls and skewed.watch_ms == honest.watch_ms
     assert skewed.view_key == f"v1@{ms(0) + 3 * day}"
+
+
+def _live(*beacons):
+    return [dataclasses.replace(b, stream_type="live") for b in beacons]
+
+
+def test_view__live_program_time_comes_from_the_player_first():
+    # hls.js reports the program time (EXT-X-PROGRAM-DATE-TIME) with the
+    # playhead: 12 s behind the live edge, then 16 s after a 4 s stall. A
+    # latency on the same beacons is not used then.
+    v = one_view(*_live(ev("play", 0, 3600), ev("playing", 1, 3600, program_time_ms=ms(1) - 12_000,
+                                                   live_latency_ms=99_000),
+                        ev("waiting", 11, 3610, program_time_ms=ms(11) - 12_000),
+                        ev("playing", 15, 3610, program_time_ms=ms(11) - 12_000),
+                        ev("heartbeat", 25, 3620, program_time_ms=ms(25) - 16_000)))
+    assert v.program_time_from == "program_time"
+    assert v.stalls[0].playhead_ms + v.program_offset_ms == ms(11) - 12_000
+
+
+def test_view__live_latency_is_taken_against_event_time_not_the_skewed_device_clock():
+    # The device clock is 2 h ahead; event time (arrival-bounded) is right.
+    # dash.js reports 20 s of latency, 23 s after a 3 s stall.
+    beacons = _live(ev("play", 0, 50), ev("playing", 1, 50, live_latency_ms=20_000),
+                    ev("waiting", 9, 58, live_latency_ms=20_000),
+                    ev("playing", 12, 58, live_latency_ms=23_000),
+                    ev("heartbeat", 22, 68, live_latency_ms=23_000))
+    v = one_view(*(dataclasses.replace(b, client_ms=b.event_ms + 2 * 3_600_000) for b in beacons))
+    assert v.program_time_from == "latency"
+    assert v.stalls[0].playhead_ms + v.program_offset_ms == ms(9) - 20_000
+
+
+def test_view__live_without_program_time_or_latency_stays_on_its_playhead():
+    v = one_view(*_live(ev("play", 0, 700), ev("playing", 2, 700), ev("waiting", 30, 728),
+                        ev("playing", 34, 728)))
+    assert (v.program_offset_ms, v.program_time_from) == (None, None)
+    assert v.stalls[0].playhead_ms == 728_000
+
+
+def test_view__on_demand_has_no_program_time_whatever_the_beacons_say():
+    v = one_view(ev("play", 0, 0), ev("playing", 1, 0, program_time_ms=ms(1)),
+                 ev("heartbeat", 11, 10, live_latency_ms=5000))
+    assert (v.program_offset_ms, v.program_time_from) == (None, None)
