@@ -42,7 +42,7 @@ def _when(ms_values: Sequence[int]) -> list[datetime.datetime]:
 
 
 def _time_axis(ax) -> None:
-    locator = mdates.AutoDateLocator(tz=datetime.timezone.utc, maxticks=10)
+    locator = mdates.AutoDateLocator(tz=datetime.timezone.utc, maxticks=12)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=datetime.timezone.utc))
     ax.set_xlabel("wall-clock time (UTC, event time)")

@@ -1,5 +1,6 @@
 """The data behind the report's charts and tables, worked out by hand."""
 
+import dataclasses
 import json
 
 import pyarrow as pa
@@ -35,6 +36,21 @@ def test_content_profile__rendition_alert_counts_that_rendition_only():
     p = report_data.content_profile(report_data.video_rows(views, "vid"),
                                     {"video_id": "vid", "rendition": "1080p"}, 10_000, 0, 30_000)
     assert p["stalls"] == [0, 1, 0] and p["exposure"] == [1, 1, 1]
+
+
+def test_content_profile__a_live_alert_counts_on_program_time():
+    # u1 and u2 play different playheads of one live stream; program time puts
+    # their stalls together. u3's player reported no program time: left out.
+    live = [dataclasses.replace(make_view(v, u, played=((a, a + 30, None),), stalls=((9, a + 12),),
+                                          stream_type="live"), program_offset_ms=off)
+            for v, u, a, off in (("a", "u1", 100, ms(0) - 100_000), ("b", "u2", 7000, ms(0) - 7_000_000))]
+    live.append(make_view("c", "u3", played=((0, 30, None),), stalls=((9, 12),), stream_type="live"))
+    rows = report_data.video_rows(table(live), "vid")
+    alert = {"video_id": "vid", "rendition": None, "timeline": "program"}
+    assert report_data.position_range(rows, program=True) == (ms(0), ms(30))
+    p = report_data.content_profile(rows, alert, 10_000, ms(0), ms(30))
+    assert p["bucket_starts_ms"] == [ms(0), ms(10), ms(20)]
+    assert p["stalls"] == [0, 2, 0] and p["exposure"] == [2, 2, 2]
 
 
 def test_delivery_profile__alert_value_first_then_biggest_then_other():
