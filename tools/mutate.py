@@ -73,6 +73,15 @@ MUTATIONS = (
     Mutation("exposure: a playhead jump with no seek counts as played", "transforms/viewstate.py",
              "if 0 < moved <= elapsed * _MAX_RATE + _JUMP_SLACK_MS:", "if 0 < moved:",
              ("tests/test_reference.py",)),
+    Mutation("live: stalls stay on the playhead timeline", "transforms/facts.py",
+             "at = view.program_offset_ms or 0", "at = 0",
+             ("tests/test_streaming_replay.py",)),
+    Mutation("live: latency added to event time, not subtracted", "transforms/viewstate.py",
+             "self.latency_offsets.append(clock(b) - b.live_latency_ms - ph)",
+             "self.latency_offsets.append(clock(b) + b.live_latency_ms - ph)"),
+    Mutation("delivery: affected viewers over the whole outage", "transforms/delivery.py",
+             "affected_viewers=peak.k, exposed_viewers=peak.n,",
+             "affected_viewers=len(viewers), exposed_viewers=peak.n,"),
 )
 
 
