@@ -20,6 +20,9 @@
  *   {view_id, video_id, viewer_id, player_name, player_version, stream_type,
  *    video_duration_ms, events: [{event, ts, playhead_ms, seq, event_id, ...}, ...]}
  *
+ * On a live stream each event also carries `program_time_ms` or `live_latency_ms` when the
+ * player knows it (see livePosition).
+ *
  * The envelope's top-level fields are defaults for every event (docs/beacons.md). `seq`
  * increases by one per event within a view and `event_id` is `${view_id}:${seq}`, so a
  * redelivered batch is dropped by the pipeline.
@@ -97,17 +100,21 @@ export function monitor(video, options) {
   function emit(event, fields = {}) {
     if (stopped) return;
     const s = seq++;
+    const live = envelope.stream_type === 'live' ? livePosition(video, player) : {};
     queue.push({
       event, ts: Date.now(), playhead_ms: Math.max(0, Math.round(video.currentTime * 1000)),
-      seq: s, event_id: `${viewId}:${s}`, ...fields,
+      seq: s, event_id: `${viewId}:${s}`, ...live, ...fields,
     });
   }
 
-  /** Duration and stream type, known once metadata is loaded. */
+  /** Duration and stream type, known once metadata is loaded. The player knows a live
+   * stream even when the element has a finite duration (hls.js's default). */
   function updateMediaFields() {
     const d = video.duration;
-    if (d === Infinity) envelope.stream_type = 'live';
-    else if (Number.isFinite(d) && d > 0) {
+    if (d === Infinity || isLive(player)) {
+      envelope.stream_type = 'live';
+      delete envelope.video_duration_ms;
+    } else if (Number.isFinite(d) && d > 0) {
       envelope.stream_type = 'on-demand';
       envelope.video_duration_ms = Math.round(d * 1000);
     }
@@ -189,6 +196,48 @@ export function monitor(video, options) {
   }
 
   return { viewId, viewerId, flush: () => flush(), stop };
+}
+
+/**
+ * Where a live stream's playhead is in program time (the stream's own wall clock), so the
+ * pipeline can line up the stalls of viewers with different playhead origins and latencies
+ * (docs/detection.md, "Live streams"): `program_time_ms` from hls.js `playingDate` (HLS
+ * EXT-X-PROGRAM-DATE-TIME), Shaka `getPlayheadTimeAsDate()` or Safari's `getStartDate()`;
+ * else `live_latency_ms` from hls.js `latency` or dash.js `getCurrentLiveLatency()`.
+ */
+function livePosition(video, { hls, dash, shaka }) {
+  const date = attempt(() => hls?.playingDate ?? shaka?.getPlayheadTimeAsDate?.())
+    ?? startDate(video);
+  const program = date instanceof Date ? date.getTime() : NaN;
+  if (Number.isFinite(program) && program > 0) return { program_time_ms: Math.round(program) };
+  const latency = attempt(() => (hls ? hls.latency : dash?.getCurrentLiveLatency?.()));
+  if (Number.isFinite(latency) && latency >= 0) return { live_latency_ms: Math.round(latency * 1000) };
+  return {};
+}
+
+/** Whether the player is playing a live stream (undefined: it cannot tell yet). */
+function isLive({ hls, dash, shaka }) {
+  return attempt(() => {
+    if (hls) return (hls.latestLevelDetails ?? hls.levels?.[hls.currentLevel]?.details)?.live;
+    if (dash) return dash.isDynamic?.();
+    return shaka?.isLive?.();
+  });
+}
+
+/** fn(), or undefined if the player throws (some getters throw before a source is loaded). */
+function attempt(fn) {
+  try {
+    return fn();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Native HLS (Safari): the program date of media time 0, plus the playhead. */
+function startDate(video) {
+  const start = video.getStartDate?.();
+  if (!(start instanceof Date) || !Number.isFinite(start.getTime())) return null;
+  return new Date(start.getTime() + video.currentTime * 1000);
 }
 
 /** The player's own version string, when the instance exposes it. */

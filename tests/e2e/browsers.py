@@ -37,8 +37,10 @@ READ_STATE = """() => {
 
 
 def watch(urls: list[str], seconds: float, chromium: str = CHROMIUM,
-          flush_grace_s: float = 1.0) -> list[dict]:
-    """Play every URL in its own context for ``seconds``; one result dict per URL, in order:
+          flush_grace_s: float = 1.0, stagger_s: float = 0.0) -> list[dict]:
+    """Play every URL in its own context until ``seconds`` after the first opened, each
+    ``stagger_s`` after the one before (viewers joining a live event); one result dict per
+    URL, in order:
 
     ``{"url", "sw" (window.__sw), "current_time", "ready_state", "paused",
        "console_errors" [str], "page_errors" [str], "opened_at", "closed_at"}`` (epoch s).
@@ -56,7 +58,9 @@ def watch(urls: list[str], seconds: float, chromium: str = CHROMIUM,
                 page.on("pageerror", lambda exc, r=result: r["page_errors"].append(str(exc)))
                 pages.append(page)
             # "commit" returns as soon as navigation starts: the pages start together.
-            for page, result in zip(pages, results):
+            for i, (page, result) in enumerate(zip(pages, results)):
+                if i and stagger_s:
+                    pages[0].wait_for_timeout(stagger_s * 1000)
                 result["opened_at"] = time.time()
                 page.goto(result["url"], wait_until="commit")
             # Waiting through Playwright (not time.sleep) keeps console events flowing.

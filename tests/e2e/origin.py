@@ -19,6 +19,7 @@ logged in :attr:`Origin.log` with its time and the delay applied.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tests.e2e.media import segment_index
+from tests.e2e.media import SEGMENT_S, segment_index
 
 REPO = Path(__file__).resolve().parents[2]
 VENDOR_DIR = REPO / ".tools" / "players" / "node_modules"
@@ -44,6 +45,7 @@ MIME_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css",
 }
+LIVE_AVAILABLE_AT_START = 4          # segments published when a live event begins
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
@@ -123,11 +125,47 @@ class Request:
     query: str = ""  # e.g. the player's request-mode CMCD=... (carries sid)
 
 
+def live_playlist(vod: str, elapsed_s: float, program_start_ms: int, window: int = 6,
+                  available_at_start: int = LIVE_AVAILABLE_AT_START) -> str:
+    """An HLS VOD media playlist as a live one ``elapsed_s`` after the event began.
+
+    Segment n (from 1) of duration d is published at (n - available_at_start) * d s,
+    when it is complete; the playlist lists the last ``window`` published segments (its
+    media sequence slides), has no ENDLIST, and dates each segment with
+    EXT-X-PROGRAM-DATE-TIME = ``program_start_ms`` + its start in the VOD.
+    """
+    header, segments, duration = [], [], 0.0
+    pending_duration = None
+    for line in vod.splitlines():
+        if line.startswith("#EXTINF:"):
+            pending_duration = float(line[len("#EXTINF:"):].rstrip(",").split(",")[0])
+        elif line and not line.startswith("#") and pending_duration is not None:
+            segments.append((duration, pending_duration, line))
+            duration += pending_duration
+            pending_duration = None
+        elif line.startswith(("#EXTM3U", "#EXT-X-VERSION", "#EXT-X-TARGETDURATION", "#EXT-X-MAP")):
+            header.append(line)
+    step = segments[0][1]
+    published = min(len(segments), available_at_start + int(elapsed_s // step))
+    first = max(0, published - window)
+    out = header + [f"#EXT-X-MEDIA-SEQUENCE:{first + 1}"]
+    for start, length, uri in segments[first:published]:
+        stamp = datetime.datetime.fromtimestamp((program_start_ms + start * 1000) / 1000,
+                                                datetime.timezone.utc)
+        out += [f"#EXT-X-PROGRAM-DATE-TIME:{stamp.isoformat(timespec='milliseconds')}",
+                f"#EXTINF:{length:.6f},", uri]
+    return "\n".join(out) + "\n"
+
+
 class Origin(BackgroundApp):
     def __init__(self, media_dir: str | Path, *, delay_segment: int | None = None,
-                 delay_s: float = 9.0, port: int = 0):
+                 delay_s: float = 9.0, port: int = 0, live_since: float | None = None):
         self.roots = {"/vendor/": VENDOR_DIR, "/clients/": CLIENTS_DIR, "/": Path(media_dir)}
         self.delay_segment, self.delay_s = delay_segment, delay_s
+        # Live: HLS media playlists become a sliding window of an event that began at
+        # this epoch time (s), its program time the wall clock (segments published
+        # when complete; see live_playlist).
+        self.live_since = live_since
         self.log: list[Request] = []
         app = web.Application(middlewares=[cors])
         app.router.add_route("*", "/{tail:.*}", self._serve)
@@ -157,8 +195,19 @@ class Origin(BackgroundApp):
             return web.Response(status=404, text="not found")
         entry.status = 200
         content_type = MIME_TYPES.get(file.suffix, "application/octet-stream")
+        if self.live_since is not None and file.name == "index.m3u8":
+            text = live_playlist(file.read_text(), time.time() - self.live_since,
+                                 self.program_start_ms)
+            return web.Response(text=text, headers={"Content-Type": content_type,
+                                                    "Cache-Control": "no-store"})
         return web.FileResponse(file, headers={"Content-Type": content_type,
                                                "Cache-Control": "no-store"})
+
+    @property
+    def program_start_ms(self) -> int:
+        """Program time of the VOD's media time 0: segments are published when
+        complete, so the live edge is the wall clock."""
+        return int(round((self.live_since - LIVE_AVAILABLE_AT_START * SEGMENT_S) * 1000))
 
     def delayed(self) -> list[Request]:
         """The requests that the origin held (segment ``delay_segment``)."""
