@@ -221,7 +221,8 @@ def build_html(output: str) -> str:
             sections.append(f"<p class='muted'>The {len(drawn[cause])} largest are drawn; all are in the table above.</p>")
         for a in drawn[cause]:
             sections.append(f"<h3 id='alert-{_e(a['alert_id'])}' class='{cause}'>{_e(_where(a))}</h3>"
-                            f"<p class='muted'>{a['affected_viewers']:,} of {a['exposed_viewers']:,} viewers, "
+                            f"<p class='muted'>{a['affected_viewers']:,} of {a['exposed_viewers']:,} viewers"
+                            f"{' in its peak bucket' if cause == 'delivery' else ''}, "
                             f"{_e(_clock(a['start_ts']))} – {_e(_clock(a['end_ts']))} UTC, p = {a['p_value']:.1e}, "
                             f"alert_id {_e(a['alert_id'])}</p>" + render(views, a))
     title = f"stallwatch report: {os.path.basename(output.rstrip('/')) or output}"

@@ -39,7 +39,7 @@ def describe_alert(a: dict) -> str:
     if a["cause"] == "delivery":
         where = f"{a['dimension']}={a['value']}"
         return (f"delivery  {where:<18} {_clock(a['start_ts'])}-{_clock(a['end_ts'])} UTC"
-                f"  {a['affected_viewers']}/{a['exposed_viewers']} viewers stalled in the worst minute"
+                f"  {a['affected_viewers']}/{a['exposed_viewers']} viewers stalled in the peak bucket"
                 f"  (others {a['baseline_rate']:.1%}, p={a['p_value']:.1e})")
     return (f"viewer    {a['viewer_id']:<18} {a['stalls']} stalls, {a['observed_rate']:.2f}/min"
             f" vs {a['baseline_rate']:.3f}/min for everyone")

@@ -1,4 +1,5 @@
-"""Content problems: many viewers of one video stalling at the same playhead.
+"""Content problems: many viewers of one video stalling at the same position of the media:
+the playhead, or program time for a live view (facts.view_facts).
 
 The statistics (docs/detection.md) on the counts of one (video, level):
 ``find_content_clusters`` tests windows, ``reconcile_renditions`` tells a
@@ -174,7 +175,7 @@ def content_alerts(views: Iterable[View], flagged: set[str], windows: tuple[Wind
 
     ``flagged`` viewers' stalls and stalls a delivery window explains are
     ignored (their exposure counts). Method in docs/detection.md: distinct
-    stalled viewers per two-bucket playhead window against the viewers
+    stalled viewers per two-bucket position window against the viewers
     exposed to it, one-sided binomial test against the video's own baseline
     (shrunk toward the global rate), Bonferroni over the video's windows,
     then a rendition check.

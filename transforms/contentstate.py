@@ -1,8 +1,9 @@
 """Content detection, sharded and incremental.
 
 ``ContentProfiles`` (keyed by a shard of the video id) keeps, per video and
-level, the distinct viewers exposed to each playhead window and the first
-counted stall of each viewer per window, updated by ``ContentDelta``s. Per
+level, the distinct viewers exposed to each position window (playhead, or
+program time for live views) and the first counted stall of each viewer
+per window, updated by ``ContentDelta``s. Per
 evaluation it sends the shard's part of the all-titles rate to
 ``SumShards`` and, per video that changed, the windows that could be
 flagged (they pass the test with the all-titles rate at 0, its most

@@ -4,7 +4,8 @@ The first detection stage is keyed by viewer (``ViewerViews``). It keeps the
 latest version of each of the viewer's views that may still change, and on
 every new version works out what that changes for each detector:
 
-- content, per (video, viewer): the playhead windows the viewer was exposed
+- content, per (video, viewer): the position windows (playhead, or program
+  time for a live view: facts.view_facts) the viewer was exposed
   to at each level (all renditions, then each rendition played), merged
   over their views of the video so a viewer counts once per window, and
   their placed stalls. Sent as ``ContentDelta`` (old and new track).
@@ -41,7 +42,7 @@ class StallPoint(NamedTuple):
     """A stall as the content detector sees it."""
 
     order: tuple[str, int]         # (view_key, index): a viewer's first stall in a window is the lowest
-    playhead_ms: int
+    playhead_ms: int               # position: playhead, or program time (live; ViewFacts.played)
     wall_ms: int
     rendition: Optional[str]
     dims: tuple[tuple[str, Optional[str]], ...]   # its view's dimension values
@@ -89,7 +90,7 @@ class ViewActivity(NamedTuple):
     watch_ms: int
     video_id: str
     dims: tuple[tuple[str, Optional[str]], ...]
-    stalls: tuple[tuple[int, Optional[int]], ...]      # (wall-clock start, playhead)
+    stalls: tuple[tuple[int, Optional[int]], ...]      # (wall-clock start, position)
 
 
 class ViewerActivity(NamedTuple):
@@ -114,7 +115,7 @@ def slice_of(ms: int, slice_ms: int) -> int:
 
 
 def window_spans(played, bucket_ms: int) -> tuple[tuple[int, int], ...]:
-    """Merged [first, last] content windows a set of playhead ranges touches;
+    """Merged [first, last] content windows a set of position ranges touches;
     window w is buckets w and w + 1."""
     return tuple(merge_spans((start // bucket_ms - 1, end // bucket_ms) for start, end in played))
 

@@ -11,8 +11,9 @@ class Thresholds:
 
     Attributes:
       min_viewers: distinct affected viewers a content or delivery alert needs.
-      bucket_ms: playhead bucket; content windows are two buckets wide and
-        slide by one, so a fault on a bucket edge is still seen whole.
+      bucket_ms: position bucket (playhead, or program time for a live
+        view); content windows are two buckets wide and slide by one, so a
+        fault on a bucket edge is still seen whole.
       content_alpha: family-wise false-alarm rate per video (Bonferroni over
         its windows) for the one-sided binomial test.
       min_rate_ratio: observed/baseline stall rate an alert needs as well,

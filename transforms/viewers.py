@@ -41,7 +41,7 @@ class ViewStalls(NamedTuple):
 
     watch_ms: int
     stall_ms: tuple[int, ...]                     # wall-clock starts
-    positions: tuple[tuple[str, int], ...]        # (video, playhead // 30 s)
+    positions: tuple[tuple[str, int], ...]        # (video, position // 30 s)
     video_id: str
     cdn: str
     asn: str

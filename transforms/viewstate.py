@@ -32,6 +32,9 @@ _JUMP_SLACK_MS = 15_000
 # A heartbeat whose playhead moved this far past the stall position ends it.
 _RESUME_MS = 250
 
+# A live view's program offset is the median of its first this many estimates.
+_OFFSET_SAMPLES = 5
+
 _DIMENSIONS = ("cdn", "asn", "country", "browser", "os", "device",
                "player_name", "player_version", "stream_type", "video_duration_ms")
 
@@ -210,8 +213,8 @@ class _ViewMachine:
         self.force_ended = False
         self.end_ms: Optional[int] = None
         self.offsets: list[int] = []     # event_ms - client_ms of each beacon
-        # Live: estimates of program time - playhead, from reported program
-        # times and from reported latencies (device clock).
+        # Live: the first estimates of program time - playhead, from reported
+        # program times and from reported latencies (device clock).
         self.program_offsets: list[int] = []
         self.latency_offsets: list[int] = []
 
@@ -411,18 +414,21 @@ class _ViewMachine:
         if ph is None:
             return
         if b.program_time_ms is not None:
-            self.program_offsets.append(b.program_time_ms - ph)
-        elif b.live_latency_ms is not None:
+            if len(self.program_offsets) < _OFFSET_SAMPLES:
+                self.program_offsets.append(b.program_time_ms - ph)
+        elif b.live_latency_ms is not None and len(self.latency_offsets) < _OFFSET_SAMPLES:
             self.latency_offsets.append(clock(b) - b.live_latency_ms - ph)
 
     def _program_offset(self, shift: int) -> tuple[Optional[int], Optional[str]]:
         """(program time - playhead, how it is known) for a live view, else (None, None).
 
-        The best source wins: the median of reported program times, else of
-        event time (the view's clock correction applied) minus reported
-        latency. A player that reports neither leaves the view on its playhead
-        timeline: an assumed latency would misplace its stalls by more than a
-        bucket (docs/detection.md, "Live")."""
+        The best source wins: the upper median of the first _OFFSET_SAMPLES
+        reported program times, else of event time (the view's clock correction
+        applied) minus reported latency. Taking the first ones fixes the offset
+        once they arrived, so later versions of the view do not move its stalls.
+        A player that reports neither leaves the view on its playhead timeline:
+        an assumed latency would misplace its stalls by more than a bucket
+        (docs/detection.md, "Live streams")."""
         if self.dims.get("stream_type") != "live":
             return None, None
         if self.program_offsets:

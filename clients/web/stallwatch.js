@@ -111,10 +111,11 @@ export function monitor(video, options) {
    * stream even when the element has a finite duration (hls.js's default). */
   function updateMediaFields() {
     const d = video.duration;
-    if (d === Infinity || isLive(player)) {
+    const live = isLive(player);
+    if (d === Infinity || live === true) {
       envelope.stream_type = 'live';
       delete envelope.video_duration_ms;
-    } else if (Number.isFinite(d) && d > 0) {
+    } else if (Number.isFinite(d) && d > 0 && (live === false || !hasPlayer(player))) {
       envelope.stream_type = 'on-demand';
       envelope.video_duration_ms = Math.round(d * 1000);
     }
@@ -202,17 +203,23 @@ export function monitor(video, options) {
  * Where a live stream's playhead is in program time (the stream's own wall clock), so the
  * pipeline can line up the stalls of viewers with different playhead origins and latencies
  * (docs/detection.md, "Live streams"): `program_time_ms` from hls.js `playingDate` (HLS
- * EXT-X-PROGRAM-DATE-TIME), Shaka `getPlayheadTimeAsDate()` or Safari's `getStartDate()`;
- * else `live_latency_ms` from hls.js `latency` or dash.js `getCurrentLiveLatency()`.
+ * EXT-X-PROGRAM-DATE-TIME), Shaka `getPlayheadTimeAsDate()`, dash.js `timeAsUTC()` (DASH
+ * availability time) or Safari's `getStartDate()`; else `live_latency_ms` from hls.js
+ * `latency` or dash.js `getCurrentLiveLatency()`, which trail program time by the stream's
+ * packaging delay (they are measured from the playlist's live edge).
  */
 function livePosition(video, { hls, dash, shaka }) {
   const date = attempt(() => hls?.playingDate ?? shaka?.getPlayheadTimeAsDate?.())
-    ?? startDate(video);
+    ?? dashDate(dash) ?? startDate(video);
   const program = date instanceof Date ? date.getTime() : NaN;
   if (Number.isFinite(program) && program > 0) return { program_time_ms: Math.round(program) };
   const latency = attempt(() => (hls ? hls.latency : dash?.getCurrentLiveLatency?.()));
   if (Number.isFinite(latency) && latency >= 0) return { live_latency_ms: Math.round(latency * 1000) };
   return {};
+}
+
+function hasPlayer({ hls, dash, shaka }) {
+  return Boolean(hls || dash || shaka);
 }
 
 /** Whether the player is playing a live stream (undefined: it cannot tell yet). */
@@ -231,6 +238,12 @@ function attempt(fn) {
   } catch {
     return undefined;
   }
+}
+
+/** dash.js: the playhead in UTC seconds (a dynamic MPD's availability timeline). */
+function dashDate(dash) {
+  const seconds = attempt(() => dash?.timeAsUTC?.());
+  return Number.isFinite(seconds) && seconds > 0 ? new Date(seconds * 1000) : null;
 }
 
 /** Native HLS (Safari): the program date of media time 0, plus the playhead. */

@@ -61,6 +61,10 @@ class LiveJoin(NamedTuple):
 # (getCurrentLiveLatency) the latency; the native player neither.
 _PROGRAM_TIME_PLAYERS = ("hls.js", "shaka")
 _LATENCY_PLAYERS = ("dash.js",)
+# A player measures latency from the live edge it sees: a segment is published
+# once complete, so the edge trails the program clock by a segment, and the
+# reported latency is that much short of (wall clock - program time).
+PACKAGING_DELAY_MS = SEGMENT_MS
 
 
 def _pick(rng: random.Random, weighted) -> str:
@@ -114,7 +118,7 @@ class _Player:
                 if self.viewer.player[0] in _PROGRAM_TIME_PLAYERS:
                     record["program_time_ms"] = self.position()
                 elif self.viewer.player[0] in _LATENCY_PLAYERS:
-                    record["live_latency_ms"] = self.t - self.position()
+                    record["live_latency_ms"] = self.t - PACKAGING_DELAY_MS - self.position()
         if self.flavour == "sdk":
             record["event_id"] = f"{self.view_id}-{self.seq}"
         name, bitrate = RENDITIONS[self.rendition]

@@ -19,8 +19,8 @@ def test_describe_alert__an_on_demand_content_alert_is_on_the_playhead():
     assert "playhead 12:00.8-12:03.6  194/204 viewers stalled" in line
 
 
-def test_describe_alert__delivery_counts_one_minute_of_viewers():
+def test_describe_alert__delivery_counts_the_viewers_of_its_peak_bucket():
     line = summary.describe_alert({"cause": "delivery", "dimension": "cdn", "value": "cdn-b",
                                    "start_ts": ms(0), "end_ts": ms(240), "affected_viewers": 125,
                                    "exposed_viewers": 175, "baseline_rate": 0.017, "p_value": 1e-9})
-    assert "18:00:00-18:04:00 UTC  125/175 viewers stalled in the worst minute" in line
+    assert "18:00:00-18:04:00 UTC  125/175 viewers stalled in the peak bucket" in line

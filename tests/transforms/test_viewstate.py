@@ -237,3 +237,16 @@ def test_view__on_demand_has_no_program_time_whatever_the_beacons_say():
     v = one_view(ev("play", 0, 0), ev("playing", 1, 0, program_time_ms=ms(1)),
                  ev("heartbeat", 11, 10, live_latency_ms=5000))
     assert (v.program_offset_ms, v.program_time_from) == (None, None)
+
+
+def test_view__live_offset_is_fixed_by_the_first_five_estimates():
+    # Latency reports jitter by ±300 ms; later ones (a drifting estimate) do not move the
+    # view's stalls once five are in.
+    latencies = [10_000, 10_300, 9_700, 10_100, 9_900, 14_000, 15_000]
+    beacons = [ev("play", 0, 100), ev("playing", 1, 100)]
+    beacons += [ev("heartbeat", 1 + 10 * i, 100 + 10 * i, live_latency_ms=lat)
+                for i, lat in enumerate(latencies, 1)]
+    v = one_view(*_live(*beacons))
+    assert v.program_offset_ms == ms(0) - 10_000 - 100_000 + 1_000    # upper median: 10,000
+    shorter = one_view(*_live(*beacons[:7]))
+    assert shorter.program_offset_ms == v.program_offset_ms
