@@ -113,10 +113,14 @@ def _content_alert(video_id: str, rendition: Optional[str], run, counts: LevelCo
             affected.setdefault(viewer, s)
     points = list(affected.values())
     start, end = core_interval([s.playhead_ms for s in points])
+    # Named by the bucket of its earliest stall in wall-clock time: a stream finds
+    # that stall first, and later stalls (which may extend the flagged windows
+    # either way) do not change it, so batch and streaming name it alike.
+    first = min(points, key=lambda s: (s.wall_ms, s.order))
     best = min(run, key=lambda c: c[1])
     dims = [dim_of(s) for s in points]
     return Alert(
-        alert_id=alert_id("content", video_id, rendition, run[0][0]),
+        alert_id=alert_id("content", video_id, rendition, first.playhead_ms // t.bucket_ms),
         cause=Cause.CONTENT, video_id=video_id, rendition=rendition,
         start_ms=start, end_ms=end, dimension=None, value=None, viewer_id=None,
         start_ts=min(s.wall_ms for s in points), end_ts=max(s.wall_ms for s in points),

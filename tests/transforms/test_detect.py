@@ -51,8 +51,8 @@ def test_detect__content_cluster_with_a_tight_interval():
 
 def test_detect__same_finding_same_alert_id_whatever_the_input_order():
     views = _audience(40, stall_at=300.5, stallers=range(12))
-    # stalls in 5 s bucket 60 -> first flagged two-bucket window is 59
-    expected = [alert_id("content", "vid", None, 59)]
+    # named by the bucket of the earliest stall in wall-clock time: 300.5 s is in 5 s bucket 60
+    expected = [alert_id("content", "vid", None, 60)]
     for ordered in (views, list(reversed(views))):
         _check(ordered, lambda alerts: util.equal_to(expected)([a.alert_id for a in alerts]))
 
