@@ -48,10 +48,9 @@ class ViewTrace:
 
 
 class LiveJoin(NamedTuple):
-    """A view of a live event: where its playhead starts (its own origin), how
-    far behind the live edge it starts playing, and when the viewer leaves."""
+    """A view of a live event (its playhead starts at its own origin): how far
+    behind the live edge it starts playing, and when the viewer leaves."""
 
-    origin_ph: int
     latency_ms: int
     until_ms: int
 
@@ -176,8 +175,6 @@ def simulate_view(rng: random.Random, s: Scenario, viewer: Viewer, video: Video,
                   live: Optional[LiveJoin] = None) -> ViewTrace:
     flavour = "sdk" if rng.random() < 0.5 else "html5"
     p = _Player(rng, s, viewer, video, view_id, flavour, start_ms)
-    if live is not None:
-        start_ph = live.origin_ph
     p.emit("viewstart")
     p.wait(rng.randint(50, 400))
     p.emit("playerready")

@@ -10,7 +10,7 @@ import zlib
 from typing import NamedTuple, Optional
 
 from pipeline.generator import simulate
-from pipeline.generator.scenario import MINUTE, ORIGIN_MS, Scenario
+from pipeline.generator.scenario import MINUTE, ORIGIN_MS, Scenario, Video
 from pipeline.generator.simulate import ViewTrace
 
 BATCH_MS = 10_000          # SDK-style beacons batch 10 s of events (like mux-embed)
@@ -26,15 +26,26 @@ def _dumps(value) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
+class _Planned(NamedTuple):
+    """One view to simulate."""
+
+    viewer: simulate.Viewer
+    video: Video
+    start_ms: int
+    start_ph: int = 0
+    seek: Optional[int] = None                 # a forced seek's target playhead
+    live: Optional[simulate.LiveJoin] = None   # a view of a live event
+
+
 class _Plan:
-    """Which views happen: (viewer, video, start, start playhead, forced seek)."""
+    """Which views happen (``_Planned``)."""
 
     def __init__(self, rng: random.Random, s: Scenario) -> None:
         self.viewers = simulate.make_viewers(rng, s)
         videos = {v.video_id: v for v in s.videos}
         regular = [v for v in s.videos if v.weight > 0]
         weights = [v.weight for v in regular]
-        self.views: list[tuple] = []
+        self.views: list[_Planned] = []
         origin = s.origin_ms
         end = origin + (s.join_ms if s.join_ms is not None else s.span_ms - 10 * MINUTE)
         normal = [v for v in self.viewers if not v.bad_wifi]
@@ -45,32 +56,32 @@ class _Plan:
                 seek = None
                 if s.highlight and video.video_id == s.highlight[0] and rng.random() < s.highlight_share:
                     seek = s.highlight[1]
-                self.views.append((viewer, video, rng.randint(origin, end), 0, seek))
+                self.views.append(_Planned(viewer, video, rng.randint(origin, end), 0, seek))
         if s.premiere_video:
             premiere = videos[s.premiere_video]
             for viewer in rng.sample(normal, int(len(normal) * s.premiere_share)):
                 join = s.premiere_start_ms + rng.randint(0, 3 * MINUTE)
-                self.views.append((viewer, premiere, join, join - s.premiere_start_ms, None))
+                self.views.append(_Planned(viewer, premiere, join, join - s.premiere_start_ms))
         for event in s.live_events:
             video = videos[event.video_id]
             for viewer in rng.sample(normal, int(len(normal) * event.share)):
                 join = rng.randint(event.start_ms, event.start_ms + (event.end_ms - event.start_ms) * 5 // 9)
                 until = event.end_ms if rng.random() < 0.5 else min(
                     event.end_ms, join + int(rng.expovariate(1 / (15 * MINUTE))))
-                live = simulate.LiveJoin(rng.randint(0, 7_200) * 1_000, rng.randint(6_000, 30_000),
-                                         until)
-                self.views.append((viewer, video, join, live, None))
+                origin_ph = rng.randint(0, 7_200) * 1_000      # each player's own origin
+                live = simulate.LiveJoin(rng.randint(6_000, 30_000), until)
+                self.views.append(_Planned(viewer, video, join, origin_ph, live=live))
         if s.tiny_title:
             for viewer in rng.sample(normal, 3):
-                self.views.append((viewer, videos[s.tiny_title], rng.randint(origin, end), 0, None))
+                self.views.append(_Planned(viewer, videos[s.tiny_title], rng.randint(origin, end)))
         self.bad_wifi_handful: list[str] = []
         if s.bad_wifi_video:
             for viewer in rng.sample(normal, s.bad_wifi_handful):
                 viewer.bad_wifi = True
                 self.bad_wifi_handful.append(viewer.viewer_id)
                 for _ in range(2):
-                    self.views.append((viewer, videos[s.bad_wifi_video],
-                                       rng.randint(origin, end), 0, None))
+                    self.views.append(_Planned(viewer, videos[s.bad_wifi_video],
+                                               rng.randint(origin, end)))
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
@@ -176,11 +187,10 @@ def simulate_messages(s: Scenario, seed: int) -> tuple[list[Message], dict]:
     stats = {"views": 0, "events": 0, "duplicate_events": 0, "records": 0, "lines": 0}
     dead: dict[str, int] = {}
     sample_events: list[dict] = []
-    for index, (viewer, video, start, start_ph, seek) in enumerate(plan.views):
+    for index, v in enumerate(plan.views):
         view_rng = random.Random(f"{seed}:{index}")
-        live = start_ph if isinstance(start_ph, simulate.LiveJoin) else None
-        trace = simulate.simulate_view(view_rng, s, viewer, video, f"w{seed}-{index:06d}",
-                                       start, 0 if live else start_ph, seek, live)
+        trace = simulate.simulate_view(view_rng, s, v.viewer, v.video, f"w{seed}-{index:06d}",
+                                       v.start_ms, v.start_ph, v.seek, v.live)
         stats["views"] += 1
         stats["events"] += len(trace.events)
         shard = zlib.crc32(trace.view_id.encode()) % s.files

@@ -138,7 +138,7 @@ def live_playlist(vod: str, elapsed_s: float, program_start_ms: int, window: int
     pending_duration = None
     for line in vod.splitlines():
         if line.startswith("#EXTINF:"):
-            pending_duration = float(line[len("#EXTINF:"):].rstrip(",").split(",")[0])
+            pending_duration = float(line[len("#EXTINF:"):].split(",")[0])
         elif line and not line.startswith("#") and pending_duration is not None:
             segments.append((duration, pending_duration, line))
             duration += pending_duration
