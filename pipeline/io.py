@@ -36,8 +36,10 @@ SUMMARY = "run_summary.json"
 
 _STALL = pa.struct([("start_ms", pa.int64()), ("duration_ms", pa.int64()),
                     ("playhead_ms", pa.int64()), ("rendition", pa.string()),
-                    ("bitrate_bps", pa.int64()), ("playhead_estimated", pa.bool_())])
-_RANGE = pa.struct([("start_ms", pa.int64()), ("end_ms", pa.int64()), ("rendition", pa.string())])
+                    ("bitrate_bps", pa.int64()), ("playhead_estimated", pa.bool_()),
+                    ("playhead_uncertainty_ms", pa.int64()), ("video_id", pa.string())])
+_RANGE = pa.struct([("start_ms", pa.int64()), ("end_ms", pa.int64()), ("rendition", pa.string()),
+                    ("video_id", pa.string())])
 
 VIEW_SCHEMA = pa.schema([
     ("view_key", pa.string()), ("view_id", pa.string()), ("video_id", pa.string()),
@@ -60,6 +62,7 @@ VIEW_SCHEMA = pa.schema([
     ("video_duration_ms", pa.int64()), ("protocol", pa.string()),
     ("reported_startup_ms", pa.int64()), ("reported_rebuffer_ms", pa.int64()),
     ("program_offset_ms", pa.int64()), ("program_time_from", pa.string()),
+    ("ad_breaks", pa.int64()), ("ads", pa.int64()), ("ad_ms", pa.int64()),
     ("version", pa.int64()),
 ])
 

@@ -146,8 +146,24 @@ def top_values(metrics: Iterable[dict], dimension: str, top: int) -> list[str]:
 
 
 def video_rows(views: pa.Table, video_id: str) -> list[dict]:
-    """The views of one video as rows (read once per alert section)."""
-    return views.filter(pc.equal(views["video_id"], video_id)).to_pylist()
+    """The views of one video as rows (read once per alert section), each with
+    that video's stalls and played ranges only. An ad's are the views that
+    showed it, with positions within the ad (never on program time)."""
+    showed = pc.equal(views["video_id"], video_id)
+    if "ad_breaks" in views.column_names:
+        showed = pc.or_(showed, pc.greater(views["ad_breaks"], 0))
+    rows = []
+    for row in views.filter(showed).to_pylist():
+        own = row["video_id"] == video_id
+        mine = (lambda item: item.get("video_id") is None) if own else \
+            (lambda item: item.get("video_id") == video_id)
+        row["stalls"] = [s for s in row["stalls"] if mine(s)]
+        row["played"] = [r for r in row["played"] if mine(r)]
+        if not own:
+            row["program_offset_ms"] = None
+        if own or row["played"] or row["stalls"]:
+            rows.append(row)
+    return rows
 
 
 def _shift(row: dict, program: bool) -> Optional[int]:

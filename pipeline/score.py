@@ -37,7 +37,7 @@ def detection_latency(versions: list[dict], views: list[dict], truth: dict,
                 continue
             at = view.get("program_offset_ms") or 0       # a live view: onto program time
             for stall in view["stalls"]:
-                if (stall["playhead_ms"] is not None
+                if (stall["playhead_ms"] is not None and stall.get("video_id") is None
                         and fault["start_ms"] - SLACK_MS <= stall["playhead_ms"] + at
                         <= fault["end_ms"] + SLACK_MS
                         and (fault["rendition"] is None or stall["rendition"] == fault["rendition"])):

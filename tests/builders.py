@@ -41,10 +41,14 @@ def one_view(*beacons: Beacon, max_stall_s: int = 300) -> View:
 
 def watched(view: str, viewer: str, video: str = "vid", *, start_s: float = 0,
             from_s: float = 0, to_s: float = 600, stall_at_s: Optional[float] = None,
-            stall_for_s: float = 4, hb_s: float = 10, **dims) -> list[Beacon]:
+            stall_for_s: float = 4, hb_s: float = 10, ad_at_s: Optional[float] = None,
+            ad_id: str = "ad-7", ad_s: float = 30, ad_stall_at_s: Optional[float] = None,
+            **dims) -> list[Beacon]:
     """A plain view: play, first frame after 1 s, heartbeats, an optional stall, ended.
 
     ``start_s`` is the wall-clock start; the playhead goes ``from_s`` -> ``to_s``.
+    ``ad_at_s``: a mid-roll break at that playhead, one ad ``ad_id`` of
+    ``ad_s`` seconds, stalling ``stall_for_s`` at ``ad_stall_at_s`` into it.
     """
     out = [ev("viewstart", start_s, view=view, video=video, viewer=viewer, **dims),
            ev("play", start_s, from_s, view=view, video=video, viewer=viewer),
@@ -53,6 +57,14 @@ def watched(view: str, viewer: str, video: str = "vid", *, start_s: float = 0,
     stalled = False
     while ph < to_s:
         step = min(hb_s, to_s - ph)
+        if ad_at_s is not None and ph <= ad_at_s < ph + step:
+            t += ad_at_s - ph
+            ph = ad_at_s
+            out += _ad_break(t, ph, ad_id, ad_s, ad_stall_at_s, stall_for_s,
+                             view=view, video=video, viewer=viewer)
+            t = (out[-1].event_ms - T0_MS) / 1000
+            ad_at_s = None
+            continue
         if stall_at_s is not None and not stalled and ph <= stall_at_s < ph + step:
             t += stall_at_s - ph
             ph = stall_at_s
@@ -66,6 +78,20 @@ def watched(view: str, viewer: str, video: str = "vid", *, start_s: float = 0,
         out.append(ev("heartbeat", t, ph, view=view, video=video, viewer=viewer))
     out.append(ev("ended", t, ph, view=view, video=video, viewer=viewer))
     return out
+
+
+def _ad_break(t: float, ph: float, ad_id: str, ad_s: float, stall_at_s: Optional[float],
+              stall_for_s: float, **who) -> list[Beacon]:
+    """Beacon v1 events of a one-ad break at wall clock ``t``, content playhead ``ph``."""
+    out = [ev("adbreakstart", t, ph, **who), ev("adplay", t, ph, ad_id=ad_id, **who),
+           ev("adplaying", t + 0.5, ph, ad_id=ad_id, **who)]
+    end = t + 0.5 + ad_s
+    if stall_at_s is not None:
+        out += [ev("waiting", t + 0.5 + stall_at_s, ph, **who),
+                ev("playing", t + 0.5 + stall_at_s + stall_for_s, ph, **who)]
+        end += stall_for_s
+    return out + [ev("adended", end, ph, ad_id=ad_id, **who), ev("adbreakend", end, ph, **who),
+                  ev("playing", end, ph, **who)]
 
 
 def make_view(view: str, viewer: str, video: str = "vid", *, start_s: float = 0,

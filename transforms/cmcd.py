@@ -13,11 +13,12 @@ of a collector record (pipeline/collector.py writes them).
 from __future__ import annotations
 
 import decimal
+import urllib.parse
 from typing import Any, Callable, Iterable, Optional
 
 import http_sf
 
-from transforms.fields import Rejected, identifier, number, token
+from transforms.fields import Rejected, flag, identifier, number, text, token
 from transforms.model import Beacon, EventKind
 
 K = EventKind
@@ -41,7 +42,14 @@ STATE_EVENTS = {
     "q": K.VIEWEND,       # quit (before completion)
 }
 # Event types that are their own event whatever the state.
-_ERROR, _BITRATE_CHANGE, _PLAY_STATE = "e", "bc", "ps"
+_ERROR, _BITRATE_CHANGE, _PLAY_STATE, _RESPONSE = "e", "bc", "ps", "rr"
+# Ad events (CTA-5004-B: ad break start/end, ad start/end, skip): their cid
+# is the content's on a break, the ad's on an ad.
+AD_EVENTS = {"abs": K.ADBREAKSTART, "abe": K.ADBREAKEND, "as": K.ADPLAYING,
+             "ae": K.ADENDED, "sk": K.ADENDED}
+_AD_OF_ITSELF = frozenset({"as", "ae", "sk"})
+MAX_URL_CHARS = 2_048
+MAX_HTTP_STATUS = 999
 _STREAM_TYPES = {"v": "on-demand", "l": "live", "ll": "live"}
 
 
@@ -106,6 +114,7 @@ def to_beacon(fields: dict[str, Any], defaults: dict[str, Any], source: str,
         raise Rejected("missing_field:sta", "a play-state report (e=ps) needs sta")
     kind, fatal, error_code = _kind(event_type, state, fields)
     playhead = number(fields, "pt", 0, MAX_PLAYHEAD_MS)
+    url = text(fields, "url", MAX_URL_CHARS)
     bitrate_kbps = _video_value(fields.get("pb")) or _video_value(fields.get("br"))
     if arrival_ms is None:
         arrival_ms = defaults.get("received_ms") if isinstance(defaults.get("received_ms"), int) else None
@@ -133,8 +142,19 @@ def to_beacon(fields: dict[str, Any], defaults: dict[str, Any], source: str,
         source=source,
         protocol=PROTOCOL,
         reported_startup_ms=number(fields, "msd", 0, MAX_PLAYHEAD_MS),
-        reported_stall_ms=_sum(fields.get("bsd")),
+        reported_stall_ms=_starvation(fields, "bsd"),
         live_latency_ms=number(fields, "ltc", 0, MAX_PLAYHEAD_MS),
+        ad_id=video_id if event_type in _AD_OF_ITSELF else None,
+        cmcd_event=event_type,
+        starved=bool(flag(fields, "bs")),
+        reported_stall_count=_starvation(fields, "bsa"),
+        reported_stall_total_ms=_starvation(fields, "bsda"),
+        not_rendered=bool(flag(fields, "nr")),
+        response_code=number(fields, "rc", 0, MAX_HTTP_STATUS),
+        ttfb_ms=number(fields, "ttfb", 0, MAX_PLAYHEAD_MS),
+        ttlb_ms=number(fields, "ttlb", 0, MAX_PLAYHEAD_MS),
+        url=url,
+        host=text(fields, "h", MAX_STRING_CHARS) or _host(url),
     )
 
 
@@ -155,6 +175,8 @@ def _kind(event_type: str, state: Optional[str], fields: dict) -> tuple[EventKin
         return K.ERROR, state == "f", code
     if event_type == _BITRATE_CHANGE:
         return K.RENDITIONCHANGE, None, None
+    if event_type in AD_EVENTS:
+        return AD_EVENTS[event_type], None, None
     if state is not None:
         return STATE_EVENTS[state], None, None
     return K.HEARTBEAT, None, None
@@ -174,13 +196,36 @@ def _video_value(value: Any) -> Optional[int]:
     return None
 
 
-def _sum(value: Any) -> Optional[int]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, list):
-        numbers = [int(v) for v, _ in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        return sum(numbers) if numbers else None
-    return None
+def _starvation(fields: dict, name: str) -> Optional[int]:
+    """A starvation figure (``bsd``, ``bsa``, ``bsda``): a number, or an inner
+    list per object type. Playback stalls when the video buffer starves, so
+    the video (or muxed) member is taken, else the largest: summing an audio
+    and a video starvation that overlapped would count the stall twice.
+
+    Raises:
+      Rejected: ``wrong_type:NAME`` for anything but numbers.
+    """
+    value = fields.get(name)
+    if value is None:
+        return None
+    members = value if isinstance(value, list) else [(value, {})]
+    numbers: list[tuple[int, dict]] = []
+    for member, params in members:
+        if isinstance(member, bool) or not isinstance(member, (int, float)) or member < 0:
+            raise Rejected(f"wrong_type:{name}", f"{name} must hold numbers >= 0")
+        numbers.append((int(member), params))
+    video = [n for n, params in numbers if "v" in params or "av" in params]
+    return max(video or [n for n, _ in numbers]) if numbers else None
+
+
+def _host(url: Optional[str]) -> Optional[str]:
+    """The host of an absolute URL (a relative one, as in §8.2.3, has none)."""
+    if not url:
+        return None
+    try:
+        return urllib.parse.urlsplit(url).hostname or None
+    except ValueError:         # e.g. an unbalanced "[" in the authority
+        return None
 
 
 def _default(defaults: dict, key: str) -> Optional[str]:

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, NamedTuple, Optional
 
 from transforms.alerting import Window, alert_id, breakdown, explained
 from transforms.contributions import ALL_RENDITIONS, StallPoint, content_track
-from transforms.facts import ViewFacts, timeline, view_facts
+from transforms.facts import ViewFacts, content_units, timeline, view_facts
 from transforms.model import Alert, Cause, View
 from transforms.spans import runs
 from transforms.stats import binomial_sf
@@ -186,8 +186,8 @@ def content_alerts(views: Iterable[View], flagged: set[str], windows: tuple[Wind
     """
     by_viewer: dict[tuple[str, str], list[ViewFacts]] = {}
     for view in sorted(views, key=lambda v: v.view_key):
-        by_viewer.setdefault((view.video_id, view.viewer_id), []).append(
-            view_facts(view, t.delivery_dimensions))
+        for unit in content_units(view_facts(view, t.delivery_dimensions)):
+            by_viewer.setdefault((unit.video_id, unit.viewer_id), []).append(unit)
     exposure: dict[str, dict[str, dict[int, int]]] = {}       # video -> level -> window -> n
     stalled: dict[str, dict[str, dict[int, dict[str, StallPoint]]]] = {}
     for (video, viewer), facts in sorted(by_viewer.items()):

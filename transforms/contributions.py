@@ -30,7 +30,7 @@ from typing import Any, NamedTuple, Optional
 
 from apache_beam import pvalue
 
-from transforms.facts import ViewFacts, shard
+from transforms.facts import StallFact, ViewFacts, content_units, shard
 from transforms.spans import merge_spans
 from transforms.thresholds import Thresholds
 
@@ -120,6 +120,15 @@ def window_spans(played, bucket_ms: int) -> tuple[tuple[int, int], ...]:
     return tuple(merge_spans((start // bucket_ms - 1, end // bucket_ms) for start, end in played))
 
 
+def placed(stall: StallFact, bucket_ms: int) -> bool:
+    """Whether a stall's position is known well enough to cluster: known, and
+    the playhead interval it may lie in (2 x uncertainty) narrower than a
+    bucket, so it lies in the bucket it is placed in or a neighbour. A stall
+    known only from a CMCD interval report 30 s apart counts in exposure and
+    in the view's rebuffering, never in a cluster."""
+    return stall.playhead_ms is not None and 2 * stall.uncertainty_ms < bucket_ms
+
+
 def content_track(views: list[ViewFacts], bucket_ms: int, slice_ms: int) -> Optional[ContentTrack]:
     """A viewer's track in one video from their views of it (sorted by view key)."""
     ranges = [r for v in views for r in v.played]
@@ -130,7 +139,7 @@ def content_track(views: list[ViewFacts], bucket_ms: int, slice_ms: int) -> Opti
         if spans:
             levels.append((level, spans))
     stalls = tuple(StallPoint((v.view_key, i), s.playhead_ms, s.start_ms, s.rendition, v.dims)
-                   for v in views for i, s in enumerate(v.stalls) if s.playhead_ms is not None)
+                   for v in views for i, s in enumerate(v.stalls) if placed(s, bucket_ms))
     if not levels and not stalls:
         return None
     return ContentTrack(slice_of(max(v.end_ms for v in views), slice_ms), tuple(levels), stalls)
@@ -156,7 +165,7 @@ class _Viewer:
     views: dict = dataclasses.field(default_factory=dict)         # view_key -> (rank, ViewFacts | None)
     content: dict = dataclasses.field(default_factory=dict)       # video -> ContentTrack sent
     delivery: dict = dataclasses.field(default_factory=dict)      # view_key -> {(dim, value): fact}
-    video_of: dict = dataclasses.field(default_factory=dict)      # view_key -> video
+    video_of: dict = dataclasses.field(default_factory=dict)      # view_key -> its videos (its own, its ads)
     watch: Optional[tuple[int, int]] = None                       # (slice, watch) sent, no stalls
     activity: bool = False                                        # a ViewerActivity is out
     dirty: set = dataclasses.field(default_factory=set)           # view keys changed
@@ -198,12 +207,16 @@ class ViewerViews:
         acc.rank += 1
         live = {k: f for k, (_, f) in sorted(acc.views.items()) if f is not None}
         out: list[Any] = []
+        videos: set[str] = set()
         for view_key in sorted(acc.dirty):
             out += self._delivery(acc, viewer, view_key, live.get(view_key))
+            videos |= acc.video_of.get(view_key, frozenset())     # what it was in: ads may go
             if view_key in live:
-                acc.video_of[view_key] = live[view_key].video_id
-        for video in sorted({acc.video_of[k] for k in acc.dirty if k in acc.video_of}):
-            views = [f for f in live.values() if f.video_id == video]
+                acc.video_of[view_key] = frozenset(u.video_id for u in content_units(live[view_key]))
+                videos |= acc.video_of[view_key]
+        units = [u for f in live.values() for u in content_units(f)]
+        for video in sorted(videos):
+            views = [u for u in units if u.video_id == video]
             track = content_track(views, self._t.bucket_ms, self._slice_ms) if views else None
             old = acc.content.get(video)
             if track != old:

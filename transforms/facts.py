@@ -19,6 +19,7 @@ class StallFact:
     start_ms: int                  # wall clock (client) when the stall began
     playhead_ms: Optional[int]     # position (see ViewFacts.played); None: unknown (an unplaced CMCD stall)
     rendition: Optional[str]
+    uncertainty_ms: int = 0        # the stall lies within playhead_ms ± this
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,6 +37,11 @@ class ViewFacts:
     # time, epoch ms (a live view: its playhead + program_offset_ms).
     played: tuple[tuple[int, int, Optional[str]], ...]  # position ranges (start, end, rendition)
     stalls: tuple[StallFact, ...]
+    # The ads the view showed, each as facts of its own (video_id the ad's,
+    # positions within the ad): content detection clusters an ad's stalls
+    # across the views that showed it. Delivery and viewer detection use the
+    # view's own facts only.
+    ads: tuple["ViewFacts", ...] = ()
 
     def dim(self, name: str) -> Optional[str]:
         for dimension, value in self.dims:
@@ -57,14 +63,33 @@ def view_facts(view: View, dimensions: tuple[str, ...]) -> ViewFacts:
     A live view's positions are moved onto program time, where its viewers'
     stalls line up whatever each one's playhead origin and latency."""
     names = sorted(set(dimensions) | set(BREAKDOWN_DIMENSIONS))
-    at = view.program_offset_ms or 0
+    dims = tuple((name, _text(getattr(view, name, None))) for name in names)
+    ads = sorted({r.video_id for r in view.played if r.video_id is not None})
     return ViewFacts(
         view_key=view.view_key, viewer_id=view.viewer_id, video_id=view.video_id,
-        start_ms=view.start_ms, end_ms=view.end_ms, watch_ms=view.watch_ms,
-        dims=tuple((name, _text(getattr(view, name, None))) for name in names),
-        played=tuple((r.start_ms + at, r.end_ms + at, r.rendition) for r in view.played),
-        stalls=tuple(StallFact(s.start_ms, None if s.playhead_ms is None else s.playhead_ms + at,
-                               s.rendition) for s in view.stalls))
+        start_ms=view.start_ms, end_ms=view.end_ms, watch_ms=view.watch_ms, dims=dims,
+        played=_played(view, None, view.program_offset_ms or 0),
+        stalls=_stalls(view, None, view.program_offset_ms or 0),
+        ads=tuple(ViewFacts(
+            view_key=f"{view.view_key}#ad:{ad}", viewer_id=view.viewer_id, video_id=ad,
+            start_ms=view.start_ms, end_ms=view.end_ms, watch_ms=0, dims=dims,
+            played=_played(view, ad, 0), stalls=_stalls(view, ad, 0)) for ad in ads))
+
+
+def _played(view: View, video_id: Optional[str], at: int) -> tuple:
+    return tuple((r.start_ms + at, r.end_ms + at, r.rendition) for r in view.played
+                 if r.video_id == video_id)
+
+
+def _stalls(view: View, video_id: Optional[str], at: int) -> tuple[StallFact, ...]:
+    return tuple(StallFact(s.start_ms, None if s.playhead_ms is None else s.playhead_ms + at,
+                           s.rendition, s.playhead_uncertainty_ms)
+                 for s in view.stalls if s.video_id == video_id)
+
+
+def content_units(facts: ViewFacts) -> tuple[ViewFacts, ...]:
+    """What content detection clusters of a view: its video, then each ad it showed."""
+    return (facts,) + facts.ads
 
 
 def timeline(position_ms: int) -> str:

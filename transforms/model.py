@@ -31,11 +31,23 @@ class EventKind(str, enum.Enum):
     ERROR = "error"
     ENDED = "ended"
     VIEWEND = "viewend"
+    # Ads (Mux's names): a break holds one or more ads; ad time is not content
+    # watch time and a break does not split the view (docs/beacons.md, "Ads").
+    ADBREAKSTART = "adbreakstart"
+    ADBREAKEND = "adbreakend"
+    ADPLAY = "adplay"
+    ADPLAYING = "adplaying"
+    ADENDED = "adended"
+    ADERROR = "aderror"
 
 
 # Events that may omit playhead_ms; every other event requires it.
 PLAYHEADLESS_KINDS = frozenset(
-    {EventKind.VIEWSTART, EventKind.PLAYERREADY, EventKind.VIEWEND})
+    {EventKind.VIEWSTART, EventKind.PLAYERREADY, EventKind.VIEWEND,
+     EventKind.ADBREAKSTART, EventKind.ADBREAKEND, EventKind.ADPLAY, EventKind.ADPLAYING,
+     EventKind.ADENDED, EventKind.ADERROR})
+AD_KINDS = frozenset({EventKind.ADBREAKSTART, EventKind.ADBREAKEND, EventKind.ADPLAY,
+                      EventKind.ADPLAYING, EventKind.ADENDED, EventKind.ADERROR})
 
 
 class Cause(str, enum.Enum):
@@ -116,6 +128,23 @@ class Beacon:
     # live edge the player is (hls.js latency, CMCD ltc). docs/detection.md, "Live".
     program_time_ms: Optional[int] = None
     live_latency_ms: Optional[int] = None
+    # Ads: the ad an ad event (or a CMCD report inside an ad) is about.
+    ad_id: Optional[str] = None
+    # CMCD only (docs/cmcd.md): the report's event type ``e``; buffer
+    # starvation since the previous report (``bs``) and the player's absolute
+    # starvation count and duration (``bsa``, ``bsda``); ``nr``: the content
+    # it reports on is not shown (an ad covers it).
+    cmcd_event: Optional[str] = None
+    starved: bool = False
+    reported_stall_count: Optional[int] = None
+    reported_stall_total_ms: Optional[int] = None
+    not_rendered: bool = False
+    # A response-received report (CMCD e=rr): what one media request got.
+    response_code: Optional[int] = None
+    ttfb_ms: Optional[int] = None
+    ttlb_ms: Optional[int] = None
+    url: Optional[str] = None
+    host: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,6 +173,10 @@ class Stall:
     rendition: Optional[str]
     bitrate_bps: Optional[int]
     playhead_estimated: bool = False   # reconstructed from the play-state timeline (CMCD without pt)
+    # The stall lies within playhead_ms ± this (a stall reported only by a
+    # CMCD interval report: anywhere the view played between two reports).
+    playhead_uncertainty_ms: int = 0
+    video_id: Optional[str] = None     # an ad's id: the stall happened during that ad
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -153,6 +186,7 @@ class PlayedRange:
     start_ms: int
     end_ms: int
     rendition: Optional[str]
+    video_id: Optional[str] = None     # an ad's id: positions within that ad
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -209,6 +243,11 @@ class View:
     # offset is known ("program_time" or "latency"; None: unknown, docs/detection.md).
     program_offset_ms: Optional[int] = None
     program_time_from: Optional[str] = None
+    # Ads inside the view: breaks started, ads that played, time in breaks
+    # (not in watch_ms); an ad's stalls and played ranges carry its video_id.
+    ad_breaks: int = 0
+    ads: int = 0
+    ad_ms: int = 0
     version: int = 1                  # a re-emitted view_key with a higher version replaces it
 
     @property
@@ -279,3 +318,20 @@ class MetricRow:
     playback_failure_pct: float
     ebvs_pct: float
     version: int = 1      # a cell re-emitted with a higher version replaces it
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResponseRow:
+    """Per-minute delivery evidence from response-received reports (CMCD
+    ``e=rr``) for one dimension value ("all", "cdn" or "host")."""
+
+    minute_ms: int
+    dimension: str
+    value: str
+    requests: int
+    http_errors: int                  # responses with status >= 400
+    http_error_pct: float
+    ttfb_p50_ms: Optional[float]
+    ttfb_p95_ms: Optional[float]
+    ttlb_p50_ms: Optional[float]
+    version: int = 1                  # a cell re-emitted with a higher version replaces it

@@ -242,6 +242,7 @@ def to_beacon(record: dict, source: str = "", arrival_ms: Optional[int] = None,
     business_error = bool(_flag(record, "business_error"))
     program_time = _number_fast(record, "program_time_ms", MIN_TS_MS, MAX_TS_MS)
     latency = _number_fast(record, "live_latency_ms", 0, MAX_PLAYHEAD_MS)
+    ad_id = _id_fast(record, "ad_id", False)
     rendition, cdn, asn, country, browser, os_, device, player_name, player_version, \
         error_code = dims
     return Beacon(view_id=view_id, video_id=video_id, kind=kind,
@@ -253,7 +254,7 @@ def to_beacon(record: dict, source: str = "", arrival_ms: Optional[int] = None,
                   stream_type=stream_type, video_duration_ms=duration_ms,
                   error_code=error_code, error_message=error_message, fatal=fatal,
                   business_error=business_error, source=source,
-                  program_time_ms=program_time, live_latency_ms=latency)
+                  program_time_ms=program_time, live_latency_ms=latency, ad_id=ad_id)
 
 
 def parse_ts(value: Any) -> int:

@@ -14,7 +14,7 @@ import enum
 from typing import Iterable, Optional
 
 from transforms import cmcd
-from transforms.model import Beacon, EventKind, PlayedRange, Stall, View
+from transforms.model import AD_KINDS, Beacon, EventKind, PlayedRange, Stall, View
 
 K = EventKind
 
@@ -23,7 +23,8 @@ K = EventKind
 _RANK = {k: i for i, k in enumerate((
     K.VIEWSTART, K.PLAYERREADY, K.PLAY, K.SEEKING, K.SEEKED, K.WAITING,
     K.STALLED, K.REBUFFERSTART, K.REBUFFEREND, K.PLAYING, K.RENDITIONCHANGE,
-    K.TIMEUPDATE, K.HEARTBEAT, K.PAUSE, K.ERROR, K.ENDED, K.VIEWEND))}
+    K.TIMEUPDATE, K.HEARTBEAT, K.ADBREAKSTART, K.ADPLAY, K.ADPLAYING, K.ADERROR,
+    K.ADENDED, K.ADBREAKEND, K.PAUSE, K.ERROR, K.ENDED, K.VIEWEND))}
 
 # A playhead may advance this much faster than wall clock between two events
 # (2x playback) plus this slack, else the jump was an unreported seek.
@@ -31,6 +32,9 @@ _MAX_RATE = 2.0
 _JUMP_SLACK_MS = 15_000
 # A heartbeat whose playhead moved this far past the stall position ends it.
 _RESUME_MS = 250
+
+# The video_id of a stall during an ad that reported no id.
+UNKNOWN_AD = "(ad)"
 
 # A live view's program offset is the median of its first this many estimates.
 _OFFSET_SAMPLES = 5
@@ -112,8 +116,16 @@ def estimate_playheads(events: list[Beacon]) -> list[Beacon]:
     out: list[Beacon] = []
     known = not any(b.stream_type == "live" for b in events)
     position, playing, last = 0, False, None
+    ads = _AdTracker()
     for b in events:
         now = clock(b)
+        if ads.is_ad(b):               # the content's playhead stands still through a break
+            if playing and last is not None:
+                position += max(0, now - last)
+            playing = False
+            last = now
+            out.append(b)
+            continue
         if b.playhead_ms is not None:
             position, known = b.playhead_ms, True
         elif known:
@@ -132,6 +144,50 @@ def estimate_playheads(events: list[Beacon]) -> list[Beacon]:
         last = now
         out.append(b)
     return out
+
+
+class _AdTracker:
+    """Which reports of a view are about ads rather than its content.
+
+    Ad events are; so is everything between an ad break's start (or an ad
+    starting outside one) and its end, except a CMCD report of the content's
+    own ``cid`` that is shown (no ``nr``): a player that never sent ``abe``
+    is back on the content. A report with ``nr`` is about content the viewer
+    does not see: it never drives the content's playback.
+    """
+
+    def __init__(self) -> None:
+        self.content_id: Optional[str] = None
+        self.ad_id: Optional[str] = None
+        self.in_break = False
+
+    def is_ad(self, b: Beacon) -> bool:
+        kind = b.kind
+        if kind in AD_KINDS:
+            if kind is K.ADBREAKSTART:
+                self.in_break = True
+                self.content_id = self.content_id or b.video_id
+            elif kind is K.ADBREAKEND:
+                self.in_break = False
+                self.content_id = self.content_id or b.video_id
+            elif kind is K.ADPLAY or kind is K.ADPLAYING:
+                self.in_break = True
+                self.ad_id = b.ad_id
+            return True
+        if b.not_rendered:
+            return True
+        if (self.in_break and b.protocol == CMCD and b.video_id != self.ad_id
+                and self.content_id in (None, b.video_id)):
+            self.in_break = False      # back on the content: the break's end was not reported
+        if not self.in_break:
+            self.content_id = self.content_id or b.video_id
+        return self.in_break
+
+
+def sampled(b: Beacon) -> bool:
+    """Whether a report samples the state (a CMCD interval, response or other
+    report) rather than reporting a transition as it happened (``e=ps``, beacon v1)."""
+    return b.protocol == CMCD and b.cmcd_event != "ps"
 
 
 # A seek this early is the player positioning itself at the start (Shaka
@@ -217,17 +273,38 @@ class _ViewMachine:
         # program times and from reported latencies (device clock).
         self.program_offsets: list[int] = []
         self.latency_offsets: list[int] = []
+        # Ads: which reports are about them, and the ad now playing.
+        self.ads = _AdTracker()
+        self.content_state = _S.INIT       # the content's state when its break began
+        self.ad_breaks = self.ads_played = self.ad_ms = 0
+        self.startup_ad_ms = 0             # break time between play and first frame
+        self.ad: Optional[str] = None      # the ad playing (its id; None: unknown or none)
+        self.ad_state: Optional[str] = None     # None, "loading", "playing", "stalled", "paused"
+        self.ad_position = 0
+        self.ad_started = False            # the current ad has played (counted in ads_played)
+        self.ad_stall: Optional[tuple[int, int]] = None    # (wall ms, ad position)
+        self.ad_ranges: list[PlayedRange] = []
+        # CMCD: whether startup was seen only on interval reports (so msd is
+        # the better figure), the last report of each event type, and when
+        # the last stall seen through play states ended.
+        self.play_sampled = self.startup_sampled = False
+        self.measured_startup_ms: Optional[int] = None
+        self.report_clock: dict[Optional[str], int] = {}
+        self.observed_stall_end: Optional[int] = None
 
     # -- driving ---------------------------------------------------------
     def run(self, events: list[Beacon], start: int) -> int:
         """Consume events from ``start``; return the index where the next view begins."""
         for i in range(start, len(events)):
             b = events[i]
+            was_in_break = self.ads.in_break
+            content_before = self.ads.content_id
+            ad = self.ads.is_ad(b)
             if self.first is None:
                 self.first = b
                 self.last_ms = clock(b)
                 self.protocol = b.protocol
-            elif b.video_id != self.first.video_id:
+            elif not ad and content_before is not None and b.video_id != content_before:
                 return i                      # a new video in the same player: new view
             elif clock(b) - self.last_ms > self.inactivity_ms:
                 return i                      # idle too long: the view was final
@@ -239,9 +316,17 @@ class _ViewMachine:
                 self.force_ended = True
                 self.end_ms = cut
                 return i
-            self._advance(clock(b), b.playhead_ms)
-            self._apply(b)
-            self._note_program(b)
+            if ad or was_in_break:
+                self._advance_ad(clock(b), was_in_break)
+                ad = self._apply_ad(b, was_in_break, ad)
+            if not ad:
+                self._advance(clock(b), b.playhead_ms)
+                stalls, open_before = len(self.stalls), self.stall_start is not None
+                self._apply(b)
+                if b.protocol == CMCD:
+                    self._note_starvation(b, len(self.stalls) > stalls,
+                                          self.stall_start is not None and not open_before)
+                self._note_program(b)
             self.count += 1
             self.offsets.append(b.event_ms - clock(b))
         return len(events)
@@ -268,6 +353,82 @@ class _ViewMachine:
     def _played(self, start: int, end: int) -> None:
         self.ranges.append(PlayedRange(start, end, self.rendition))
 
+    # -- ads ---------------------------------------------------------------
+    def _advance_ad(self, now_ms: int, was_in_break: bool) -> None:
+        """Charge [last_ms, now_ms) to the break (ad time, not watch time), or
+        to the content when the break begins with this event."""
+        if not was_in_break:
+            self._advance(now_ms, None)
+            return
+        elapsed = max(0, now_ms - self.last_ms)
+        self.ad_ms += elapsed
+        if self.content_state is _S.STARTUP:
+            self.startup_ad_ms += elapsed      # a pre-roll is not startup time
+        if self.ad_state == "playing":
+            if self.ad is not None and elapsed:
+                self.ad_ranges.append(PlayedRange(self.ad_position, self.ad_position + elapsed,
+                                                  None, self.ad))
+            self.ad_position += elapsed
+        self.last_ms = max(self.last_ms, now_ms)
+
+    def _apply_ad(self, b: Beacon, was_in_break: bool, ad: bool) -> bool:
+        """Apply an ad-side event; False when it is the content's after all
+        (the viewer quit or the player failed during a break)."""
+        now, kind = clock(b), b.kind
+        if not was_in_break and self.ads.in_break:
+            self._close_stall(now)
+            self._close_seek(now)
+            self.content_state = _S.PLAYING if self.state in (_S.STALLED, _S.SEEKING) else self.state
+            self.ad_breaks += 1
+        if self.ads.in_break and (kind is K.VIEWEND or (kind is K.ERROR and b.fatal is not False
+                                                        and b.protocol != CMCD)):
+            self.ads.in_break = False
+            self._leave_break(now)
+            return False
+        if kind is K.ADPLAY or kind is K.ADPLAYING:
+            if self.ad_state is None or self.ad != b.ad_id:       # another ad
+                self._close_ad_stall(now)
+                self.ad, self.ad_position, self.ad_started = b.ad_id, 0, False
+            self._close_ad_stall(now)
+            if kind is K.ADPLAYING:
+                self.ads_played += not self.ad_started
+                self.ad_started, self.ad_state = True, "playing"
+            elif self.ad_state in (None, "paused"):
+                self.ad_state = "loading"
+        elif kind in (K.ADENDED, K.ADERROR, K.ENDED) or (kind is K.ERROR and b.fatal):
+            self._close_ad_stall(now)
+            self.ad, self.ad_state = None, None
+        elif self.ads.in_break:
+            if kind in (K.PLAYING, K.REBUFFEREND) and self.ad_state is not None:
+                self._close_ad_stall(now)
+                self.ad_state = "playing"
+            elif kind in (K.WAITING, K.STALLED, K.REBUFFERSTART) and self.ad_state == "playing":
+                self.ad_stall = (now, self.ad_position)
+                self.ad_state = "stalled"
+            elif kind is K.PAUSE and self.ad_state is not None:
+                self._close_ad_stall(now)
+                self.ad_state = "paused"
+        if was_in_break and not self.ads.in_break:
+            self._leave_break(now)
+        return ad
+
+    def _leave_break(self, now: int) -> None:
+        self._close_ad_stall(now)
+        self.ad, self.ad_state = None, None
+        self.state = self.content_state
+
+    def _close_ad_stall(self, now: int) -> None:
+        if self.ad_stall is None:
+            return
+        started, position = self.ad_stall
+        duration = min(max(0, now - started), self.max_stall_ms)
+        placed = position if self.ad is not None else None     # an ad without an id: not clustered
+        self.stalls.append(Stall(started, duration, placed, None, None, True, 0,
+                                 self.ad or UNKNOWN_AD))
+        if placed is not None:
+            self.ad_ranges.append(PlayedRange(placed, placed, None, self.ad))
+        self.ad_stall = None
+
     # -- transitions -----------------------------------------------------
     def _apply(self, b: Beacon) -> None:
         kind, now, ph = b.kind, clock(b), b.playhead_ms
@@ -276,10 +437,17 @@ class _ViewMachine:
             if self.state in (_S.INIT, _S.STARTUP) or (self.state is _S.PAUSED and not self.first_frame):
                 if self.play_ms is None:
                     self.play_ms = now
+                    self.play_sampled = sampled(b)
                 self.state = _S.STARTUP
             elif self.state in (_S.PAUSED, _S.ENDED):
                 self.state = _S.PLAYING
         elif kind is K.PLAYING:
+            if not self.first_frame and sampled(b):
+                # First seen playing on an interval report: it played from
+                # the last known position to this one, from some time unknown.
+                self.startup_sampled = True
+                if ph is not None and self.playhead is not None and ph > self.playhead:
+                    self._played(self.playhead, ph)
             self._resume(now)
         elif kind is K.PAUSE:
             self._close_stall(now)
@@ -301,8 +469,14 @@ class _ViewMachine:
                 self.state = _S.PAUSED
         elif kind in (K.WAITING, K.STALLED, K.REBUFFERSTART):
             # Waiting during startup or a seek is startup time / seek latency.
-            if self.state is _S.PLAYING or (kind is K.REBUFFERSTART and self.state is _S.PAUSED
-                                            and self.first_frame):
+            # A CMCD report of buffer starvation (bs) is a stall whatever was
+            # seen before it: the spec reports sta=r only once playback began.
+            starved = b.starved and self.state in (_S.INIT, _S.STARTUP, _S.PAUSED)
+            if starved and not self.first_frame:
+                self.first_frame = True        # startup unknown: msd, if reported, says
+                self.play_ms = self.play_ms if self.play_ms is not None else now
+            if self.state is _S.PLAYING or starved or (
+                    kind is K.REBUFFERSTART and self.state is _S.PAUSED and self.first_frame):
                 if ph is not None:
                     self._open_stall(now, ph, b.playhead_estimated)
                 elif b.protocol == CMCD:
@@ -335,7 +509,7 @@ class _ViewMachine:
         if not self.first_frame:
             self.first_frame = True
             if self.play_ms is not None:
-                self.startup_ms = now - self.play_ms
+                self.startup_ms = now - self.play_ms - self.startup_ad_ms
             else:
                 self.play_ms = now     # no play intent seen: startup unknown (unless the player says)
         self._close_stall(now)
@@ -386,6 +560,58 @@ class _ViewMachine:
         self.stalls.append(Stall(started, duration, position, rendition, bitrate, estimated))
         self.stall_ms += duration
         self.stall_start = None
+        self.observed_stall_end = now
+
+    def _note_starvation(self, b: Beacon, closed: bool, opened: bool) -> None:
+        """Buffer starvation a CMCD report states (docs/cmcd.md, "Buffer starvation").
+
+        A report that ends a stall gives its duration (``bsd``: the player
+        measured it). Starvation on a report that neither opened nor closed
+        one happened unseen since the previous report of the same event type:
+        it becomes a stall placed in that interval, unless a stall seen through
+        play states already ended in it (two targets reporting one stall).
+        Absolute counters (``bsa``, ``bsda``) add the stalls still missing.
+        """
+        now, dur = clock(b), b.reported_stall_ms
+        since, previous = self.report_clock.get(b.cmcd_event, (clock(self.first), None))
+        self.report_clock[b.cmcd_event] = (now, b.playhead_ms)
+        if closed and dur is not None and self.stalls[-1].video_id is None:
+            last = self.stalls[-1]
+            dur = min(dur, self.max_stall_ms)
+            self.stalls[-1] = dataclasses.replace(last, start_ms=now - dur, duration_ms=dur)
+            self.stall_ms += dur - last.duration_ms
+        elif not (closed or opened) and (b.starved or dur):
+            seen = self.observed_stall_end is not None and self.observed_stall_end >= since
+            if not seen:
+                self._interval_stalls(1, dur or 0, since, now, previous, b)
+        if b.reported_stall_count is not None:
+            missing = b.reported_stall_count - sum(1 for st in self.stalls if st.video_id is None)
+            if missing > 0:
+                total = b.reported_stall_total_ms
+                self._interval_stalls(missing, max(0, total - self.stall_ms) if total is not None else 0,
+                                      since, now, previous, b)
+
+    def _interval_stalls(self, count: int, total_ms: int, since: int, now: int,
+                         previous: Optional[int], b: Beacon) -> None:
+        """``count`` stalls of ``total_ms`` together that happened between the
+        previous report (``since``, at playhead ``previous``) and this one:
+        each placed at the middle of where and when it can have been, its
+        playhead marked with the half-width of that range."""
+        each = min(total_ms // count, self.max_stall_ms)
+        start = since + max(0, now - each - since) // 2
+        ph = b.playhead_ms
+        if ph is not None and previous is not None and previous <= ph:
+            position, uncertainty = (previous + ph) // 2, (ph - previous + 1) // 2
+        elif ph is not None:       # it played at most the time since then
+            uncertainty = max(0, now - since) // 2
+            position = max(0, ph - uncertainty)
+        else:
+            position, uncertainty = None, 0
+        for _ in range(count):
+            self.stalls.append(Stall(start, each, position, self.rendition, self.bitrate,
+                                     b.playhead_estimated, uncertainty))
+            self.stall_ms += each
+        self.playing_ms = max(0, self.playing_ms - each * count)
 
     def _close_seek(self, now: int) -> None:
         if self.state is _S.SEEKING:
@@ -443,6 +669,7 @@ class _ViewMachine:
         if self.stall_start is not None:           # the viewer left while stalled
             self._close_stall(end)
         self._close_seek(end)
+        self._close_ad_stall(end)
         first = self.first
         assert first is not None
         rendition = (self.time_at_rendition.most_common(1)[0][0]
@@ -450,9 +677,14 @@ class _ViewMachine:
         avg_bitrate = self.bitrate_ms / self.bitrate_time if self.bitrate_time else (
             float(self.bitrate) if self.bitrate is not None else None)
         play_requested = self.play_ms is not None
-        startup_ms = self.startup_ms
-        if startup_ms is None and self.first_frame and self.reported_startup_ms is not None:
-            startup_ms = self.reported_startup_ms     # no "starting" report: take the player's msd
+        startup_ms, playing_ms = self.startup_ms, self.playing_ms
+        if self.first_frame and self.reported_startup_ms is not None and (
+                startup_ms is None or self.play_sampled or self.startup_sampled):
+            # No "starting" report, or startup seen only through interval
+            # reports (its measure is as coarse as they are): the player's msd.
+            if startup_ms is not None and startup_ms > self.reported_startup_ms:
+                playing_ms += startup_ms - self.reported_startup_ms
+            startup_ms = self.reported_startup_ms
         # The device clock orders and times the view; this shift (the median
         # correction event time applied to its beacons) places it in the world.
         shift = _median(self.offsets) if self.offsets else 0
@@ -462,14 +694,14 @@ class _ViewMachine:
         return View(
             view_key=f"{self.view_id}@{clock(first)}",
             view_id=self.view_id,
-            video_id=first.video_id,
+            video_id=self.ads.content_id or first.video_id,
             viewer_id=self.viewer_id or f"view:{self.view_id}",
             start_ms=clock(first) + shift,
             end_ms=end + shift,
             events=self.count,
             duplicate_events=duplicates,
             watch_ms=self.watch_ms,
-            playing_ms=self.playing_ms,
+            playing_ms=playing_ms,
             play_requested=play_requested,
             startup_ms=startup_ms,
             exited_before_start=play_requested and not self.first_frame and not self.failure,
@@ -477,7 +709,7 @@ class _ViewMachine:
             startup_failure=self.startup_failure,
             business_error=self.business,
             error_code=self.error_code,
-            rebuffer_count=len(self.stalls),
+            rebuffer_count=sum(1 for st in self.stalls if st.video_id is None),
             rebuffer_ms=self.stall_ms,
             seek_count=self.seek_count,
             seek_ms=self.seek_ms,
@@ -488,13 +720,16 @@ class _ViewMachine:
             downshifts=self.down,
             force_ended=self.force_ended,
             stalls=stalls,
-            played=merge_ranges(self.ranges),
+            played=merge_ranges(self.ranges + self.ad_ranges),
             rendition=rendition,
             protocol=self.protocol,
             reported_startup_ms=self.reported_startup_ms,
             reported_rebuffer_ms=self.reported_stall_ms,
             program_offset_ms=program_offset,
             program_time_from=program_from,
+            ad_breaks=self.ad_breaks,
+            ads=self.ads_played,
+            ad_ms=self.ad_ms,
             **self.dims,
         )
 
@@ -505,12 +740,14 @@ def _median(values: list[int]) -> int:
 
 
 def merge_ranges(ranges: Iterable[PlayedRange]) -> tuple[PlayedRange, ...]:
-    """Union of played intervals per rendition, sorted by (rendition, start)."""
+    """Union of played intervals per (ad, rendition), sorted by (ad, rendition,
+    start); the content's come first (``video_id`` None)."""
     out: list[PlayedRange] = []
-    for r in sorted(ranges, key=lambda r: (r.rendition or "", r.start_ms, r.end_ms)):
-        if out and out[-1].rendition == r.rendition and r.start_ms <= out[-1].end_ms:
+    for r in sorted(ranges, key=lambda r: (r.video_id or "", r.rendition or "", r.start_ms, r.end_ms)):
+        if (out and out[-1].rendition == r.rendition and out[-1].video_id == r.video_id
+                and r.start_ms <= out[-1].end_ms):
             if r.end_ms > out[-1].end_ms:
-                out[-1] = PlayedRange(out[-1].start_ms, r.end_ms, r.rendition)
+                out[-1] = PlayedRange(out[-1].start_ms, r.end_ms, r.rendition, r.video_id)
         else:
             out.append(r)
     return tuple(out)

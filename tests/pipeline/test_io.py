@@ -57,7 +57,8 @@ def test_bigquery_schema__follows_the_parquet_schema_field_for_field():
     stalls = by_name["stalls"]
     assert (stalls["type"], stalls["mode"]) == ("RECORD", "REPEATED")
     assert [f["name"] for f in stalls["fields"]] == [
-        "start_ms", "duration_ms", "playhead_ms", "rendition", "bitrate_bps", "playhead_estimated"]
+        "start_ms", "duration_ms", "playhead_ms", "rendition", "bitrate_bps", "playhead_estimated",
+        "playhead_uncertainty_ms", "video_id"]
     metrics = io.bigquery_schema(io.METRIC_SCHEMA)
     assert [f["name"] for f in metrics["fields"]] == io.METRIC_SCHEMA.names
 

@@ -53,6 +53,24 @@ def test_content_profile__a_live_alert_counts_on_program_time():
     assert p["stalls"] == [0, 2, 0] and p["exposure"] == [2, 2, 2]
 
 
+def test_content_profile__an_ad_alert_counts_the_ad_in_the_views_that_showed_it():
+    # u1 and u2 watch different videos with ad-7 in a break; u1 stalls 12 s
+    # into the ad and at 25 s of the content. u3 saw no ad.
+    from tests.builders import watched
+    from transforms.viewstate import summarize_views
+    views = [summarize_views(b[0].view_id, b)[0] for b in (
+        watched("a", "u1", "vid", to_s=60, ad_at_s=20, ad_stall_at_s=12, stall_at_s=25),
+        watched("b", "u2", "other", to_s=60, ad_at_s=5),
+        watched("c", "u3", "vid", to_s=60))]
+    rows = report_data.video_rows(table(views), "ad-7")
+    assert [r["view_id"] for r in rows] == ["a", "b"]
+    p = report_data.content_profile(rows, {"video_id": "ad-7", "rendition": None}, 10_000, 0, 30_000)
+    assert p["stalls"] == [0, 1, 0] and p["exposure"] == [2, 2, 2]
+    content = report_data.content_profile(report_data.video_rows(table(views), "vid"),
+                                          {"video_id": "vid", "rendition": None}, 10_000, 0, 30_000)
+    assert content["stalls"] == [0, 0, 1] and content["exposure"] == [2, 2, 2]
+
+
 def test_delivery_profile__alert_value_first_then_biggest_then_other():
     views = [make_view(f"v{i}", f"u{i}", start_s=0, played=((0, 900, None),),
                        stalls=((120, 10), (130, 20)) if i < 3 else ((400, 10),), cdn=cdn)

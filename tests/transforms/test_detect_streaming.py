@@ -136,3 +136,21 @@ def test_streaming_detect__an_early_alert_is_retracted_when_the_audience_outgrow
         assert content[-1].version == len(content)
         assert final_alerts(content) == []
     _run(_stream(views), check)
+
+
+def test_streaming_detect__stalls_in_an_ad_make_an_alert_on_the_ad_as_in_batch():
+    """30 viewers see ad-7 as a mid-roll at 2:00; every third stalls 10 s into
+    it. The cluster is the ad's (its id, its position), found the same way in
+    batch and streaming; the content has no alert."""
+    views = [watched(f"v{i}", f"u{i}", start_s=20 * i, to_s=300, ad_at_s=120,
+                     ad_stall_at_s=10 if i % 3 == 0 else None, cdn=f"cdn-{i % 3}")
+             for i in range(30)]
+    done = sorted((summarize_views(v[0].view_id, v)[0] for v in views), key=lambda v: v.view_key)
+    batch = detect(done, Thresholds())
+    assert [(a.cause, a.video_id) for a in batch] == [(Cause.CONTENT, "ad-7")]
+    assert batch[0].start_ms <= 10_000 <= batch[0].end_ms and batch[0].affected_viewers == 10
+    expected = _findings(dataclasses.replace(a, status=AlertStatus.CLOSED) for a in batch)
+
+    def check(alerts):
+        assert _findings(final_alerts(alerts)) == expected
+    _run(_stream(views), check)

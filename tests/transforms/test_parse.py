@@ -8,7 +8,8 @@ from apache_beam.testing import util
 
 from tests.builders import fn_api_pipeline
 from transforms.model import Beacon, DeadLetter, EventKind, RawRecord
-from transforms.parse import ParseBeacons, parse_message, parse_ts
+from transforms.fields import Rejected
+from transforms.parse import ParseBeacons, parse_message, parse_ts, to_beacon
 
 GOOD = {"view_id": "v1", "video_id": "vid", "event": "heartbeat", "ts": 1793556000000,
         "playhead_ms": 1500}
@@ -186,3 +187,14 @@ def test_parse_message__live_program_time_and_latency():
     [b] = parse({**GOOD, "stream_type": "live", "program_time_ms": 1793555990000,
                  "live_latency_ms": 10_000})
     assert (b.stream_type, b.program_time_ms, b.live_latency_ms) == ("live", 1793555990000, 10_000)
+
+
+def test_to_beacon__ad_events_need_no_playhead_and_carry_their_ad_id():
+    b = to_beacon({"event": "adplaying", "view_id": "v", "video_id": "movie", "ts": 1_700_000_000_000,
+                   "ad_id": "ad-7"})
+    assert (b.kind, b.playhead_ms, b.ad_id, b.video_id) == (EventKind.ADPLAYING, None, "ad-7", "movie")
+    for name in ("adbreakstart", "adbreakend", "adplay", "adended", "aderror"):
+        assert to_beacon({"event": name, "view_id": "v", "video_id": "m", "ts": 1_700_000_000_000}).kind.value == name
+    with pytest.raises(Rejected) as err:
+        to_beacon({"event": "adplay", "view_id": "v", "video_id": "m", "ts": 1_700_000_000_000, "ad_id": 1.5})
+    assert err.value.reason == "wrong_type:ad_id"

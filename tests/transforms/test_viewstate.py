@@ -250,3 +250,33 @@ def test_view__live_offset_is_fixed_by_the_first_five_estimates():
     assert v.program_offset_ms == ms(0) - 10_000 - 100_000 + 1_000    # upper median: 10,000
     shorter = one_view(*_live(*beacons[:7]))
     assert shorter.program_offset_ms == v.program_offset_ms
+
+
+def test_view__a_beacon_ad_break_is_ad_time_and_its_stall_is_the_ads():
+    """Beacon v1 ad events (Mux's names): a 30 s mid-roll at 2:00 with a 4 s
+    stall 10 s into the ad. One view; the break is ad time, not watch time;
+    the stall is the ad's, at its position in the ad, not content rebuffering."""
+    view = one_view(*watched("v1", "u1", to_s=300, ad_at_s=120, ad_stall_at_s=10))
+    assert (view.video_id, view.ad_breaks, view.ads, view.ad_ms) == ("vid", 1, 1, 34_500)
+    assert (view.watch_ms, view.rebuffer_count, view.rebuffer_ms) == (301_000, 0, 0)
+    [stall] = view.stalls
+    assert (stall.video_id, stall.playhead_ms, stall.duration_ms) == ("ad-7", 10_000, 4_000)
+    assert [(r.video_id, r.start_ms, r.end_ms) for r in view.played] == [
+        (None, 0, 300_000), ("ad-7", 0, 30_000)]
+
+
+def test_view__a_preroll_is_not_startup_time():
+    """play, a pre-roll from 0.2 s to 15.5 s, the content's first frame 0.7 s
+    later: startup 0.9 s, the break ad time."""
+    view = one_view(ev("play", 0, 0), ev("adbreakstart", 0.2, 0), ev("adplaying", 0.5, 0, ad_id="pre"),
+                    ev("adended", 15.5, 0, ad_id="pre"), ev("adbreakend", 15.5, 0),
+                    ev("playing", 16.2, 0), ev("ended", 76.2, 60))
+    assert (view.startup_ms, view.ad_ms, view.ads, view.watch_ms) == (900, 15_300, 1, 60_900)
+
+
+def test_view__the_viewer_leaving_during_a_break_ends_the_view_in_it():
+    view = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("adbreakstart", 11, 10),
+                    ev("adplaying", 11.5, 10, ad_id="a"), ev("waiting", 15, 10), ev("viewend", 20, 10))
+    assert (view.ad_ms, view.watch_ms, view.rebuffer_count, view.end_ms) == (9_000, 11_000, 0, ms(20))
+    [stall] = view.stalls
+    assert (stall.video_id, stall.playhead_ms, stall.duration_ms) == ("a", 3_500, 5_000)
