@@ -9,7 +9,9 @@ Three counts meet here:
   ``parsed_events`` + ``dead_letters`` (a message may hold several records);
 - what the run wrote (counted from its files, pipeline/tally.py): dead
   letters, and the events of the final views plus the duplicates they
-  dropped plus the late beacons.
+  dropped plus the late beacons. Derived rows (metric and response cells,
+  alerts) are not places a record ends up: a response report is accounted
+  through its view like any other beacon.
 
 A run is accounted for when read = parsed messages, records = events + dead
 letters, and each written count equals its counter. Anything else is a

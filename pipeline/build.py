@@ -8,7 +8,8 @@ import apache_beam as beam
 
 from pipeline.config import QoeConfig
 from pipeline.io import Sinks
-from transforms import AggregateMetrics, DetectStallClusters, ParseBeacons, SessionizeViews
+from transforms import (AggregateMetrics, AggregateResponses, DetectStallClusters, ParseBeacons,
+                        SessionizeViews)
 
 
 class QoeOutputs(NamedTuple):
@@ -18,12 +19,14 @@ class QoeOutputs(NamedTuple):
     late: beam.PCollection           # of Beacon that came after their view was final
     metrics: beam.PCollection        # of MetricRow
     alerts: beam.PCollection         # of Alert
+    responses: beam.PCollection      # of ResponseRow (last: positional users still work)
 
 
 def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
           sinks: Optional[Sinks] = None) -> QoeOutputs:
-    """Parse -> sessionize -> aggregate + detect, reading ``source`` (a
-    PTransform from PBegin to RawRecords) and writing to ``sinks``."""
+    """Parse -> sessionize -> aggregate + detect (and per-minute delivery rows
+    from response reports), reading ``source`` (a PTransform from PBegin to
+    RawRecords) and writing to ``sinks``."""
     parsed = (root
               | "ReadBeacons" >> source
               | "ParseBeacons" >> ParseBeacons(cfg.max_message_bytes, cfg.max_lag_s, cfg.max_lead_s))
@@ -36,14 +39,18 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
         cfg.thresholds, cfg.detect_every_s, cfg.close_after_s, cfg.detect_window_s,
         view_life_s=cfg.inactivity_s + cfg.complete_s, shards=cfg.detect_shards,
         late_s=cfg.watermark_step_ms // 1000)
-    outputs = QoeOutputs(parsed.beacons, parsed.dead_letters, views, sessions.late, metrics, alerts)
+    responses = parsed.beacons | "AggregateResponses" >> AggregateResponses(
+        cfg.metrics_bucket_ms, cfg.inactivity_s)
+    outputs = QoeOutputs(parsed.beacons, parsed.dead_letters, views, sessions.late, metrics, alerts,
+                         responses)
     if sinks is not None and sinks.everything is not None:
         _ = {"views": views, "metrics": metrics, "alerts": alerts,
-             "dead_letters": parsed.dead_letters, "late": sessions.late,
+             "dead_letters": parsed.dead_letters, "late": sessions.late, "responses": responses,
              } | "WriteOutputs" >> sinks.everything
     elif sinks is not None:
         for label, pcoll, sink in (("WriteViews", views, sinks.views),
                                    ("WriteMetrics", metrics, sinks.metrics),
+                                   ("WriteResponses", responses, sinks.responses),
                                    ("WriteAlerts", alerts, sinks.alerts),
                                    ("WriteDeadLetters", parsed.dead_letters, sinks.dead_letters),
                                    ("WriteLateBeacons", sessions.late, sinks.late),

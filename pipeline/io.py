@@ -24,11 +24,12 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.model import Alert, Beacon, DeadLetter, MetricRow, RawRecord, View
+from transforms.model import Alert, Beacon, DeadLetter, MetricRow, RawRecord, ResponseRow, View
 from transforms.parse import METRICS_NAMESPACE
 
 VIEWS = "views"
 METRICS = "metrics"
+RESPONSES = "responses"
 ALERTS = "alerts"
 DEAD_LETTERS = "dead_letter"
 LATE = "late_beacon"
@@ -73,6 +74,13 @@ METRIC_SCHEMA = pa.schema([
     ("startup_p95_ms", pa.float64()), ("rebuffer_pct", pa.float64()),
     ("rebuffer_per_min", pa.float64()), ("playback_failure_pct", pa.float64()),
     ("ebvs_pct", pa.float64()), ("version", pa.int64()),
+])
+
+RESPONSE_SCHEMA = pa.schema([
+    ("minute_ms", pa.int64()), ("dimension", pa.string()), ("value", pa.string()),
+    ("requests", pa.int64()), ("http_errors", pa.int64()), ("http_error_pct", pa.float64()),
+    ("ttfb_p50_ms", pa.float64()), ("ttfb_p95_ms", pa.float64()), ("ttlb_p50_ms", pa.float64()),
+    ("version", pa.int64()),
 ])
 
 
@@ -138,6 +146,10 @@ def view_row(view: View) -> dict:
 
 
 def metric_row(row: MetricRow) -> dict:
+    return dataclasses.asdict(row)
+
+
+def response_row(row: ResponseRow) -> dict:
     return dataclasses.asdict(row)
 
 
@@ -254,6 +266,7 @@ class Sinks(NamedTuple):
     dead_letter_stream: Optional[beam.PTransform] = None
     views_table: Optional[beam.PTransform] = None         # BigQuery
     metrics_table: Optional[beam.PTransform] = None
+    responses: Optional[beam.PTransform] = None           # per-minute delivery rows
 
 
 def with_tables(sinks: Sinks, views: Optional[str], metrics: Optional[str],
@@ -399,8 +412,8 @@ class WindowedFileSink(beam.PTransform):
     ``late_s`` after its end). Versions of one view, cell or alert may sit in
     different files: the highest version wins.
 
-    Input:  dict of output name -> PCollection (views, metrics, alerts,
-            dead_letters, late, extra_alerts).
+    Input:  dict of output name -> PCollection (views, metrics, responses,
+            alerts, dead_letters, late, extra_alerts).
     Output: PCollection[str] of the paths written.
 
     One grouped write for all outputs keeps the graph small, which matters on
@@ -414,6 +427,7 @@ class WindowedFileSink(beam.PTransform):
         self._targets = {
             "views": _Target(output, VIEWS, view_row, VIEW_SCHEMA),
             "metrics": _Target(output, METRICS, metric_row, METRIC_SCHEMA),
+            "responses": _Target(output, RESPONSES, response_row, RESPONSE_SCHEMA),
             "alerts": _Target(output, ALERTS, alert_json, None),
             "dead_letters": _Target(output, DEAD_LETTERS, dead_letter_json, None),
             "late": _Target(output, LATE, beacon_json, None),
@@ -431,7 +445,7 @@ class WindowedFileSink(beam.PTransform):
         names = sorted(name for name in outputs if name in self._targets)
         # One Flatten, then one Map that tells outputs apart by type: a stage
         # per output would cost a bundle per output on every tick.
-        kinds = {View: "views", MetricRow: "metrics", Alert: "alerts",
+        kinds = {View: "views", MetricRow: "metrics", ResponseRow: "responses", Alert: "alerts",
                  DeadLetter: "dead_letters", Beacon: "late"}
         return ([outputs[name] for name in names if not name.startswith("extra_")]
                 | "AllOutputs" >> beam.Flatten()
@@ -457,7 +471,7 @@ def _tag(item, kinds: dict, targets: dict, extra: dict, window_ms: int,
 
 def file_sinks(output: str, alerts_path: Optional[str] = None,
                dead_letter_path: Optional[str] = None) -> Sinks:
-    """The default sinks: Parquet views/metrics, JSONL alerts and dead letters."""
+    """The default sinks: Parquet views/metrics/responses, JSONL alerts and dead letters."""
     join = (lambda name: f"{output}/{name}")
     return Sinks(
         views=_WriteParquet(join(VIEWS), view_row, VIEW_SCHEMA),
@@ -469,12 +483,14 @@ def file_sinks(output: str, alerts_path: Optional[str] = None,
                       if alerts_path else None),
         extra_dead_letters=(_WriteJsonLines(dead_letter_path, dead_letter_json, single_file=True)
                             if dead_letter_path else None),
+        responses=_WriteParquet(join(RESPONSES), response_row, RESPONSE_SCHEMA),
     )
 
 
 PARTIAL = "_partial"
-_OURS = (f"{VIEWS}-*.parquet", f"{METRICS}-*.parquet", f"{ALERTS}.jsonl", f"{ALERTS}-*.jsonl",
-         f"{DEAD_LETTERS}-*.jsonl", f"{LATE}-*.jsonl", SUMMARY, "score.json", "report.html")
+_OURS = (f"{VIEWS}-*.parquet", f"{METRICS}-*.parquet", f"{RESPONSES}-*.parquet",
+         f"{ALERTS}.jsonl", f"{ALERTS}-*.jsonl", f"{DEAD_LETTERS}-*.jsonl", f"{LATE}-*.jsonl",
+         SUMMARY, "score.json", "report.html")
 
 
 def clear_outputs(output: str) -> None:

@@ -76,8 +76,8 @@ def render(summary: dict, output: str, alerts: list[dict], max_viewer_lines: int
         lines.append("  " + describe_alert(a))
     if viewer_lines > max_viewer_lines:
         lines.append(f"  ... and {viewer_lines - max_viewer_lines} more viewer alerts")
-    lines.append(f"outputs in {output}/: views-*.parquet, metrics-*.parquet, alerts.jsonl, "
-                 f"dead_letter-*.jsonl, late_beacon-*.jsonl, run_summary.json")
+    lines.append(f"outputs in {output}/: views-*.parquet, metrics-*.parquet, responses-*.parquet, "
+                 f"alerts.jsonl, dead_letter-*.jsonl, late_beacon-*.jsonl, run_summary.json")
     return "\n".join(lines)
 
 

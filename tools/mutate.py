@@ -43,8 +43,8 @@ MUTATIONS = (
              "exited_before_start=play_requested and not self.first_frame,",
              ("tests/test_reference.py",)),
     Mutation("seeks: waiting during a seek is a stall", "transforms/viewstate.py",
-             "if self.state is _S.PLAYING or (kind is K.REBUFFERSTART",
-             "if self.state in (_S.PLAYING, _S.SEEKING) or (kind is K.REBUFFERSTART",
+             "if self.state is _S.PLAYING or starved or (",
+             "if self.state in (_S.PLAYING, _S.SEEKING) or starved or (",
              ("tests/test_reference.py",)),
     Mutation("dedupe: seq is not a key (content only)", "transforms/viewstate.py",
              "        elif b.seq is not None:\n            key = (\"seq\", b.seq)",
@@ -82,6 +82,17 @@ MUTATIONS = (
     Mutation("delivery: affected viewers over the whole outage", "transforms/delivery.py",
              "affected_viewers=peak.k, exposed_viewers=peak.n,",
              "affected_viewers=len(viewers), exposed_viewers=peak.n,"),
+    Mutation("CMCD: starvation on an interval report is not a stall", "transforms/viewstate.py",
+             "elif not (closed or opened) and (b.starved or dur):", "elif False:"),
+    Mutation("CMCD: a stall placed to within 30 s is clustered", "transforms/contributions.py",
+             "return stall.playhead_ms is not None and 2 * stall.uncertainty_ms < bucket_ms",
+             "return stall.playhead_ms is not None"),
+    Mutation("ads: break time is watch time", "transforms/viewstate.py",
+             "        self.ad_ms += elapsed\n",
+             "        self.ad_ms += elapsed\n        self.watch_ms += elapsed\n"),
+    Mutation("ads: an ad's stalls are the content's", "transforms/facts.py",
+             "for s in view.stalls if s.video_id == video_id)",
+             "for s in view.stalls if video_id is None or s.video_id == video_id)"),
 )
 
 

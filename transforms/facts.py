@@ -65,11 +65,11 @@ def view_facts(view: View, dimensions: tuple[str, ...]) -> ViewFacts:
     names = sorted(set(dimensions) | set(BREAKDOWN_DIMENSIONS))
     dims = tuple((name, _text(getattr(view, name, None))) for name in names)
     ads = sorted({r.video_id for r in view.played if r.video_id is not None})
+    at = view.program_offset_ms or 0
     return ViewFacts(
         view_key=view.view_key, viewer_id=view.viewer_id, video_id=view.video_id,
         start_ms=view.start_ms, end_ms=view.end_ms, watch_ms=view.watch_ms, dims=dims,
-        played=_played(view, None, view.program_offset_ms or 0),
-        stalls=_stalls(view, None, view.program_offset_ms or 0),
+        played=_played(view, None, at), stalls=_stalls(view, None, at),
         ads=tuple(ViewFacts(
             view_key=f"{view.view_key}#ad:{ad}", viewer_id=view.viewer_id, video_id=ad,
             start_ms=view.start_ms, end_ms=view.end_ms, watch_ms=0, dims=dims,

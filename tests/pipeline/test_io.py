@@ -10,7 +10,7 @@ from apache_beam.testing import util
 from pipeline import io
 from tests.builders import ev, fn_api_pipeline, make_view, one_view
 from transforms.alerting import breakdown
-from transforms.model import Alert, Cause, DeadLetter
+from transforms.model import Alert, Cause, DeadLetter, ResponseRow
 
 
 def test_read_beacon_files__positions_blank_lines_and_gzip(tmp_path):
@@ -109,3 +109,60 @@ def test_windowed_file_sink__a_window_is_spread_over_shards_and_late_rows_get_a_
     assert {name.split("-")[3] for name in first} == {f"s{n:02d}" for n in range(io.SINK_SHARDS)}
     late = [name for name in files if not name.endswith("-pane000.jsonl")]
     assert len(late) == 1 and late[0].endswith("-pane001.jsonl")
+
+
+def test_response_row__fits_the_parquet_schema():
+    rows = [ResponseRow(60_000, "all", "all", 3, 1, 100 / 3, 40.0, 114.0, 500.0),
+            ResponseRow(60_000, "cdn", "cdn-a", 1, 0, 0.0, None, None, None, version=2)]
+    table = pa.Table.from_pylist([io.response_row(r) for r in rows], schema=io.RESPONSE_SCHEMA)
+    assert table.num_rows == 2 and table.column("version").to_pylist() == [1, 2]
+    assert set(io.RESPONSE_SCHEMA.names) == set(io.response_row(rows[0]))
+
+
+def test_file_sinks__cmcd_response_reports_become_responses_parquet(tmp_path):
+    import pyarrow.parquet as pq
+    from apache_beam.options.pipeline_options import PipelineOptions as Options
+    from pipeline.build import build
+    from pipeline.config import to_config
+    from tests.builders import FN_API_RUNNER, T0_MS
+    reports = [f'e=rr,sid="s1",cid="vid",ts={T0_MS + 5_000},v=2,rc=404,ttfb=120,ttlb=900,'
+               'cdn="cdn-a",h="edge1.example"',
+               f'e=rr,sid="s1",cid="vid",ts={T0_MS + 7_000},v=2,rc=200,ttfb=40,ttlb=300,'
+               'cdn="cdn-a",url="https://edge2.example/seg1.m4s"',     # host from the url
+               f'e=ps,sta=p,sid="s1",cid="vid",ts={T0_MS + 1_000},v=2']  # not a response
+    (tmp_path / "a.ndjson").write_text("".join(json.dumps({"cmcd": r}) + "\n" for r in reports))
+    options = Options([f"--source={tmp_path}/a.ndjson", f"--output={tmp_path}/out",
+                       f"--runner={FN_API_RUNNER}"])
+    cfg = to_config(options)
+    with beam.Pipeline(options=options) as root:
+        build(root, cfg, io.ReadBeaconFiles(cfg.source_pattern), io.file_sinks(cfg.output))
+    paths = sorted(str(p) for p in (tmp_path / "out").glob("responses-*.parquet"))
+    rows = {(r["dimension"], r["value"]): r for r in pq.read_table(paths).to_pylist()}
+    assert set(rows) == {("all", "all"), ("cdn", "cdn-a"), ("host", "edge1.example"),
+                         ("host", "edge2.example")}
+    every = rows[("all", "all")]
+    assert (every["minute_ms"], every["requests"], every["http_errors"], every["version"]) == \
+        (T0_MS, 2, 1, 1)
+    assert (every["ttfb_p50_ms"], every["ttlb_p50_ms"]) == (80.0, 600.0)   # 40|120, 300|900
+
+
+def test_windowed_file_sink__responses_have_their_own_parquet_a_late_version_its_own_file(tmp_path):
+    import pyarrow.parquet as pq
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing import test_pipeline, test_stream
+    from apache_beam.transforms.window import TimestampedValue
+
+    def cell(requests, version):
+        return ResponseRow(0, "all", "all", requests, 0, 0.0, 40.0, 40.0, None, version)
+
+    events = (test_stream.TestStream()
+              .add_elements([TimestampedValue(cell(2, 1), 59.999)])
+              .advance_watermark_to(700)            # the first 600 s window is written
+              .add_elements([TimestampedValue(cell(3, 2), 59.999)])   # its late pane
+              .advance_watermark_to_infinity())
+    with test_pipeline.TestPipeline(options=PipelineOptions(["--streaming"])) as p:
+        _ = {"responses": p | events} | io.WindowedFileSink(str(tmp_path), window_s=600)
+    files = sorted(tmp_path.glob("responses-*.parquet"))
+    assert len(files) == 2        # written at the window's end, then the late version on its own
+    rows = [row for path in files for row in pq.read_table(str(path)).to_pylist()]
+    assert sorted((r["requests"], r["version"]) for r in rows) == [(2, 1), (3, 2)]

@@ -7,13 +7,18 @@ is the first plus the 1500 ms stall, as there). What stallwatch does with each
 key and event: the conformance table in docs/cmcd.md.
 """
 
+import apache_beam as beam
 import orjson
-import pytest
+from apache_beam.testing import util
+from apache_beam.transforms.window import TimestampedValue
+
+from tests.builders import fn_api_pipeline
 
 from transforms.contributions import placed
 from transforms.facts import view_facts
-from transforms.model import AlertStatus, Beacon, DeadLetter, EventKind, RawRecord
+from transforms.model import Beacon, DeadLetter, EventKind, RawRecord, ResponseRow
 from transforms.parse import parse_message
+from transforms.responses import AggregateResponses
 from transforms.thresholds import Thresholds
 from transforms.viewstate import summarize_views
 
@@ -108,6 +113,13 @@ def test_cta5004b_8_2_3__a_response_report_carries_status_and_timings():
     assert b.host is None               # a relative url and no h: no host to group by
     with_host = parse(report(EX_8_2_3, url='"https://cdn-a.example.com/video/segment-5.m4v"', rc=404))
     assert (with_host[0].host, with_host[0].response_code) == ("cdn-a.example.com", 404)
+    minute = 1763657019723 // 60_000 * 60_000
+    with fn_api_pipeline() as p:
+        rows = (p | beam.Create([TimestampedValue(x, x.event_ms / 1000) for x in [b] + with_host])
+                | AggregateResponses())
+        util.assert_that(rows, util.equal_to([
+            ResponseRow(minute, "all", "all", 2, 1, 50.0, 180.0, 180.0, 200.0),
+            ResponseRow(minute, "host", "cdn-a.example.com", 1, 1, 100.0, 180.0, 180.0, 200.0)]))
 
 
 def test_cta5004b_8_2_4__an_error_report_without_sta_is_not_a_playback_failure():
