@@ -196,6 +196,9 @@ def _video_value(value: Any) -> Optional[int]:
     return None
 
 
+_STARVATION_MAX = {"bsd": MAX_PLAYHEAD_MS, "bsda": MAX_PLAYHEAD_MS, "bsa": 1_000_000}
+
+
 def _starvation(fields: dict, name: str) -> Optional[int]:
     """A starvation figure (``bsd``, ``bsa``, ``bsda``): a number, or an inner
     list per object type. Playback stalls when the video buffer starves, so
@@ -203,7 +206,8 @@ def _starvation(fields: dict, name: str) -> Optional[int]:
     and a video starvation that overlapped would count the stall twice.
 
     Raises:
-      Rejected: ``wrong_type:NAME`` for anything but numbers.
+      Rejected: ``wrong_type:NAME`` for anything but numbers,
+        ``out_of_range:NAME`` above a week (durations) or a million (counts).
     """
     value = fields.get(name)
     if value is None:
@@ -213,6 +217,8 @@ def _starvation(fields: dict, name: str) -> Optional[int]:
     for member, params in members:
         if isinstance(member, bool) or not isinstance(member, (int, float)) or member < 0:
             raise Rejected(f"wrong_type:{name}", f"{name} must hold numbers >= 0")
+        if member > _STARVATION_MAX[name]:
+            raise Rejected(f"out_of_range:{name}", f"{name}={member!r} > {_STARVATION_MAX[name]}")
         numbers.append((int(member), params))
     video = [n for n, params in numbers if "v" in params or "av" in params]
     return max(video or [n for n, _ in numbers]) if numbers else None

@@ -21,10 +21,13 @@ K = EventKind
 # Tie-break for events with the same timestamp and no seq: the order a player
 # emits them in.
 _RANK = {k: i for i, k in enumerate((
-    K.VIEWSTART, K.PLAYERREADY, K.PLAY, K.SEEKING, K.SEEKED, K.WAITING,
-    K.STALLED, K.REBUFFERSTART, K.REBUFFEREND, K.PLAYING, K.RENDITIONCHANGE,
-    K.TIMEUPDATE, K.HEARTBEAT, K.ADBREAKSTART, K.ADPLAY, K.ADPLAYING, K.ADERROR,
-    K.ADENDED, K.ADBREAKEND, K.PAUSE, K.ERROR, K.ENDED, K.VIEWEND))}
+    K.VIEWSTART, K.PLAYERREADY, K.ADENDED, K.ADERROR, K.ADBREAKEND, K.PLAY, K.SEEKING,
+    K.SEEKED, K.WAITING, K.STALLED, K.REBUFFERSTART, K.REBUFFEREND, K.PLAYING,
+    K.RENDITIONCHANGE, K.TIMEUPDATE, K.HEARTBEAT, K.PAUSE, K.ERROR, K.ENDED,
+    K.ADBREAKSTART, K.ADPLAY, K.ADPLAYING, K.VIEWEND))}
+# (Ads: an ad ends before what follows it at the same ms starts, and one
+# starts after what preceded it ended: back-to-back ads, a pre-roll's end and
+# the content's first frame, the content's end and a post-roll.)
 
 # A playhead may advance this much faster than wall clock between two events
 # (2x playback) plus this slack, else the jump was an unreported seek.
@@ -119,7 +122,16 @@ def estimate_playheads(events: list[Beacon]) -> list[Beacon]:
     ads = _AdTracker()
     for b in events:
         now = clock(b)
-        if ads.is_ad(b):               # the content's playhead stands still through a break
+        before = ads.content_id
+        ad = ads.is_ad(b)
+        if not ad and before is not None and b.video_id != before:
+            # Another video in the same player: its own timeline from 0 (the
+            # view machine starts a new view here).
+            ads = _AdTracker()
+            ads.is_ad(b)
+            position, playing, last = 0, False, None
+            known = not any(x.stream_type == "live" for x in events)
+        if ad:                         # the content's playhead stands still through a break
             if playing and last is not None:
                 position += max(0, now - last)
             playing = False
@@ -160,25 +172,28 @@ class _AdTracker:
         self.content_id: Optional[str] = None
         self.ad_id: Optional[str] = None
         self.in_break = False
+        self.implicit = False          # opened by an ad, not by a break start: closes with it
 
     def is_ad(self, b: Beacon) -> bool:
         kind = b.kind
         if kind in AD_KINDS:
             if kind is K.ADBREAKSTART:
-                self.in_break = True
+                self.in_break, self.implicit = True, False
                 self.content_id = self.content_id or b.video_id
             elif kind is K.ADBREAKEND:
                 self.in_break = False
                 self.content_id = self.content_id or b.video_id
             elif kind is K.ADPLAY or kind is K.ADPLAYING:
-                self.in_break = True
+                if not self.in_break:
+                    self.in_break, self.implicit = True, True
                 self.ad_id = b.ad_id
+            elif self.implicit:        # ADENDED, ADERROR of an ad that opened its own break
+                self.in_break = False
             return True
         if b.not_rendered:
             return True
-        if (self.in_break and b.protocol == CMCD and b.video_id != self.ad_id
-                and self.content_id in (None, b.video_id)):
-            self.in_break = False      # back on the content: the break's end was not reported
+        if self.in_break and (kind is K.VIEWSTART or (b.protocol == CMCD and b.video_id != self.ad_id)):
+            self.in_break = False      # a new view, or a shown report not of the ad: the break's end was not reported
         if not self.in_break:
             self.content_id = self.content_id or b.video_id
         return self.in_break
@@ -188,6 +203,11 @@ def sampled(b: Beacon) -> bool:
     """Whether a report samples the state (a CMCD interval, response or other
     report) rather than reporting a transition as it happened (``e=ps``, beacon v1)."""
     return b.protocol == CMCD and b.cmcd_event != "ps"
+
+
+# bsa may grow by more between two reports; more is not believed (and a
+# report cannot make a view hold an unbounded number of stalls).
+_MAX_STALLS_PER_REPORT = 10
 
 
 # A seek this early is the player positioning itself at the start (Shaka
@@ -288,9 +308,12 @@ class _ViewMachine:
         # the better figure), the last report of each event type, and when
         # the last stall seen through play states ended.
         self.play_sampled = self.startup_sampled = False
-        self.measured_startup_ms: Optional[int] = None
+        self.startup_charged = 0            # watch time charged to the startup state
         self.report_clock: dict[Optional[str], int] = {}
         self.observed_stall_end: Optional[int] = None
+        # (bsa, bsda, stalls, stall ms) at the last report with bsa: the
+        # counters are the session's, so only their growth since is news.
+        self.absolute: Optional[tuple[int, Optional[int], int, int]] = None
 
     # -- driving ---------------------------------------------------------
     def run(self, events: list[Beacon], start: int) -> int:
@@ -317,12 +340,15 @@ class _ViewMachine:
                 self.end_ms = cut
                 return i
             if ad or was_in_break:
-                self._advance_ad(clock(b), was_in_break)
+                self._advance_ad(b, was_in_break)
                 ad = self._apply_ad(b, was_in_break, ad)
             if not ad:
                 self._advance(clock(b), b.playhead_ms)
                 stalls, open_before = len(self.stalls), self.stall_start is not None
+                started = self.first_frame
                 self._apply(b)
+                if not started and self.first_frame and sampled(b):
+                    self.startup_sampled = True    # the first frame seen on an interval report
                 if b.protocol == CMCD:
                     self._note_starvation(b, len(self.stalls) > stalls,
                                           self.stall_start is not None and not open_before)
@@ -337,6 +363,8 @@ class _ViewMachine:
         state = self.state
         if state in (_S.STARTUP, _S.PLAYING, _S.STALLED, _S.SEEKING):
             self.watch_ms += elapsed
+        if state is _S.STARTUP:
+            self.startup_charged += elapsed
         if state is _S.PLAYING:
             self.playing_ms += elapsed
             if self.rendition is not None:
@@ -354,11 +382,23 @@ class _ViewMachine:
         self.ranges.append(PlayedRange(start, end, self.rendition))
 
     # -- ads ---------------------------------------------------------------
-    def _advance_ad(self, now_ms: int, was_in_break: bool) -> None:
+    def _advance_ad(self, b: Beacon, was_in_break: bool) -> None:
         """Charge [last_ms, now_ms) to the break (ad time, not watch time), or
-        to the content when the break begins with this event."""
+        to the content when the break begins with this event: up to the
+        content's position then (reported, else where playing has taken it)."""
+        now_ms = clock(b)
+        if self.viewer_id is None and b.viewer_id is not None:
+            self.viewer_id = b.viewer_id
+        for name in _DIMENSIONS:
+            if name not in self.dims and getattr(b, name) is not None:
+                self.dims[name] = getattr(b, name)
         if not was_in_break:
-            self._advance(now_ms, None)
+            ph = b.playhead_ms if b.ad_id is None else None
+            if ph is None and self.state is _S.PLAYING and self.playhead is not None:
+                ph = self.playhead + max(0, now_ms - self.last_ms)
+            self._advance(now_ms, ph)
+            if ph is not None and self.state is _S.PLAYING:
+                self.playhead = ph
             return
         elapsed = max(0, now_ms - self.last_ms)
         self.ad_ms += elapsed
@@ -442,11 +482,12 @@ class _ViewMachine:
             elif self.state in (_S.PAUSED, _S.ENDED):
                 self.state = _S.PLAYING
         elif kind is K.PLAYING:
-            if not self.first_frame and sampled(b):
+            if not self.first_frame and sampled(b) and ph is not None and self.playhead is not None:
                 # First seen playing on an interval report: it played from
-                # the last known position to this one, from some time unknown.
-                self.startup_sampled = True
-                if ph is not None and self.playhead is not None and ph > self.playhead:
+                # the last known position to this one (unless that is a jump).
+                moved = ph - self.playhead
+                since_play = now - self.play_ms if self.play_ms is not None else 0
+                if 0 < moved <= since_play * _MAX_RATE + _JUMP_SLACK_MS:
                     self._played(self.playhead, ph)
             self._resume(now)
         elif kind is K.PAUSE:
@@ -575,21 +616,23 @@ class _ViewMachine:
         now, dur = clock(b), b.reported_stall_ms
         since, previous = self.report_clock.get(b.cmcd_event, (clock(self.first), None))
         self.report_clock[b.cmcd_event] = (now, b.playhead_ms)
-        if closed and dur is not None and self.stalls[-1].video_id is None:
-            last = self.stalls[-1]
-            dur = min(dur, self.max_stall_ms)
-            self.stalls[-1] = dataclasses.replace(last, start_ms=now - dur, duration_ms=dur)
-            self.stall_ms += dur - last.duration_ms
-        elif not (closed or opened) and (b.starved or dur):
+        busy = closed or opened or self.stall_start is not None or self.ad_stall is not None
+        if not busy and (b.starved or dur):
             seen = self.observed_stall_end is not None and self.observed_stall_end >= since
             if not seen:
                 self._interval_stalls(1, dur or 0, since, now, previous, b)
-        if b.reported_stall_count is not None:
-            missing = b.reported_stall_count - sum(1 for st in self.stalls if st.video_id is None)
-            if missing > 0:
-                total = b.reported_stall_total_ms
-                self._interval_stalls(missing, max(0, total - self.stall_ms) if total is not None else 0,
-                                      since, now, previous, b)
+        count, total = b.reported_stall_count, b.reported_stall_total_ms
+        if count is not None:
+            base = self.absolute
+            self.absolute = (count, total, len(self.stalls), self.stall_ms)
+            if base is not None and not busy:
+                grew = count - base[0] - (len(self.stalls) - base[2])
+                if grew > 0:
+                    missing_ms = (total - base[1] - (self.stall_ms - base[3])
+                                  if total is not None and base[1] is not None else 0)
+                    self._interval_stalls(min(grew, _MAX_STALLS_PER_REPORT), max(0, missing_ms),
+                                          since, now, previous, b)
+                    self.absolute = (count, total, len(self.stalls), self.stall_ms)
 
     def _interval_stalls(self, count: int, total_ms: int, since: int, now: int,
                          previous: Optional[int], b: Beacon) -> None:
@@ -682,8 +725,8 @@ class _ViewMachine:
                 startup_ms is None or self.play_sampled or self.startup_sampled):
             # No "starting" report, or startup seen only through interval
             # reports (its measure is as coarse as they are): the player's msd.
-            if startup_ms is not None and startup_ms > self.reported_startup_ms:
-                playing_ms += startup_ms - self.reported_startup_ms
+            if startup_ms is not None:         # what the coarse measure charged beyond msd was playing
+                playing_ms += max(0, min(startup_ms, self.startup_charged) - self.reported_startup_ms)
             startup_ms = self.reported_startup_ms
         # The device clock orders and times the view; this shift (the median
         # correction event time applied to its beacons) places it in the world.

@@ -261,3 +261,56 @@ def test_a_recoverable_error_does_not_stop_the_estimate():
                              report(9, sta="r"), report(11, sta="p")))
     [stall] = view.stalls
     assert (stall.playhead_ms, view.playback_failure) == (8_000, False)
+
+
+def views_of(*lines: str) -> list:
+    beacons = [b for b in parse(*lines) if isinstance(b, Beacon)]
+    return summarize_views(beacons[0].view_id, beacons)
+
+
+def test_starvation__absolute_counters_add_only_their_growth_between_reports():
+    """bsa / bsda are the session's totals: the first report with them is the
+    baseline, a later one adds only what grew beyond the stalls seen since
+    (a second video of the session does not inherit the first's), and no
+    report adds more than 10 stalls; a count above a million is a dead letter."""
+    movie = [report(0, sta="s", sn=0, pt=0), report(1, sta="p", sn=1, pt=0),
+             report(20, sta="r", sn=2), report(22, sta="p", sn=3),
+             report(30, e="t", sta="p", sn=4, pt=27000, bsa=1, bsda=2000),
+             report(60, e="t", sta="p", sn=5, pt=57000, bsa=3, bsda=5000)]
+    [view] = views_of(*movie)
+    assert (view.rebuffer_count, view.rebuffer_ms) == (3, 5000)        # 1 seen + 2 that grew
+    assert [(s.playhead_ms, s.playhead_uncertainty_ms) for s in view.stalls[1:]] == [(42000, 15000)] * 2
+    second = [report(61, sta="p", sn=6, cid="vod-2", pt=0),
+              report(90, e="t", sta="p", sn=7, cid="vod-2", pt=29000, bsa=3, bsda=5000)]
+    views = views_of(*movie, *second)
+    assert [(v.video_id, v.rebuffer_count) for v in views] == [("vod-1", 3), ("vod-2", 0)]
+    [flood] = views_of(report(0, sta="p", sn=0, pt=0), report(30, e="t", sta="p", sn=1, pt=30000, bsa=0),
+                       report(60, e="t", sta="p", sn=2, pt=60000, bsa=1_000_000))
+    assert flood.rebuffer_count == 10
+    [dead] = parse(report(0, e="t", sta="p", bsa=10**12))
+    assert isinstance(dead, DeadLetter) and dead.reason == "out_of_range:bsa"
+
+
+def test_starvation__a_stall_seen_through_play_states_is_not_counted_again():
+    """A player posting ps to one target and t to another: the interval
+    report's bs/bsd during (or just after) a seen stall adds nothing."""
+    [view] = views_of(report(0, sta="s", sn=0, pt=0), report(1, sta="p", sn=1, pt=0),
+                      report(25, sta="r", sn=2), report(30, e="t", sta="r", sn=3, bs="?1", bsd=5000),
+                      report(32, sta="p", sn=4), report(60, e="t", sta="p", sn=5, bs="?1", bsd=2000))
+    assert [(s.start_ms - T0_MS, s.duration_ms) for s in view.stalls] == [(25_000, 7_000)]
+
+
+def test_ads__an_unclosed_break_ends_with_its_ad_a_new_view_or_another_video():
+    """An ad that opened its own break (no abs) closes it when it ends; a
+    CMCD report of another video during a break whose abe never came starts
+    that video's view."""
+    [view] = views_of(report(0, sta="s", sn=0, pt=0), report(1, sta="p", sn=1, pt=0),
+                      report(31, e="as", sn=2, cid="ad-1"), report(46, e="ae", sn=3, cid="ad-1"),
+                      report(47, sta="p", sn=4), report(107, sta="e", sn=5))
+    assert (view.ad_ms, view.watch_ms, view.ads) == (15_000, 31_000 + 61_000, 1)
+    views = views_of(report(0, sta="s", sn=0, pt=0), report(1, sta="p", sn=1, pt=0),
+                     report(61, e="abs", sn=2, nr="?1"), report(61.5, e="as", sn=3, cid="ad-1"),
+                     report(77, sta="s", sn=4, cid="vod-2", pt=0), report(78, sta="p", sn=5, cid="vod-2", pt=0),
+                     report(138, sta="e", sn=6, cid="vod-2", pt=60000))
+    assert [(v.video_id, v.ad_ms, v.watch_ms) for v in views] == [("vod-1", 500, 61_000),
+                                                                 ("vod-2", 0, 61_000)]

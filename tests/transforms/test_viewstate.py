@@ -280,3 +280,20 @@ def test_view__the_viewer_leaving_during_a_break_ends_the_view_in_it():
     assert (view.ad_ms, view.watch_ms, view.rebuffer_count, view.end_ms) == (9_000, 11_000, 0, ms(20))
     [stall] = view.stalls
     assert (stall.video_id, stall.playhead_ms, stall.duration_ms) == ("a", 3_500, 5_000)
+
+
+def test_view__ad_events_in_the_same_millisecond_end_before_what_follows_starts():
+    """No seq: back-to-back ads (a ends, b starts in the same ms), and a
+    post-roll starting the ms the content ends, are ordered so each ad keeps
+    its time and the content its end."""
+    pod = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("adbreakstart", 21, 20),
+                   ev("adplaying", 21.5, 20, ad_id="a"), ev("adplaying", 30, 20, ad_id="b"),
+                   ev("adended", 30, 20, ad_id="a"), ev("waiting", 35, 20), ev("playing", 39, 20),
+                   ev("adended", 44, 20, ad_id="b"), ev("adbreakend", 44, 20), ev("playing", 44, 20),
+                   ev("ended", 64, 40))
+    assert pod.ads == 2 and [(s.video_id, s.playhead_ms, s.duration_ms) for s in pod.stalls] == [("b", 5_000, 4_000)]
+    assert [(r.video_id, r.end_ms) for r in pod.played if r.video_id] == [("a", 8_500), ("b", 10_000)]
+    post = one_view(ev("play", 0, 0), ev("playing", 1, 0), ev("adbreakstart", 61, 60),
+                    ev("ended", 61, 60), ev("adplaying", 61.5, 60, ad_id="p"),
+                    ev("adended", 76.5, 60, ad_id="p"), ev("adbreakend", 76.5, 60), ev("viewend", 300, 60))
+    assert (post.watch_ms, post.ad_ms) == (61_000, 15_500)
