@@ -40,7 +40,7 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
         view_life_s=cfg.inactivity_s + cfg.complete_s, shards=cfg.detect_shards,
         late_s=cfg.watermark_step_ms // 1000)
     responses = parsed.beacons | "AggregateResponses" >> AggregateResponses(
-        cfg.metrics_bucket_ms, cfg.inactivity_s)
+        cfg.metrics_bucket_ms, cfg.inactivity_s * 1000)
     outputs = QoeOutputs(parsed.beacons, parsed.dead_letters, views, sessions.late, metrics, alerts,
                          responses)
     if sinks is not None and sinks.everything is not None:

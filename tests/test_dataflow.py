@@ -43,10 +43,8 @@ def test_dry_run__streaming_from_pubsub_is_a_streaming_job_with_the_native_read(
     assert "beam:transform:write_to_big_query:v0" in urns      # views + metrics tables
     assert "beam:transform:group_by_key:v1" in urns            # keyed state per view / video
     # Views are sessionized and files cut by keyed state and timers in the
-    # global window: no session windows, no trigger beyond the default. The
-    # one fixed window is AggregateResponses' minute, combined by the runner.
-    assert job["window_fns"] == ["beam:window_fn:fixed_windows:v1",
-                                 "beam:window_fn:global_windows:v1"]
+    # global window: no session or fixed windows, no trigger beyond the default.
+    assert job["window_fns"] == ["beam:window_fn:global_windows:v1"]
     assert set(job["triggers"]) <= {"default", "always"}     # "always": Reshuffle's own
 
 

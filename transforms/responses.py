@@ -10,18 +10,18 @@ import math
 from typing import Any, Iterable, Mapping, Optional
 
 import apache_beam as beam
-from apache_beam.transforms import window
-from apache_beam.transforms.trigger import AccumulationMode
-from apache_beam.utils.timestamp import Duration
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.model import Beacon, ResponseRow
+from transforms.rolling import RollingEvaluate, use_state
 
 RESPONSE_EVENT = "rr"      # CMCD v2 "response received"
 EXACT_BELOW_MS = 100       # timings below this are counted exactly, above at 2 significant digits
 
 # (response_code, ttfb_ms, ttlb_ms) of one response, each cleaned: an int, or None.
 Response = tuple[Optional[int], Optional[int], Optional[int]]
-Cell = tuple[str, str]     # (dimension, value) within a minute window
+Cell = tuple[str, str]     # (dimension, value) within a minute
 
 
 def is_response(beacon: Beacon) -> bool:
@@ -95,8 +95,7 @@ def counted_percentile(counts: Mapping[int, int], q: float) -> Optional[float]:
 
 @dataclasses.dataclass(slots=True)
 class ResponseTally:
-    """The accumulator of one cell, updated in place (Beam allows it in
-    ``add_input`` and in the first accumulator of ``merge_accumulators``).
+    """What a cell counts, updated in place.
 
     Bounded whatever the traffic: three counts and two Counters keyed by
     ``rounded_ms`` values (at most 730 keys each, see ``rounded_ms``).
@@ -142,35 +141,58 @@ def to_response_row(minute_ms: int, cell: Cell, tally: ResponseTally,
         version=version)
 
 
-class TallyResponsesFn(beam.CombineFn):
-    """Responses -> ResponseTally: requests, errors, statuses and timing Counters."""
-
-    def create_accumulator(self) -> ResponseTally:
-        return ResponseTally()
-
-    def add_input(self, tally: ResponseTally, response: Response) -> ResponseTally:
-        tally.add(response)
-        return tally
-
-    def merge_accumulators(self, tallies: Iterable[ResponseTally]) -> ResponseTally:
-        tallies = iter(tallies)
-        merged = next(tallies, None) or ResponseTally()
-        for tally in tallies:
-            merged.merge(tally)
-        return merged
-
-    def extract_output(self, tally: ResponseTally) -> ResponseTally:
-        return tally
+def cell_key(minute_ms: int, cell: Cell) -> str:
+    """A cell as a state key (a string: state keys need a deterministic coder)."""
+    return f"{minute_ms}\x1f{cell[0]}\x1f{cell[1]}"
 
 
-class _ToRowFn(beam.DoFn):
-    """A fired pane of a cell as its row: the minute is the window's start,
-    ``version`` the pane's index + 1 (1 on time, 2, 3, ... for late panes)."""
+class _TallyBundleFn(beam.DoFn):
+    """Combiner lifting by hand: each bundle's responses tallied per cell,
+    so a cell's key (one per minute for "all") takes one tally per bundle,
+    never every response. Emitted at the bundle's end, stamped at the newest
+    response of the cell in it."""
 
-    def process(self, element: tuple[Cell, ResponseTally], win=beam.DoFn.WindowParam,
-                pane=beam.DoFn.PaneInfoParam) -> Iterable[ResponseRow]:
-        cell, tally = element
-        yield to_response_row(win.start.micros // 1000, cell, tally, pane.index + 1)
+    def __init__(self, minute_ms: int) -> None:
+        self._minute_ms = minute_ms
+        self._tallies: dict[str, list] = {}
+
+    def start_bundle(self) -> None:
+        self._tallies = {}
+
+    def process(self, beacon: Beacon, ts=beam.DoFn.TimestampParam) -> None:
+        minute = beacon.event_ms // self._minute_ms * self._minute_ms
+        ms = ts.micros // 1000
+        for cell, response in response_cells(beacon):
+            entry = self._tallies.setdefault(cell_key(minute, cell), [ResponseTally(), ms])
+            entry[0].add(response)
+            entry[1] = max(entry[1], ms)
+
+    def finish_bundle(self) -> Iterable[WindowedValue]:
+        for key, (tally, ms) in self._tallies.items():
+            yield WindowedValue((key, tally), ms / 1000, [GlobalWindow()])
+        self._tallies = {}
+
+
+class _CellRows:
+    """RollingEvaluate's evaluator per cell: the tallies folded into one; the
+    cell's row, again with version + 1 whenever it changed."""
+
+    def empty(self, key: str) -> list:
+        return [ResponseTally(), None]          # [tally, the row last sent]
+
+    def fold(self, acc: list, tally: ResponseTally, ts_ms: int) -> list:
+        acc[0].merge(tally)
+        return acc
+
+    def evaluate(self, key: str, acc: list, as_of_ms: int, settled: bool):
+        tally, sent = acc
+        minute, dimension, value = key.split("\x1f", 2)
+        version = sent.version + 1 if sent is not None else 1
+        row = to_response_row(int(minute), (dimension, value), tally, version)
+        if sent is not None and dataclasses.replace(sent, version=version) == row:
+            return [], None
+        acc[1] = row
+        return [row], None
 
 
 class AggregateResponses(beam.PTransform):
@@ -179,14 +201,13 @@ class AggregateResponses(beam.PTransform):
     Input:  PCollection[Beacon], all of them, timestamped at ``event_ms``;
             only response reports count (``is_response``: CMCD ``e=rr``, or
             any beacon with a status or timings).
-    Output: PCollection[ResponseRow] in the global window, timestamped at the
-            end of its minute: one per (minute of event time, dimension,
-            value), dimension "all" (value "all"), "cdn" or "host" (for the
-            responses that name one). Written when the watermark passes the
-            minute; a response up to ``allowed_lateness_s`` late re-emits the
-            cell with every response so far and ``version`` + 1; a later one
-            is dropped here (its beacon still goes through sessionization and
-            is accounted there). In batch: one row per cell, version 1.
+    Output: PCollection[ResponseRow]: one per (minute of event time,
+            dimension, value), dimension "all" (value "all"), "cdn" or "host"
+            (for the responses that name one); emitted once the cell's input
+            settles, and again with ``version`` + 1 when later responses
+            change it (in batch: once). The same keyed primitive as the QoE
+            metrics (``RollingEvaluate``), so it runs on every runner (Prism
+            has no allowed lateness nor accumulating panes for Beam windows).
 
     Columns: ``requests`` counts every response; ``http_errors`` those with
     status >= 400; ``http_error_pct`` is over the responses that had a status;
@@ -194,37 +215,31 @@ class AggregateResponses(beam.PTransform):
     over the responses that carried them, rounded as by ``rounded_ms``.
     Missing, negative or non-numeric values are skipped, never fatal.
 
+    State per cell: one ResponseTally (three counts and two Counters of at
+    most 730 keys each, see ``rounded_ms``) and the row last sent, released
+    ``gc_ms`` after the cell's newest response. A cell's key receives one
+    tally per bundle (``_TallyBundleFn``), not each response.
+
     Args:
       minute_ms: width of a time bucket in ms (60 000 by default).
-      allowed_lateness_s: how long after a minute's end (in watermark time) a
-        response still updates its cell; the pipeline passes the sessionizer's
-        ``inactivity_s``.
-
-    A cell ("all", a big CDN) takes every response of its minute, but never
-    one by one: the combine is lifted (each bundle tallies its responses per
-    cell before the shuffle: the portable runners' default ``lift_combiners``
-    phase, Dataflow's combiner lifting), so the key sees one small tally per
-    bundle. Beam's hot-key fanout was tried and lost late panes on the
-    DirectRunner (test_aggregate_responses__a_late_response_*).
+      inactivity_ms: how long responses of a minute may still come (the
+        sessionizer's inactivity); a cell's state lasts twice that.
+      stateful: see ``rolling.use_state``.
     """
 
-    def __init__(self, minute_ms: int = 60_000, allowed_lateness_s: int = 3600) -> None:
+    def __init__(self, minute_ms: int = 60_000, inactivity_ms: int = 3_600_000,
+                 stateful: Optional[bool] = None) -> None:
         super().__init__()
-        if minute_ms <= 0 or allowed_lateness_s < 0:
-            raise ValueError(f"minute_ms must be > 0 and allowed_lateness_s >= 0, "
-                             f"got {minute_ms}, {allowed_lateness_s}")
+        if minute_ms <= 0 or inactivity_ms <= 0:
+            raise ValueError(f"minute_ms and inactivity_ms must be > 0, got {minute_ms}, {inactivity_ms}")
         self._minute_ms = minute_ms
-        self._allowed_lateness_s = allowed_lateness_s
+        self._gc_ms = 2 * inactivity_ms
+        self._stateful = stateful
 
     def expand(self, beacons: beam.PCollection) -> beam.PCollection:
         return (beacons
                 | "KeepResponses" >> beam.Filter(is_response)
-                | "KeyByCell" >> beam.FlatMap(response_cells)
-                    .with_output_types(tuple[Cell, Response])
-                | "WindowPerMinute" >> beam.WindowInto(
-                    window.FixedWindows(Duration(micros=self._minute_ms * 1000)),
-                    allowed_lateness=Duration(seconds=self._allowed_lateness_s),
-                    accumulation_mode=AccumulationMode.ACCUMULATING)
-                | "TallyPerCell" >> beam.CombinePerKey(TallyResponsesFn())
-                | "ToRows" >> beam.ParDo(_ToRowFn())
-                | "ToGlobalWindow" >> beam.WindowInto(window.GlobalWindows()))
+                | "TallyPerBundle" >> beam.ParDo(_TallyBundleFn(self._minute_ms))
+                    .with_output_types(tuple[str, ResponseTally])
+                | "Rows" >> RollingEvaluate(_CellRows(), settle_ms=1_000, gc_ms=self._gc_ms,
+                                            stateful=use_state(self._stateful, beacons, early=False)))

@@ -12,7 +12,7 @@ from apache_beam.transforms.window import TimestampedValue
 from tests.builders import T0_MS, ev, fn_api_pipeline
 from transforms.metrics import percentile
 from transforms.model import Beacon
-from transforms.responses import (AggregateResponses, ResponseTally, TallyResponsesFn,
+from transforms.responses import (AggregateResponses, ResponseTally,
                                   counted_percentile, is_response, response_cells, rounded_ms,
                                   to_response_row)
 
@@ -43,11 +43,10 @@ def row_tuple(row):
 
 
 def tally_of(*responses) -> ResponseTally:
-    fn = TallyResponsesFn()
-    acc = fn.create_accumulator()
+    tally = ResponseTally()
     for response in responses:
-        acc = fn.add_input(acc, response)
-    return fn.extract_output(acc)
+        tally.add(response)
+    return tally
 
 
 # Pure functions
@@ -128,13 +127,14 @@ def test_tally_responses_fn__counts_errors_over_responses_with_a_status_and_skip
     assert row.ttfb_p95_ms == pytest.approx(114.0)                             # 80 + 0.85 x 40
 
 
-def test_tally_responses_fn__merged_partial_tallies_equal_one_tally():
+def test_response_tally__merged_partial_tallies_equal_one_tally():
+    """What a cell folds: one tally per bundle (transforms/responses.py)."""
     rng = random.Random(11)
     responses = [(rng.choice([200, 206, 404, 503, None]), rng.randint(-10, 3_000),
                   rng.choice([None, rng.randint(0, 20_000)])) for _ in range(500)]
-    fn = TallyResponsesFn()
-    parts = [tally_of(*responses[i::3]) for i in range(3)]
-    merged = fn.extract_output(fn.merge_accumulators(parts))
+    merged = ResponseTally()
+    for part in [tally_of(*responses[i::3]) for i in range(3)]:
+        merged.merge(part)
     assert merged == tally_of(*responses)
 
 
@@ -179,11 +179,11 @@ def test_aggregate_responses__batch_rows_per_minute_cdn_and_host():
         (MIN1, "host", "h1", 1, 0, 0.0, 50.0, 50.0, 400.0, 1),
     ]
     with fn_api_pipeline() as p:
-        rows = (p | beam.Create(stamped(beacons)) | AggregateResponses(60_000, 3600))
+        rows = (p | beam.Create(stamped(beacons)) | AggregateResponses(60_000, 3_600_000))
         util.assert_that(rows | beam.Map(row_tuple), util.equal_to(expected))
 
 
-def test_aggregate_responses__a_late_response_within_lateness_re_emits_the_cell_as_version_2():
+def test_aggregate_responses__a_late_response_re_emits_the_cell_as_version_2():
     events = (test_stream.TestStream()
               .advance_watermark_to(at(0))
               .add_elements(stamped([rr(10, 200, ttfb=40), rr(20, 404, ttfb=60)]))
@@ -192,27 +192,8 @@ def test_aggregate_responses__a_late_response_within_lateness_re_emits_the_cell_
               .advance_watermark_to(at(300))
               .advance_watermark_to_infinity())
     with test_pipeline.TestPipeline(options=PipelineOptions(["--streaming"])) as p:
-        rows = p | events | AggregateResponses(60_000, allowed_lateness_s=600)
+        rows = p | events | AggregateResponses(60_000, inactivity_ms=600_000)
         util.assert_that(rows | beam.Map(row_tuple), util.equal_to([
             (MIN0, "all", "all", 2, 1, 50.0, 50.0, 59.0, None, 1),     # on time: 200, 404
             (MIN0, "all", "all", 3, 2, round(200 / 3, 6), 60.0, 78.0, None, 2),  # + the late 503
         ]))
-
-
-def test_aggregate_responses__a_response_later_than_the_lateness_is_dropped_from_rows():
-    """Its beacon still reaches sessionization (and the accounting) through
-    the beacons PCollection; only the delivery rows leave it out."""
-    events = (test_stream.TestStream()
-              .advance_watermark_to(at(0))
-              .add_elements(stamped([rr(10, 200, ttfb=40)]))
-              .advance_watermark_to(at(200))           # past minute 0's end + 60 s
-              .add_elements(stamped([rr(20, 503, ttfb=80)]))
-              .advance_watermark_to_infinity())
-    with test_pipeline.TestPipeline(options=PipelineOptions(["--streaming"])) as p:
-        beacons = p | events
-        rows = beacons | AggregateResponses(60_000, allowed_lateness_s=60)
-        util.assert_that(rows | beam.Map(row_tuple), util.equal_to([
-            (MIN0, "all", "all", 1, 0, 0.0, 40.0, 40.0, None, 1),
-        ]), label="OnlyOnTime")
-        util.assert_that(beacons | beam.Map(lambda b: b.response_code), util.equal_to([200, 503]),
-                         label="BothBeaconsPassOn")
