@@ -145,7 +145,22 @@ def _latest_cells(element: tuple[str, Iterable[tuple[int, View]]], minute_ms: in
         yield TimestampedValue(cell, ms / 1000)
 
 
-class AggregateMetrics(beam.PTransform):
+class PerMinuteCells(beam.PTransform):
+    """Base of the per-minute cell aggregations (AggregateMetrics,
+    AggregateResponses): the bucket width, and cell state released twice the
+    sessionizer's inactivity after its newest member."""
+
+    def __init__(self, minute_ms: int = 60_000, inactivity_ms: int = 3_600_000,
+                 stateful: Optional[bool] = None) -> None:
+        super().__init__()
+        if minute_ms <= 0 or inactivity_ms <= 0:
+            raise ValueError(f"minute_ms and inactivity_ms must be > 0, got {minute_ms}, {inactivity_ms}")
+        self._minute_ms = minute_ms
+        self._gc_ms = 2 * inactivity_ms
+        self._stateful = stateful
+
+
+class AggregateMetrics(PerMinuteCells):
     """Per-minute QoE per dimension value.
 
     Input:  PCollection[View], versions of a view_key replacing each other.
@@ -161,15 +176,6 @@ class AggregateMetrics(beam.PTransform):
       stateful: see ``rolling.use_state`` (None: grouped once for a bounded
         input, keyed state and timers for an unbounded one).
     """
-
-    def __init__(self, minute_ms: int = 60_000, inactivity_ms: int = 3_600_000,
-                 stateful: Optional[bool] = None) -> None:
-        super().__init__()
-        if minute_ms <= 0 or inactivity_ms <= 0:
-            raise ValueError(f"minute_ms and inactivity_ms must be > 0, got {minute_ms}, {inactivity_ms}")
-        self._minute_ms = minute_ms
-        self._gc_ms = 2 * inactivity_ms
-        self._stateful = stateful
 
     def expand(self, views: beam.PCollection) -> beam.PCollection:
         keyed = (views

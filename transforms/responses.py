@@ -13,6 +13,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.metrics import PerMinuteCells, cell_key
 from transforms.model import Beacon, ResponseRow
 from transforms.rolling import RollingEvaluate, use_state
 
@@ -141,11 +142,6 @@ def to_response_row(minute_ms: int, cell: Cell, tally: ResponseTally,
         version=version)
 
 
-def cell_key(minute_ms: int, cell: Cell) -> str:
-    """A cell as a state key (a string: state keys need a deterministic coder)."""
-    return f"{minute_ms}\x1f{cell[0]}\x1f{cell[1]}"
-
-
 class _TallyBundleFn(beam.DoFn):
     """Combiner lifting by hand: each bundle's responses tallied per cell,
     so a cell's key (one per minute for "all") takes one tally per bundle,
@@ -163,7 +159,7 @@ class _TallyBundleFn(beam.DoFn):
         minute = beacon.event_ms // self._minute_ms * self._minute_ms
         ms = ts.micros // 1000
         for cell, response in response_cells(beacon):
-            entry = self._tallies.setdefault(cell_key(minute, cell), [ResponseTally(), ms])
+            entry = self._tallies.setdefault(cell_key(minute, *cell), [ResponseTally(), ms])
             entry[0].add(response)
             entry[1] = max(entry[1], ms)
 
@@ -195,7 +191,7 @@ class _CellRows:
         return [row], None
 
 
-class AggregateResponses(beam.PTransform):
+class AggregateResponses(PerMinuteCells):
     """Per-minute delivery evidence from response reports, overall, per CDN and per host.
 
     Input:  PCollection[Beacon], all of them, timestamped at ``event_ms``;
@@ -226,15 +222,6 @@ class AggregateResponses(beam.PTransform):
         sessionizer's inactivity); a cell's state lasts twice that.
       stateful: see ``rolling.use_state``.
     """
-
-    def __init__(self, minute_ms: int = 60_000, inactivity_ms: int = 3_600_000,
-                 stateful: Optional[bool] = None) -> None:
-        super().__init__()
-        if minute_ms <= 0 or inactivity_ms <= 0:
-            raise ValueError(f"minute_ms and inactivity_ms must be > 0, got {minute_ms}, {inactivity_ms}")
-        self._minute_ms = minute_ms
-        self._gc_ms = 2 * inactivity_ms
-        self._stateful = stateful
 
     def expand(self, beacons: beam.PCollection) -> beam.PCollection:
         return (beacons
