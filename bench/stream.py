@@ -45,7 +45,8 @@ from typing import Optional
 import orjson
 
 from bench.run import DOC, OUT, ROOT, _tree_rss_kb
-from pipeline.streams import kinesis, live, pubsub, uri
+from pipeline.io.streams import kinesis, pubsub, uri
+from pipeline.generator import live
 from tools import emulators
 from tools import flink as flink_tools
 from transforms.fields import Rejected

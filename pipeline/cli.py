@@ -42,9 +42,10 @@ def _run(argv: Sequence[str]) -> int:
         print(_run_help())
         return 0
     _validate_own_flags(argv)
-    from pipeline import main, score, summary
-    main.quiet_beam_logs()
-    result = main.run(argv)
+    from pipeline import launch
+    from pipeline.results import score, summary
+    launch.quiet_beam_logs()
+    result = launch.run(argv)
     output = result["output"]
     if os.path.isdir(output):
         print(summary.render(result, output, score.read_alerts(output)))
@@ -144,7 +145,8 @@ def _generate(argv: Sequence[str]) -> int:
 
 
 def _publish(args) -> int:
-    from pipeline.streams import live, uri
+    from pipeline.generator import live
+    from pipeline.io.streams import uri
     if args.rate <= 0 or args.join_s <= 0:
         raise CliError("--rate and --join_s must be > 0")
     try:
@@ -160,13 +162,13 @@ def _publish(args) -> int:
 
 def _require_run(output: str) -> None:
     """A directory without a run's summary is an error, not an empty run."""
-    from pipeline import io
-    if not os.path.exists(os.path.join(output, io.SUMMARY)):
-        raise CliError(f"--output {output}: no {io.SUMMARY} there; run 'stallwatch run' first")
+    from pipeline.io import files
+    if not os.path.exists(os.path.join(output, files.SUMMARY)):
+        raise CliError(f"--output {output}: no {files.SUMMARY} there; run 'stallwatch run' first")
 
 
 def _score(argv: Sequence[str]) -> int:
-    from pipeline import score, summary
+    from pipeline.results import score, summary
     parser = _Parser(prog="stallwatch score", description=(
         "Compare the alerts of a run with the truth.json of its generated workload."))
     parser.add_argument("--output", required=True, help="The run's output directory.")
@@ -182,7 +184,7 @@ def _score(argv: Sequence[str]) -> int:
     _require_run(args.output)
     result = score.score(score.read_alerts(args.output), truth)
     if summary.load_summary(args.output).get("mode") == "streaming":
-        from pipeline import report_data
+        from pipeline.results import report_data
         views = report_data.read_views(args.output, ["video_id", "viewer_id", "stalls",
                                                         "program_offset_ms"]).to_pylist()
         result["latency"] = score.detection_latency(score.read_alert_versions(args.output),
@@ -194,7 +196,7 @@ def _score(argv: Sequence[str]) -> int:
 
 
 def _report(argv: Sequence[str]) -> int:
-    from pipeline import report
+    from pipeline.results import report
     parser = _Parser(prog="stallwatch report", description=(
         "Write OUTPUT/report.html: one self-contained HTML file (inline SVG charts, no "
         "scripts, no network) with QoE, time series, alerts and dead letters of a run."))
@@ -206,12 +208,12 @@ def _report(argv: Sequence[str]) -> int:
 
 
 def _collect(argv: Sequence[str]) -> int:
-    from pipeline import collector
-    from pipeline.streams import uri as stream_uri
+    from pipeline.collector import server
+    from pipeline.io.streams import uri as stream_uri
     parser = _Parser(prog="stallwatch collect", description=(
         "HTTP collector: POST /v1/beacons (beacon v1 JSON), POST /v1/cmcd (CMCD v2 event "
         "reports), GET /healthz. Writes one record per request to the sink; "
-        "'stallwatch run --source=' reads them. SIGTERM/Ctrl-C drain and exit. docs/collector.md"))
+        "'stallwatch run --source=' reads them. SIGTERM/Ctrl-C drain and exit. docs/server.md"))
     parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080; port 0: any free port).")
     parser.add_argument("--sink", required=True,
                         help="file://DIR (NDJSON files), pubsub://projects/P/topics/T or kinesis://STREAM.")
@@ -241,13 +243,13 @@ def _collect(argv: Sequence[str]) -> int:
             raise CliError(f"--sink {exc}") from None
     elif args.sink.startswith(("gs://", "s3://")) or "://" in args.sink and not args.sink.startswith("file://"):
         raise CliError(f"--sink must be file://DIR, pubsub://... or kinesis://..., got {args.sink!r}")
-    config = collector.CollectorConfig(
+    config = server.CollectorConfig(
         host=host.strip("[]"), port=int(port), sink=args.sink, max_body_bytes=args.max_body_kb * 1024,
         max_pending=args.max_pending, flush_ms=args.flush_ms,
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
         trust_forwarded=args.trust_forwarded, viewer_salt=args.viewer_salt)
     try:
-        return collector.main(config)
+        return server.main(config)
     except LookupError as exc:
         raise CliError(f"--sink {exc}") from None
     except OSError as exc:
@@ -267,7 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if command not in COMMANDS:
         print(f"stallwatch: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
-    from pipeline.accounting import AccountingError
+    from pipeline.results.accounting import AccountingError
     from pipeline.config import ConfigError
     try:
         return COMMANDS[command](rest)

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.options import QoeOptions
-from pipeline.streams import uri as stream_uri
+from pipeline.io.streams import uri as stream_uri
 from transforms.thresholds import Thresholds
 
 _FILE_SCHEMES = ("", "file", "gs")

@@ -53,7 +53,7 @@ CLUSTER = ["--flink_master=localhost:8081", *_COMMON]
 #   is a gRPC call to the runner, 321,416 of them in 240 s in the trial of
 #   issue #16), and one Python worker *process* per parallel task instead of
 #   threads in this process, so the Python work is not held to one core by
-#   the GIL (the pool starts `python` from PATH: pipeline/main.py puts this
+#   the GIL (the pool starts `python` from PATH: pipeline/launch.py puts this
 #   interpreter's directory first);
 # - no idle shutdown of sources on a cluster: a source subtask that finished
 #   (Impulse has one element for two subtasks) blocks every later checkpoint

@@ -1,13 +1,13 @@
 """Session fixtures: the Pub/Sub and Kinesis emulators, started on free
 loopback ports for the tests that ask for them and always stopped. The
 DirectRunner runs without its per-bundle DoFn pickling and introspection,
-as ``stallwatch run`` does (pipeline/directrunner.py)."""
+as ``stallwatch run`` does (pipeline/io/directrunner.py)."""
 
 import os
 
 import pytest
 
-from pipeline import directrunner
+from pipeline.io import directrunner
 from tools import emulators
 
 directrunner.install()

@@ -4,7 +4,7 @@ the kinesis_emulator fixture)."""
 import os
 import uuid
 
-from pipeline.streams import kinesis, uri
+from pipeline.io.streams import kinesis, uri
 
 
 def _active(client, stream) -> None:

@@ -92,7 +92,7 @@ def test_kinesis_sink__run_reads_the_collected_beacons_unchanged(workload, kines
 
 
 def test_pubsub_sink__run_reads_the_collected_beacons_unchanged(workload, pubsub_emulator, tmp_path):
-    from pipeline.streams import pubsub, uri
+    from pipeline.io.streams import pubsub, uri
     source, direct = workload
     topic = uri.parse(f"pubsub://projects/stallwatch-test/topics/collect-{uuid.uuid4().hex[:8]}")
     pubsub.create_topic(topic)

@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from pipeline import main
+from pipeline import launch
 from pipeline.options import QoeOptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +26,7 @@ DATAFLOW = ["--runner=DataflowRunner", "--dry_run=True", "--no_auth", "--project
 
 
 def _dry_run(*flags):
-    return main.run([*DATAFLOW, *flags])
+    return launch.run([*DATAFLOW, *flags])
 
 
 def test_dry_run__streaming_from_pubsub_is_a_streaming_job_with_the_native_read():

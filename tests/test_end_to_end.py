@@ -7,7 +7,9 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import cli, io, score
+from pipeline import cli
+from pipeline.io import files
+from pipeline.results import score
 
 pytestmark = pytest.mark.integration
 SEED = 11
@@ -27,7 +29,7 @@ def run(workload, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     extra = out / "extra-alerts.jsonl"
     assert cli.main(["run", f"--source={src}", f"--output={out}", f"--alerts={extra}"]) == 0
-    with open(out / io.SUMMARY) as f:
+    with open(out / files.SUMMARY) as f:
         return out, json.load(f), truth
 
 
@@ -58,7 +60,7 @@ def test_e2e__injected_faults_are_found_and_hard_negatives_stay_silent(run):
 def test_e2e__views_parquet_has_the_schema_and_one_row_per_view(run):
     out, summary, _ = run
     table = pq.read_table(sorted(glob.glob(str(out / "views-*.parquet"))))
-    assert table.schema.equals(io.VIEW_SCHEMA, check_metadata=False)
+    assert table.schema.equals(files.VIEW_SCHEMA, check_metadata=False)
     assert table.num_rows == summary["views"]
     assert len(set(table.column("view_key").to_pylist())) == table.num_rows
 
@@ -94,11 +96,12 @@ def test_e2e__alert_sink_and_rerun_are_identical(run, workload):
 
 
 def test_e2e__totals_counted_from_the_files_equal_beams_counters(run):
-    # A streaming run reports totals counted from its files (pipeline/tally.py);
+    # A streaming run reports totals counted from its files (pipeline/results/tally.py);
     # on a batch run both ways must agree exactly.
-    from pipeline import main, tally
+    from pipeline import launch
+    from pipeline.results import tally
     out, summary, _ = run
-    counted = main.run_summary(tally.totals_from_outputs(str(out), summary["blank_lines"]),
+    counted = launch.run_summary(tally.totals_from_outputs(str(out), summary["blank_lines"]),
                                summary["runner"], summary["wall_time_s"])
     for key in ("input_records", "parsed_events", "dead_letters", "dead_letters_by_reason",
                 "duplicates_dropped", "late_beacons", "views", "view_updates", "alerts"):

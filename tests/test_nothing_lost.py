@@ -10,7 +10,9 @@ import random
 import apache_beam as beam
 import pytest
 
-from pipeline import cli, io, report_data
+from pipeline import cli
+from pipeline.io import files
+from pipeline.results import report_data
 from tests import runs
 
 pytestmark = pytest.mark.integration
@@ -108,15 +110,15 @@ def test_a_lossy_sink__fails_with_the_figures_and_keeps_the_previous_results(
     out = tmp_path / "out"
     assert cli.main(["run", f"--source={src}", f"--output={out}"]) == 0
     before = {p: open(p, "rb").read() for p in glob.glob(str(out / "*")) if os.path.isfile(p)}
-    file_sinks = io.file_sinks
-    monkeypatch.setattr(io, "file_sinks", lambda *a, **kw: file_sinks(*a, **kw)._replace(
+    file_sinks = files.file_sinks
+    monkeypatch.setattr(files, "file_sinks", lambda *a, **kw: file_sinks(*a, **kw)._replace(
         views=_LoseEveryTenthView(file_sinks(*a, **kw).views)))
     assert cli.main(["run", f"--source={src}", f"--output={out}"]) == 1
     error = capsys.readouterr().err
     assert "records read and records accounted differ" in error and "in the outputs" in error
     after = {p: open(p, "rb").read() for p in glob.glob(str(out / "*")) if os.path.isfile(p)}
     assert after == before                                   # the good run's results stand
-    failed = runs.summary(str(out / io.PARTIAL))["accounting"]
+    failed = runs.summary(str(out / files.PARTIAL))["accounting"]
     assert not failed["ok"] and failed["written"]["events_in_views"] < failed["events"]
 
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pipeline import main
+from pipeline import launch
 from runners import cli, flink, tools
 from runners.presets import PRESETS
 
@@ -71,7 +71,7 @@ def test_beam_does_not_read_our_output_flag_as_one_of_its_own():
     # Beam 2.62 would take --output as --output_executable_path (prefix match):
     # the Flink job server then writes a jar over the output directory.
     from apache_beam.options.pipeline_options import PortableOptions
-    options = main.check_flags(["--output=/tmp/out", "--runner=FlinkRunner"])
+    options = launch.check_flags(["--output=/tmp/out", "--runner=FlinkRunner"])
     assert options.view_as(PortableOptions).output_executable_path is None
     assert options.get_all_options()["output"] == "/tmp/out"
 

@@ -15,8 +15,9 @@ import uuid
 
 import pytest
 
-from pipeline import report_data, score
-from pipeline.streams import kinesis, live, pubsub, uri
+from pipeline.results import report_data, score
+from pipeline.io.streams import kinesis, pubsub, uri
+from pipeline.generator import live
 from tests import runs
 from tests.streams import new_kinesis_stream, split_first_shard
 

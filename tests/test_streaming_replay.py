@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from pipeline import cli, io, replay, report_data, score
+from pipeline import cli
+from pipeline.io import files, replay
+from pipeline.results import report_data, score
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +56,7 @@ def runs(request, tmp_path_factory):
 
 
 def _summary(out):
-    with open(f"{out}/{io.SUMMARY}") as f:
+    with open(f"{out}/{files.SUMMARY}") as f:
         return json.load(f)
 
 

@@ -56,7 +56,7 @@ MUTATIONS = (
              "    return any(str(dim(dimension)) == value",
              "    return False and any(str(dim(dimension)) == value",
              ("tests/test_end_to_end.py",)),
-    Mutation("score: precision 1.0 when nothing was alerted", "pipeline/score.py",
+    Mutation("score: precision 1.0 when nothing was alerted", "pipeline/results/score.py",
              "return _ratio(sum(a[\"alert_id\"] in matched for a in raised), len(raised))",
              "return _ratio(sum(a[\"alert_id\"] in matched for a in raised), len(raised))"
              " if raised else 1.0"),

@@ -7,7 +7,7 @@ The structured-field syntax is parsed by ``http_sf``; this module gives the
 keys their meaning. docs/cmcd.md is the user-facing form of this mapping.
 
 No Beam here: ``parse_report`` is called by ParseBeacons for the ``cmcd`` body
-of a collector record (pipeline/collector.py writes them).
+of a collector record (pipeline/collector/server.py writes them).
 """
 
 from __future__ import annotations

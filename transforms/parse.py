@@ -130,7 +130,7 @@ def parse_message(raw: RawRecord, max_message_bytes: int,
 
 def _parse_cmcd(message: dict, text: str, raw: RawRecord, bounds: TimeBounds) -> list[Parsed]:
     """A collector record carrying CMCD v2 event reports: ``{"cmcd": BODY,
-    ...defaults}`` (pipeline/collector.py); each report line is one record."""
+    ...defaults}`` (pipeline/collector/server.py); each report line is one record."""
     defaults = {k: v for k, v in message.items() if k != "cmcd"}
     try:
         lines = list(cmcd.reports(message["cmcd"]))

@@ -13,8 +13,7 @@ import math
 import random
 from typing import NamedTuple, Optional
 
-from pipeline.generator.scenario import (BROWSERS, CDNS, COUNTRIES, MINUTE, OSES, PLAYERS,
-                                         RENDITIONS, SEGMENT_MS, Scenario, Video)
+from pipeline.generator.scenario import (BROWSERS, CDNS, COUNTRIES, MINUTE, OSES, PLAYERS, RENDITIONS, SEGMENT_MS, Scenario, Video)
 
 HEARTBEAT_MS = 10_000
 ASNS = tuple(f"AS{n}" for n in (7922, 3320, 2856, 8151, 4134, 9299, 16509, 12389, 3215, 6830,

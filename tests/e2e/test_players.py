@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from pipeline import score
+from pipeline.results import score
 from tests import runs
 
 pytestmark = pytest.mark.integration

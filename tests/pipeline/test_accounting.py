@@ -1,7 +1,7 @@
 """The accounting check: read = parsed, records = events + dead letters, and
 every counter equals what the files hold; anything else is named with figures."""
 
-from pipeline.accounting import reconcile, verdict
+from pipeline.results.accounting import reconcile, verdict
 
 COUNTERS = {"source_messages": 10, "messages": 10, "input_records": 14, "parsed_events": 12,
             "dead_letters": 2, "duplicates_dropped": 1, "late_beacons": 1}

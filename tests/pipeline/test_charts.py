@@ -3,7 +3,7 @@
 import time
 import warnings
 
-from pipeline import charts
+from pipeline.results import charts
 
 
 def test_charts__same_data_same_svg():

@@ -23,7 +23,7 @@ import urllib.request
 import orjson
 import pytest
 
-from pipeline import collector
+from pipeline.collector import server
 from tests import runs
 
 CHROME = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -36,7 +36,7 @@ REPORT = 'cid="vod-1",e=ps,sid="s-1",sn=1,sta=p,ts=1795830383559,v=2'
 @contextlib.contextmanager
 def running(sink, **overrides):
     """serve() in a thread on a free port; yields (base URL, result dict)."""
-    config = collector.CollectorConfig(port=0, sink=str(sink), **overrides)
+    config = server.CollectorConfig(port=0, sink=str(sink), **overrides)
     started, result = threading.Event(), {}
     holder = {}
 
@@ -44,7 +44,7 @@ def running(sink, **overrides):
         async def main():
             holder["stop"] = asyncio.Event()
             holder["loop"] = asyncio.get_running_loop()
-            result.update(await collector.serve(
+            result.update(await server.serve(
                 config, ready=lambda port: (holder.update(port=port), started.set()),
                 stop=holder["stop"]))
         asyncio.run(main())
@@ -140,7 +140,7 @@ class SlowSink:
     """A real sink that takes its time: lets the buffer fill."""
 
     def __init__(self, directory, delay_s):
-        self.inner, self.delay_s = collector.FileSink(str(directory)), delay_s
+        self.inner, self.delay_s = server.FileSink(str(directory)), delay_s
 
     def put(self, entries):
         time.sleep(self.delay_s)
@@ -154,7 +154,7 @@ class SlowSink:
 
 
 def test_backpressure__a_full_buffer_answers_503_with_retry_after(tmp_path, monkeypatch):
-    monkeypatch.setattr(collector, "open_sink", lambda uri: SlowSink(tmp_path, 1.5))
+    monkeypatch.setattr(server, "open_sink", lambda uri: SlowSink(tmp_path, 1.5))
     with running(tmp_path, max_pending=3) as (url, result):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda i: post(url + "/v1/cmcd", REPORT.encode()), range(8)))
@@ -170,7 +170,7 @@ def test_file_sink__parts_left_by_a_crash_are_recovered_and_files_roll(tmp_path)
     with open(tmp_path / ".collector-1-2-0001.ndjson.part", "wb") as f:
         f.write(b'{"cmcd": "x"}\n')
     now = [1000.0]
-    sink = collector.FileSink(str(tmp_path), roll_s=10, clock=lambda: now[0])
+    sink = server.FileSink(str(tmp_path), roll_s=10, clock=lambda: now[0])
     assert os.listdir(tmp_path) == ["collector-1-2-0001.ndjson"]
     sink.put([("k", b'{"a": 1}', {})])
     now[0] += 11

@@ -6,7 +6,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.config import ConfigError, to_config
-from pipeline.main import check_flags
+from pipeline.launch import check_flags
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The DirectRunner patch (pipeline/directrunner.py) keeps Beam's behaviour:
+"""The DirectRunner patch (pipeline/io/directrunner.py) keeps Beam's behaviour:
 the same results, state and timers still found, an unpicklable DoFn still refused."""
 
 import apache_beam as beam
@@ -9,7 +9,7 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam import coders
 
-from pipeline import directrunner
+from pipeline.io import directrunner
 
 
 class _CountFn(beam.DoFn):

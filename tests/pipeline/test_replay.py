@@ -4,7 +4,7 @@ import json
 
 from apache_beam.testing import test_stream
 
-from pipeline.replay import FileReplay, received_ms
+from pipeline.io.replay import FileReplay, received_ms
 
 
 def _write(path, arrivals):

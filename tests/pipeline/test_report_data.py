@@ -5,12 +5,13 @@ import json
 
 import pyarrow as pa
 
-from pipeline import io, report_data
+from pipeline.io import files
+from pipeline.results import report_data
 from tests.builders import make_view, ms
 
 
 def table(views):
-    return pa.Table.from_pylist([io.view_row(v) for v in views], schema=io.VIEW_SCHEMA)
+    return pa.Table.from_pylist([files.view_row(v) for v in views], schema=files.VIEW_SCHEMA)
 
 
 def test_content_profile__distinct_stalled_and_exposed_viewers_per_bucket():

@@ -1,6 +1,6 @@
 """The CLI's alert lines: what each cause's numbers say."""
 
-from pipeline import summary
+from pipeline.results import summary
 from tests.builders import ms
 
 _CONTENT = {"cause": "content", "video_id": "live-news", "rendition": None,

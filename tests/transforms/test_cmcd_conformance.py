@@ -49,7 +49,7 @@ EX_8_2_8 = (
 
 
 def parse(*lines: str) -> list:
-    """The reports as one collector record (pipeline/collector.py), parsed."""
+    """The reports as one collector record (pipeline/collector/server.py), parsed."""
     record = {"cmcd": "\n".join(lines), "received_ms": None, "viewer_id": "viewer-1"}
     return parse_message(RawRecord(orjson.dumps(record), "collector.ndjson:1"), 1_048_576)
 

@@ -2,8 +2,8 @@
 
 import threading
 
-from pipeline.streams.checkpoint import Checkpoint
-from pipeline.streams.kinesis import later_positions
+from pipeline.io.streams.checkpoint import Checkpoint
+from pipeline.io.streams.kinesis import later_positions
 
 
 def _pos(seq, done=False):

@@ -3,7 +3,7 @@ committed only after the runner took a bundle, bounded and drained stops."""
 
 from apache_beam.testing import test_stream
 
-from pipeline.streams.feed import StreamFeed
+from pipeline.io.streams.feed import StreamFeed
 from transforms.model import RawRecord
 
 
@@ -86,7 +86,7 @@ def test_feed__a_stop_request_drains_and_ends():
 
 
 def test_feed__a_big_tick_goes_to_the_runner_in_events_under_grpcs_4_mib_limit():
-    from pipeline.replay import CODER, MAX_EVENT_BYTES
+    from pipeline.io.replay import CODER, MAX_EVENT_BYTES
     clock = Clock()
     big = [RawRecord(b"x" * 2_000, f"test:{i}", 1_000_000) for i in range(5_000)]   # ~10 MB
     reader = ScriptedReader(clock, [big])

@@ -9,8 +9,8 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from pipeline.streams import kinesis, uri
-from pipeline.streams.checkpoint import Checkpoint
+from pipeline.io.streams import kinesis, uri
+from pipeline.io.streams.checkpoint import Checkpoint
 from tests.streams import new_kinesis_stream, split_first_shard
 
 pytestmark = pytest.mark.integration

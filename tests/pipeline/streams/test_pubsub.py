@@ -7,7 +7,7 @@ import uuid
 import pytest
 from google.cloud import pubsub_v1
 
-from pipeline.streams import pubsub, uri
+from pipeline.io.streams import pubsub, uri
 
 pytestmark = pytest.mark.integration
 

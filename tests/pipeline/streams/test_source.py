@@ -12,9 +12,10 @@ import uuid
 
 import pytest
 
-from pipeline import main, report_data
+from pipeline import launch
+from pipeline.results import report_data
 from pipeline.generator import scenario, workload
-from pipeline.streams import kinesis, pubsub, uri
+from pipeline.io.streams import kinesis, pubsub, uri
 from tests.streams import new_kinesis_stream, split_first_shard
 from tools import emulators
 
@@ -36,8 +37,8 @@ def _kinesis_stream(shards):
 
 
 def _run(source, output, *flags):
-    main.quiet_beam_logs()
-    return main.run([f"--source={source}", f"--output={output}", "--stop_at_latest", *flags])
+    launch.quiet_beam_logs()
+    return launch.run([f"--source={source}", f"--output={output}", "--stop_at_latest", *flags])
 
 
 def test_bounded_kinesis_read__all_records_then_only_new_ones(kinesis_emulator, tmp_path):

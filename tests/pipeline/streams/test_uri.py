@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.streams import uri
+from pipeline.io.streams import uri
 
 
 def test_parse__pubsub_topic_and_subscription():

@@ -233,7 +233,7 @@ class ReadBeaconFiles(beam.PTransform):
 
 
 class ReplayBeaconFiles(beam.PTransform):
-    """Files replayed as a stream (see pipeline/replay.py).
+    """Files replayed as a stream (see pipeline/io/replay.py).
 
     Input:  PBegin.
     Output: unbounded PCollection[RawRecord] timestamped at arrival, from the
@@ -246,7 +246,7 @@ class ReplayBeaconFiles(beam.PTransform):
 
     def expand(self, root: beam.pvalue.PBegin) -> beam.PCollection:
         from apache_beam.testing.test_stream import TestStream
-        from pipeline.replay import CODER, TAG
+        from pipeline.io.replay import CODER, TAG
         return (root | "Replay" >> TestStream(coder=CODER, endpoint=self._endpoint,
                                               output_tags=[TAG]))[TAG]
 
@@ -280,7 +280,7 @@ def with_tables(sinks: Sinks, views: Optional[str], metrics: Optional[str],
 
 def with_streams(sinks: Sinks, alerts: Optional[str], dead_letters: Optional[str]) -> Sinks:
     """``sinks`` plus publishing alerts / dead letters to stream URIs (None: not)."""
-    from pipeline.streams.sinks import PublishToStream
+    from pipeline.io.streams.sinks import PublishToStream
     return sinks._replace(
         alert_stream=PublishToStream(alerts, alert_message, "alerts_published") if alerts else None,
         dead_letter_stream=(PublishToStream(dead_letters, dead_letter_message,

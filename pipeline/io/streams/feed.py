@@ -4,7 +4,7 @@ The DirectRunner runs no splittable DoFn in streaming (docs/io.md), so no
 Beam source of ours can read Kinesis there, and its native Pub/Sub read
 acks before emitting and stamps a wall-clock watermark that drops anything
 older as late. It does run a TestStream whose events come from a
-TestStreamService over gRPC (pipeline/replay.py uses it for files).
+TestStreamService over gRPC (pipeline/io/replay.py uses it for files).
 ``StreamFeed`` is such a service's reader for a live stream: it polls a
 reader (Kinesis or Pub/Sub), sends what arrived in each tick as one bundle
 timestamped at arrival, moves the watermark to the reader's watermark minus
@@ -24,7 +24,7 @@ from apache_beam.testing import test_stream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.replay import TAG, WatermarkSteps, to_protos
+from pipeline.io.replay import TAG, WatermarkSteps, to_protos
 from transforms.model import RawRecord
 
 LOG = logging.getLogger(__name__)

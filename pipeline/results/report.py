@@ -7,7 +7,8 @@ import html
 import os
 from typing import Optional
 
-from pipeline import charts, io, report_data, score, summary
+from pipeline.results import charts, report_data, score, summary
+from pipeline.io import files
 
 MAX_SECTIONS_PER_CAUSE = 12     # alerts drawn in detail; the table lists more
 MAX_TABLE_ROWS = 150
@@ -204,7 +205,7 @@ def _dead_letters(run: dict, output: str) -> str:
 
 
 def build_html(output: str) -> str:
-    run = summary.load_summary(output) if os.path.exists(os.path.join(output, io.SUMMARY)) else {}
+    run = summary.load_summary(output) if os.path.exists(os.path.join(output, files.SUMMARY)) else {}
     views = report_data.read_views(output)
     metrics = report_data.read_metrics(output)
     order = {"content": 0, "delivery": 1, "viewer": 2}

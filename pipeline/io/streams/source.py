@@ -25,8 +25,8 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from pipeline.streams import uri as stream_uri
-from pipeline.streams.checkpoint import Checkpoint
+from pipeline.io.streams import uri as stream_uri
+from pipeline.io.streams.checkpoint import Checkpoint
 from transforms.parse import METRICS_NAMESPACE
 
 _RUN_S = 1.0            # read this long per bundle before handing back to the runner
@@ -146,7 +146,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         if isinstance(parsed, stream_uri.KinesisUri):
             if cached is not None and cached.positions() == (restriction.positions or {}):
                 return cached
-            from pipeline.streams.kinesis import KinesisReader
+            from pipeline.io.streams.kinesis import KinesisReader
             if cached is not None:
                 cached.close()           # positions elsewhere: replaced, not kept open
             reader = KinesisReader(parsed, Checkpoint(self._checkpoint, str(parsed)),
@@ -154,7 +154,7 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         elif cached is not None:
             return cached
         else:
-            from pipeline.streams.pubsub import PubSubReader
+            from pipeline.io.streams.pubsub import PubSubReader
             reader = PubSubReader(parsed)
         _READERS[uri] = reader
         return reader

@@ -7,7 +7,7 @@ from typing import NamedTuple, Optional
 import apache_beam as beam
 
 from pipeline.config import QoeConfig
-from pipeline.io import Sinks
+from pipeline.io.files import Sinks
 from transforms import (AggregateMetrics, AggregateResponses, DetectStallClusters, ParseBeacons,
                         SessionizeViews)
 

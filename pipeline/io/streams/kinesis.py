@@ -11,8 +11,8 @@ import random
 import time
 from typing import Callable, Iterable, Optional
 
-from pipeline.streams.checkpoint import Checkpoint
-from pipeline.streams.uri import KinesisUri
+from pipeline.io.streams.checkpoint import Checkpoint
+from pipeline.io.streams.uri import KinesisUri
 from transforms.model import RawRecord
 
 LOG = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ Three counts meet here:
   the DirectRunner's replay and stream feed, by the launcher that fed them;
 - what ParseBeacons made of them: ``messages``, then ``input_records`` =
   ``parsed_events`` + ``dead_letters`` (a message may hold several records);
-- what the run wrote (counted from its files, pipeline/tally.py): dead
+- what the run wrote (counted from its files, pipeline/results/tally.py): dead
   letters, and the events of the final views plus the duplicates they
   dropped plus the late beacons. Derived rows (metric and response cells,
   alerts) are not places a record ends up: a response report is accounted

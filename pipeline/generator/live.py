@@ -16,8 +16,8 @@ import time
 from typing import Callable, Optional
 
 from pipeline.generator import scenario, workload
-from pipeline.streams import uri as stream_uri
-from pipeline.streams.sinks import open_writer
+from pipeline.io.streams import uri as stream_uri
+from pipeline.io.streams.sinks import open_writer
 
 _BATCH_MAX = 500
 
@@ -37,7 +37,7 @@ def publish_live(uri: str, rate: float, join_s: int, seed: int = 7,
     parsed = stream_uri.parse(uri, want_topic=True)
     writer = open_writer(uri)
     if isinstance(parsed, stream_uri.PubSubUri):
-        from pipeline.streams.pubsub import create_topic
+        from pipeline.io.streams.pubsub import create_topic
         create_topic(parsed)
     writer.check()
     viewers = max(20, round(rate * join_s))

@@ -7,7 +7,8 @@ import json
 import os
 from typing import Optional
 
-from pipeline import io, report_data
+from pipeline.io import files
+from pipeline.results import report_data
 
 
 def _clock(ms: int) -> str:
@@ -102,5 +103,5 @@ def render_score(result: dict) -> str:
 
 
 def load_summary(output: str) -> dict:
-    with open(os.path.join(output, io.SUMMARY), encoding="utf-8") as f:
+    with open(os.path.join(output, files.SUMMARY), encoding="utf-8") as f:
         return json.load(f)

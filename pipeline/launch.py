@@ -19,10 +19,12 @@ from apache_beam.options import pipeline_options as beam_options
 from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions, StandardOptions,
                                                   TestOptions)
 
-from pipeline import accounting, directrunner, flinkjob, io, replay, tally
-from pipeline.streams import feed, read
-from pipeline.streams.sinks import open_writer
-from pipeline.build import build
+from pipeline.results import accounting, tally
+from pipeline.io import directrunner, files, replay
+from pipeline import flinkjob
+from pipeline.io.streams import feed, read
+from pipeline.io.streams.sinks import open_writer
+from pipeline.graph import build
 from pipeline.config import ConfigError, QoeConfig, to_config
 from transforms import workerlogs
 from transforms.parse import METRICS_NAMESPACE
@@ -153,7 +155,7 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     sinks = _sinks(cfg)                  # checks the alert / dead-letter streams exist
     final = cfg.output
     if cfg.local_output:
-        cfg = dataclasses.replace(cfg, output=io.start_staging(final))
+        cfg = dataclasses.replace(cfg, output=files.start_staging(final))
         sinks = _sinks(cfg, check_streams=False)
     started = time.monotonic()
     extra: dict = {}
@@ -170,12 +172,12 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     elif cfg.streaming:
         source = _file_replay(cfg)
         with replay.ReplayService(source) as endpoint:
-            build(pipeline, cfg, io.ReplayBeaconFiles(endpoint), sinks)
+            build(pipeline, cfg, files.ReplayBeaconFiles(endpoint), sinks)
             result = pipeline.run()
             result.wait_until_finish()
         read_count, blank = source.records, source.blank_lines
     else:
-        build(pipeline, cfg, io.ReadBeaconFiles(cfg.source_pattern), sinks)
+        build(pipeline, cfg, files.ReadBeaconFiles(cfg.source_pattern), sinks)
         result = _wait(pipeline.run(), _flink_cluster(options, runner))
     totals = counters(result)
     if blank is not None:
@@ -191,7 +193,7 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
     summary["accounting"] = accounting.reconcile(totals, written, read_count)
     summary["output"] = final
     if cfg.local_output:
-        with open(os.path.join(cfg.output, io.SUMMARY), "w", encoding="utf-8") as f:
+        with open(os.path.join(cfg.output, files.SUMMARY), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
     else:
         logging.info("run summary: %s", json.dumps(summary))
@@ -200,7 +202,7 @@ def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
         where = f"; its outputs are in {cfg.output}" if cfg.local_output else ""
         raise accounting.AccountingError(problem + where)
     if cfg.local_output:
-        io.finish_staging(cfg.output, final)
+        files.finish_staging(cfg.output, final)
     return summary
 
 
@@ -301,7 +303,7 @@ def _submit(pipeline: beam.Pipeline, cfg: QoeConfig, options: PipelineOptions,
     must return; a streaming job never ends). ``--dry_run=True`` translates
     the job without submitting it and reports what Dataflow would get."""
     source = (_stream_source(cfg, "DataflowRunner") if cfg.source_stream
-              else io.ReadBeaconFiles(cfg.source_pattern))
+              else files.ReadBeaconFiles(cfg.source_pattern))
     build(pipeline, cfg, source, _sinks(cfg, check_streams=not dry_run))
     result = pipeline.run()
     job = getattr(result, "job", None)
@@ -349,7 +351,7 @@ def _check_replay(cfg: QoeConfig, runner: str) -> None:
                           "use local paths or run in batch")
 
 
-def _sinks(cfg: QoeConfig, check_streams: bool = True) -> io.Sinks:
+def _sinks(cfg: QoeConfig, check_streams: bool = True) -> files.Sinks:
     """Files (windowed in streaming), plus alerts / dead letters published to
     stream URIs (checked to exist first) and views / metrics to BigQuery."""
     for uri in (cfg.alerts_stream, cfg.dead_letter_stream):
@@ -358,11 +360,11 @@ def _sinks(cfg: QoeConfig, check_streams: bool = True) -> io.Sinks:
                 open_writer(uri).check()
             except LookupError as exc:
                 raise ConfigError(str(exc)) from None
-    files = (io.window_sinks(cfg.output, cfg.alerts_path, dead_letter_path=cfg.dead_letter_path)
+    written = (files.window_sinks(cfg.output, cfg.alerts_path, dead_letter_path=cfg.dead_letter_path)
              if cfg.streaming else
-             io.file_sinks(cfg.output, cfg.alerts_path, cfg.dead_letter_path))
-    return io.with_tables(io.with_streams(files, cfg.alerts_stream, cfg.dead_letter_stream),
-                          cfg.views_table, cfg.metrics_table, cfg.streaming)
+             files.file_sinks(cfg.output, cfg.alerts_path, cfg.dead_letter_path))
+    return files.with_tables(files.with_streams(written, cfg.alerts_stream, cfg.dead_letter_stream),
+                             cfg.views_table, cfg.metrics_table, cfg.streaming)
 
 
 def _drain_ms(cfg: QoeConfig) -> int:
@@ -372,7 +374,7 @@ def _drain_ms(cfg: QoeConfig) -> int:
 
 
 def _run_stream(pipeline: beam.Pipeline, cfg: QoeConfig,
-                sinks: io.Sinks) -> tuple[beam.runners.runner.PipelineResult, int, dict]:
+                sinks: files.Sinks) -> tuple[beam.runners.runner.PipelineResult, int, dict]:
     """A stream on the DirectRunner: a StreamFeed in this process, served to
     the runner over localhost. Ctrl-C (or SIGTERM) stops reading, drains:
     open views complete and alerts close, and the reader's positions are

@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.streams import uri as stream_uri
+from pipeline.io.streams import uri as stream_uri
 from transforms.parse import METRICS_NAMESPACE
 
 _FLUSH_AT = 500
@@ -17,9 +17,9 @@ def open_writer(uri: str):
     """A writer (``put((key, data, attributes), ...)``, ``check()``) for a stream URI."""
     parsed = stream_uri.parse(uri, want_topic=True)
     if isinstance(parsed, stream_uri.PubSubUri):
-        from pipeline.streams.pubsub import PubSubWriter
+        from pipeline.io.streams.pubsub import PubSubWriter
         return PubSubWriter(parsed)
-    from pipeline.streams.kinesis import KinesisWriter
+    from pipeline.io.streams.kinesis import KinesisWriter
     return KinesisWriter(parsed)
 
 

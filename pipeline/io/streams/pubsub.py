@@ -8,7 +8,7 @@ import collections
 import time
 from typing import Callable, Iterable, Optional
 
-from pipeline.streams.uri import PubSubUri
+from pipeline.io.streams.uri import PubSubUri
 from transforms.model import RawRecord
 
 ACK_DEADLINE_S = 60

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import io
+from pipeline.io import files
 from transforms.metrics import percentile
 from transforms.spans import add_span, coverage_at, merge_spans
 
@@ -35,10 +35,10 @@ def latest_rows(table: pa.Table, key_columns: list[str]) -> pa.Table:
 
 def read_views(output: str, columns: Optional[list[str]] = None, latest: bool = True) -> pa.Table:
     """The current version of every view of a run (every version: ``latest`` False)."""
-    paths = sorted(glob.glob(os.path.join(output, f"{io.VIEWS}-*.parquet")))
+    paths = sorted(glob.glob(os.path.join(output, f"{files.VIEWS}-*.parquet")))
     if not paths:
-        return io.VIEW_SCHEMA.empty_table() if columns is None else \
-            pa.schema([io.VIEW_SCHEMA.field(c) for c in columns]).empty_table()
+        return files.VIEW_SCHEMA.empty_table() if columns is None else \
+            pa.schema([files.VIEW_SCHEMA.field(c) for c in columns]).empty_table()
     if not latest:
         return pq.read_table(paths, columns=columns)
     wanted = None if columns is None else sorted(set(columns) | {"view_key", "version"})
@@ -48,7 +48,7 @@ def read_views(output: str, columns: Optional[list[str]] = None, latest: bool = 
 
 def read_metrics(output: str) -> list[dict]:
     """The current version of every metric cell of a run."""
-    paths = sorted(glob.glob(os.path.join(output, f"{io.METRICS}-*.parquet")))
+    paths = sorted(glob.glob(os.path.join(output, f"{files.METRICS}-*.parquet")))
     if not paths:
         return []
     table = latest_rows(pq.read_table(paths), ["minute_ms", "dimension", "value"])
@@ -257,7 +257,7 @@ def dead_letter_examples(output: str, per_reason: int = 3, max_lines: int = 200_
     """Up to ``per_reason`` example dead letters per reason (read lazily)."""
     examples: dict[str, list[dict]] = collections.defaultdict(list)
     read = 0
-    for path in sorted(glob.glob(os.path.join(output, f"{io.DEAD_LETTERS}-*.jsonl"))):
+    for path in sorted(glob.glob(os.path.join(output, f"{files.DEAD_LETTERS}-*.jsonl"))):
         with open(path, encoding="utf-8") as f:
             for line in f:
                 read += 1

@@ -1,5 +1,5 @@
 """A run's totals counted from the files it wrote: what the accounting check
-(pipeline/accounting.py) holds against the counters. Every input record
+(pipeline/results/accounting.py) holds against the counters. Every input record
 ends up in exactly one output, so the counters follow from the files."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import os
 
 import pyarrow.compute as pc
 
-from pipeline import io, report_data, score
+from pipeline.io import files
+from pipeline.results import report_data, score
 
 
 def _json_lines(output: str, name: str):
@@ -25,10 +26,10 @@ def _json_lines(output: str, name: str):
 def totals_from_outputs(output: str, blank_lines: int = 0) -> dict[str, int]:
     """The counters a run reports, from its files (final view versions)."""
     totals: collections.Counter = collections.Counter()
-    for dead in _json_lines(output, io.DEAD_LETTERS):
+    for dead in _json_lines(output, files.DEAD_LETTERS):
         totals["dead_letters"] += 1
         totals[f"dead_letter:{dead['reason']}"] += 1
-    totals["late_beacons"] = sum(1 for _ in _json_lines(output, io.LATE))
+    totals["late_beacons"] = sum(1 for _ in _json_lines(output, files.LATE))
     all_versions = report_data.read_views(output, ["view_key", "version"], latest=False).num_rows
     views = report_data.read_views(output, ["events", "duplicate_events"])
     totals["views"] = views.num_rows

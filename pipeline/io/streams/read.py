@@ -19,8 +19,8 @@ from typing import Optional
 
 import apache_beam as beam
 
-from pipeline.streams import uri as stream_uri
-from pipeline.streams.checkpoint import Checkpoint
+from pipeline.io.streams import uri as stream_uri
+from pipeline.io.streams.checkpoint import Checkpoint
 from transforms.model import RawRecord
 
 DIRECT = ("DirectRunner", "BundleBasedDirectRunner")
@@ -58,9 +58,9 @@ def open_reader(uri: str, checkpoint_path: Optional[str]):
     when the topic, subscription or stream does not exist."""
     parsed = stream_uri.parse(uri)
     if isinstance(parsed, stream_uri.PubSubUri):
-        from pipeline.streams.pubsub import PubSubReader
+        from pipeline.io.streams.pubsub import PubSubReader
         return PubSubReader(parsed)
-    from pipeline.streams.kinesis import KinesisReader
+    from pipeline.io.streams.kinesis import KinesisReader
     return KinesisReader(parsed, Checkpoint(checkpoint_path, str(parsed)))
 
 
@@ -77,10 +77,10 @@ class ReadBeacons(beam.PTransform):
     Output: unbounded PCollection[RawRecord], timestamped at arrival.
 
     Args:
-      uri: pubsub://... or kinesis://... (pipeline/streams/uri.py).
+      uri: pubsub://... or kinesis://... (pipeline/io/streams/uri.py).
       runner: the runner's name; picks the implementation (module table).
       feed_endpoint: on the DirectRunner, the TestStreamService a StreamFeed
-        serves (pipeline/main.py starts it).
+        serves (pipeline/launch.py starts it).
       stop_file, drain_ms: ReadStream drains once this path exists, the
         watermark going ``drain_ms`` past the last arrival (source.py).
     """
@@ -100,10 +100,10 @@ class ReadBeacons(beam.PTransform):
 
     def expand(self, root: beam.pvalue.PBegin) -> beam.PCollection:
         if self._endpoint:
-            from pipeline.io import ReplayBeaconFiles
+            from pipeline.io.files import ReplayBeaconFiles
             return root | "Feed" >> ReplayBeaconFiles(self._endpoint)
         if not (self._runner in DATAFLOW and isinstance(self._uri, stream_uri.PubSubUri)):
-            from pipeline.streams.source import ReadStream
+            from pipeline.io.streams.source import ReadStream
             return root | "ReadStream" >> ReadStream(self._raw, self._checkpoint, self._lag,
                                                      self._bounded, self._stop_file,
                                                      self._drain_ms, self._drain_step)

@@ -219,7 +219,7 @@ class StreamSink:
     """A Pub/Sub topic or Kinesis stream (the pipeline's own writers)."""
 
     def __init__(self, uri: str) -> None:
-        from pipeline.streams.sinks import open_writer
+        from pipeline.io.streams.sinks import open_writer
         self._writer = open_writer(uri)
         self._writer.check()
 
@@ -236,7 +236,7 @@ class StreamSink:
 def open_sink(uri: str):
     """``file://DIR`` (or a plain directory path), ``pubsub://projects/P/topics/T``,
     ``kinesis://STREAM[?endpoint=...]``."""
-    from pipeline.streams import uri as stream_uri
+    from pipeline.io.streams import uri as stream_uri
     if stream_uri.is_stream(uri):
         return StreamSink(uri)
     return FileSink(uri[len("file://"):] if uri.startswith("file://") else uri)

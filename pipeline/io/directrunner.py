@@ -129,28 +129,28 @@ def install() -> bool:
                          (transform_evaluator, "is_stateful_dofn")):
         if not callable(getattr(module, name, None)):
             raise RuntimeError(f"apache_beam {module.__name__}.{name} is gone: "
-                               "pipeline/directrunner.py needs updating for this Beam")
+                               "pipeline/io/directrunner.py needs updating for this Beam")
     evaluator = transform_evaluator._ParDoEvaluator
     if not callable(getattr(evaluation_context.EvaluationContext, "handle_result", None)) or \
             not hasattr(evaluation_context.DirectStepContext, "get_keyed_state"):
         raise RuntimeError("apache_beam EvaluationContext.handle_result is gone: "
-                           "pipeline/directrunner.py needs updating for this Beam")
+                           "pipeline/io/directrunner.py needs updating for this Beam")
     if not callable(getattr(executor.TransformExecutor, "call", None)):
         raise RuntimeError("apache_beam TransformExecutor.call is gone: "
-                           "pipeline/directrunner.py needs updating for this Beam")
+                           "pipeline/io/directrunner.py needs updating for this Beam")
     tw = getattr(watermark_manager, "_TransformWatermarks", None)
     if (not callable(getattr(tw, "extract_transform_timers", None))
             or not callable(getattr(watermark_manager.WatermarkManager, "get_watermarks", None))
             or not hasattr(watermark_manager, "TimerFiring")):
         raise RuntimeError("apache_beam _TransformWatermarks.extract_transform_timers is gone: "
-                           "pipeline/directrunner.py needs updating for this Beam")
+                           "pipeline/io/directrunner.py needs updating for this Beam")
     if "perform_dofn_pickle_test" not in evaluator.__init__.__code__.co_varnames:
         raise RuntimeError("apache_beam _ParDoEvaluator no longer takes perform_dofn_pickle_test: "
-                           "pipeline/directrunner.py needs updating for this Beam")
+                           "pipeline/io/directrunner.py needs updating for this Beam")
 
     if not callable(getattr(core, "get_function_arguments", None)):
         raise RuntimeError("apache_beam core.get_function_arguments is gone: "
-                           "pipeline/directrunner.py needs updating for this Beam")
+                           "pipeline/io/directrunner.py needs updating for this Beam")
 
     arguments = core.get_function_arguments
     signatures: Any = weakref.WeakKeyDictionary()

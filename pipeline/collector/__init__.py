@@ -1,0 +1,1 @@
+"""The HTTP collector players send beacons and CMCD reports to (server.py)."""

@@ -1,0 +1,1 @@
+"""A finished run read back: accounting, summary, score, report and charts."""
