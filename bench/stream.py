@@ -250,7 +250,7 @@ def bench(source: str, runner: str, minutes: float, rate: float, faults: int,
 
         def publish():
             try:
-                published.update(live.publish_live(beacons, viewers_per_s, join_s, seed=7,
+                published.update(live.publish_live(uri.parse(beacons), viewers_per_s, join_s, seed=7,
                                                    progress=lambda _: None, faults=faults,
                                                    published=triggers))
             except Exception as exc:          # reported below

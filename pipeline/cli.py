@@ -11,7 +11,9 @@ import json
 import os
 import sys
 import traceback
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
+
+from pipeline.errors import ConfigError
 
 USAGE = """usage: stallwatch COMMAND [options]
 
@@ -25,28 +27,40 @@ commands:
 'stallwatch COMMAND --help' describes a command's options."""
 
 
-class CliError(Exception):
-    """A usage error: printed as one line, exit code 2."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):   # argparse prints usage + exits; we want one line
-        raise CliError(message)
+        raise ConfigError(message)
 
 
-def _run(argv: Sequence[str]) -> int:
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each flag's default, when it has one."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _asks_help(argv: Sequence[str]) -> bool:
+    return any(a in ("-h", "--help", "--help-beam") for a in argv)
+
+
+def _run(argv: Sequence[str], expand: Optional[Callable] = None,
+         check: Optional[Callable] = None) -> int:
     if "--help-beam" in argv:
         print(_beam_help(everything=True))
         return 0
-    if any(a in ("-h", "--help") for a in argv):
+    if _asks_help(argv):
         print(_run_help())
         return 0
-    _validate_own_flags(argv)
+    if expand is not None:
+        argv = expand(argv)
     from pipeline import launch
-    from pipeline.results import score, summary
     launch.quiet_beam_logs()
-    result = launch.run(argv)
+    result = launch.run(argv, check=check)
     output = result["output"]
+    from pipeline.results import score, summary
     if os.path.isdir(output):
         print(summary.render(result, output, score.read_alerts(output)))
     else:
@@ -73,18 +87,28 @@ class _Group:
 
 def _run_help() -> str:
     from pipeline.options import FlinkJobOptions, QoeOptions
-    parser = _Parser(prog="stallwatch run", add_help=False, usage=(
-        "stallwatch run --source=SOURCE --output=DIR [--preset=NAME] [options] [Beam options]"),
-        description=(
+    parser = _Parser(prog="stallwatch run", add_help=False, formatter_class=_DefaultsFormatter,
+        usage=("stallwatch run --source=SOURCE --output=DIR [--preset=NAME | --runner=RUNNER] "
+               "[--streaming] [options] [Beam options]"), description=(
         "Run the stallwatch pipeline on any Beam runner. stallwatch's own flags come "
         "first, then the Beam flags most runs use; 'stallwatch run --help-beam' lists "
         "every Beam flag."))
     QoeOptions._add_argparse_args(parser)
     FlinkJobOptions._add_argparse_args(parser)
-    runner = parser.add_argument_group("runner")
-    runner.add_argument("--preset", metavar="NAME",
-                        help="Launch preset: direct, prism, flink-local, flink-cluster "
-                             "(flags given after it win; see 'python -m runners NAME').")
+    runner = parser.add_argument_group("runner").add_argument
+    runner("--preset", metavar="NAME",
+           help="Launch preset: direct, prism, flink-local, flink-cluster "
+                "(flags given after it win; see 'python -m runners NAME').")
+    runner("--runner", metavar="RUNNER", default="DirectRunner",
+           help="DirectRunner, PrismRunner, FlinkRunner or DataflowRunner (docs/runners.md).")
+    runner("--streaming", action="store_true",
+           help="Run unbounded: a pubsub:// or kinesis:// source, or a paced replay of files "
+                "on the DirectRunner; alerts as viewers stall.")
+    dataflow = parser.add_argument_group("Dataflow (DataflowRunner only; docs/deploy.md)").add_argument
+    dataflow("--project", help="Google Cloud project of the job.")
+    dataflow("--region", help="Dataflow region, e.g. us-central1.")
+    dataflow("--temp_location", help="gs:// path for temporary files (batch BigQuery loads).")
+    dataflow("--dry_run", metavar="True", help="Translate the job without submitting it.")
     return parser.format_help() + "\n" + _beam_help(everything=False)
 
 
@@ -102,14 +126,6 @@ def _beam_help(everything: bool) -> str:
         except argparse.ArgumentError:  # a flag two Beam classes share: shown once
             pass
     return parser.format_help()
-
-
-def _validate_own_flags(argv: Sequence[str]) -> None:
-    """Type-check stallwatch's own flags first so a bad value is one clear line."""
-    from pipeline.options import QoeOptions
-    parser = _Parser(prog="stallwatch run", add_help=False, allow_abbrev=False)
-    QoeOptions._add_argparse_args(parser)
-    parser.parse_known_args(list(argv))
 
 
 def _generate(argv: Sequence[str]) -> int:
@@ -135,9 +151,9 @@ def _generate(argv: Sequence[str]) -> int:
     if args.publish:
         return _publish(args)
     if not args.out:
-        raise CliError("the following arguments are required: --out (or --publish)")
+        raise ConfigError("the following arguments are required: --out (or --publish)")
     if args.viewers is not None and args.viewers < 20:
-        raise CliError("--viewers must be at least 20 (the scenario's hard negatives need an audience)")
+        raise ConfigError("--viewers must be at least 20 (the scenario's hard negatives need an audience)")
     truth = workload.generate(scenario.build(args.scenario, args.viewers), args.seed, args.out)
     print(f"wrote {truth['lines']:,} lines ({truth['input_records']:,} records, {truth['views']:,} views "
           f"by {truth['viewers']:,} viewers) to {args.out}/, faults in {args.out}/truth.json")
@@ -148,15 +164,15 @@ def _publish(args) -> int:
     from pipeline.generator import live
     from pipeline.io.streams import uri
     if args.rate <= 0 or args.join_s <= 0:
-        raise CliError("--rate and --join_s must be > 0")
+        raise ConfigError("--rate and --join_s must be > 0")
     try:
-        uri.parse(args.publish, want_topic=True)
+        target = uri.parse(args.publish, want_topic=True)
     except uri.StreamUriError as exc:
-        raise CliError(f"--publish {exc}") from None
+        raise ConfigError(f"--publish {exc}") from None
     try:
-        live.publish_live(args.publish, args.rate, args.join_s, args.seed, args.out)
-    except LookupError as exc:
-        raise CliError(str(exc)) from None
+        live.publish_live(target, args.rate, args.join_s, args.seed, args.out)
+    except (LookupError, ConnectionError) as exc:
+        raise ConfigError(str(exc)) from None
     return 0
 
 
@@ -164,7 +180,7 @@ def _require_run(output: str) -> None:
     """A directory without a run's summary is an error, not an empty run."""
     from pipeline.io import files
     if not os.path.exists(os.path.join(output, files.SUMMARY)):
-        raise CliError(f"--output {output}: no {files.SUMMARY} there; run 'stallwatch run' first")
+        raise ConfigError(f"--output {output}: no {files.SUMMARY} there; run 'stallwatch run' first")
 
 
 def _score(argv: Sequence[str]) -> int:
@@ -180,7 +196,11 @@ def _score(argv: Sequence[str]) -> int:
         with open(args.truth, encoding="utf-8") as f:
             truth = json.load(f)
     except (OSError, ValueError) as exc:
-        raise CliError(f"cannot read --truth {args.truth}: {exc}") from None
+        raise ConfigError(f"cannot read --truth {args.truth}: {exc}") from None
+    try:
+        score.check_truth(truth)
+    except ValueError as exc:
+        raise ConfigError(f"--truth {args.truth}: {exc}") from None
     _require_run(args.output)
     result = score.score(score.read_alerts(args.output), truth)
     if summary.load_summary(args.output).get("mode") == "streaming":
@@ -231,36 +251,42 @@ def _collect(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise CliError(f"--listen must be HOST:PORT, got {args.listen!r}")
+        raise ConfigError(f"--listen must be HOST:PORT, got {args.listen!r}")
     for flag, value in (("--max_body_kb", args.max_body_kb), ("--max_pending", args.max_pending),
                         ("--flush_ms", args.flush_ms)):
         if value <= 0:
-            raise CliError(f"{flag} must be > 0, got {value}")
+            raise ConfigError(f"{flag} must be > 0, got {value}")
     if stream_uri.is_stream(args.sink):
         try:
-            stream_uri.parse(args.sink, want_topic=True)
+            sink = stream_uri.parse(args.sink, want_topic=True)
         except stream_uri.StreamUriError as exc:
-            raise CliError(f"--sink {exc}") from None
-    elif args.sink.startswith(("gs://", "s3://")) or "://" in args.sink and not args.sink.startswith("file://"):
-        raise CliError(f"--sink must be file://DIR, pubsub://... or kinesis://..., got {args.sink!r}")
+            raise ConfigError(f"--sink {exc}") from None
+    elif "://" in args.sink and not args.sink.startswith("file://"):
+        raise ConfigError(f"--sink must be file://DIR, pubsub://... or kinesis://..., got {args.sink!r}")
+    else:
+        sink = args.sink[len("file://"):] if args.sink.startswith("file://") else args.sink
     config = server.CollectorConfig(
-        host=host.strip("[]"), port=int(port), sink=args.sink, max_body_bytes=args.max_body_kb * 1024,
+        host=host.strip("[]"), port=int(port), sink=sink, max_body_bytes=args.max_body_kb * 1024,
         max_pending=args.max_pending, flush_ms=args.flush_ms,
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
         trust_forwarded=args.trust_forwarded, viewer_salt=args.viewer_salt)
     try:
         return server.main(config)
-    except LookupError as exc:
-        raise CliError(f"--sink {exc}") from None
+    except (LookupError, ConnectionError) as exc:
+        raise ConfigError(f"--sink {exc}") from None
     except OSError as exc:
-        raise CliError(f"cannot listen on {args.listen} or write the sink: {exc}") from None
+        raise ConfigError(f"cannot listen on {args.listen} or write the sink: {exc}") from None
 
 
 COMMANDS = {"run": _run, "generate": _generate, "score": _score, "report": _report,
             "collect": _collect}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, expand: Optional[Callable] = None,
+         check: Optional[Callable] = None) -> int:
+    """The stallwatch command. For ``run``, ``expand(argv)`` rewrites argv
+    first (runner presets) and ``check(options)`` may refuse the runner
+    (its prerequisites on this machine): runners/cli.py gives both."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -270,10 +296,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"stallwatch: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
     from pipeline.results.accounting import AccountingError
-    from pipeline.config import ConfigError
+    hooks = {"expand": expand, "check": check} if command == "run" and (expand or check) else {}
     try:
-        return COMMANDS[command](rest)
-    except (CliError, ConfigError) as exc:
+        return COMMANDS[command](rest, **hooks)
+    except BrokenPipeError:          # `stallwatch run --help | head -1`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except ConfigError as exc:
         print(f"stallwatch {command}: error: {exc}", file=sys.stderr)
         return 2
     except AccountingError as exc:

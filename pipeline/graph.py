@@ -22,6 +22,12 @@ class QoeOutputs(NamedTuple):
     responses: beam.PCollection      # of ResponseRow (last: positional users still work)
 
 
+def _s(ms: int) -> int:
+    """Seconds, for the transforms whose arguments are in seconds (the
+    config's times are whole seconds given in milliseconds)."""
+    return ms // 1000
+
+
 def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
           sinks: Optional[Sinks] = None) -> QoeOutputs:
     """Parse -> sessionize -> aggregate + detect (and per-minute delivery rows
@@ -29,18 +35,19 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
     RawRecords) and writing to ``sinks``."""
     parsed = (root
               | "ReadBeacons" >> source
-              | "ParseBeacons" >> ParseBeacons(cfg.max_message_bytes, cfg.max_lag_s, cfg.max_lead_s))
+              | "ParseBeacons" >> ParseBeacons(cfg.max_message_bytes, _s(cfg.max_lag_ms),
+                                               _s(cfg.max_lead_ms)))
     sessions = parsed.beacons | "SessionizeViews" >> SessionizeViews(
-        cfg.inactivity_s, cfg.max_stall_s, cfg.complete_s, cfg.progress_s)
+        _s(cfg.inactivity_ms), _s(cfg.max_stall_ms), _s(cfg.complete_ms), _s(cfg.progress_ms))
     views = sessions.views
-    metrics = views | "AggregateMetrics" >> AggregateMetrics(
-        cfg.metrics_bucket_ms, cfg.inactivity_s * 1000)
+    metrics = views | "AggregateMetrics" >> AggregateMetrics(cfg.metrics_bucket_ms,
+                                                             cfg.inactivity_ms)
     alerts = sessions.progress | "DetectStallClusters" >> DetectStallClusters(
-        cfg.thresholds, cfg.detect_every_s, cfg.close_after_s, cfg.detect_window_s,
-        view_life_s=cfg.inactivity_s + cfg.complete_s, shards=cfg.detect_shards,
-        late_s=cfg.watermark_step_ms // 1000)
+        cfg.thresholds, _s(cfg.detect_every_ms), _s(cfg.close_after_ms),
+        _s(cfg.detect_window_ms), view_life_s=_s(cfg.inactivity_ms + cfg.complete_ms),
+        shards=cfg.detect_shards, late_s=_s(cfg.watermark_step_ms))
     responses = parsed.beacons | "AggregateResponses" >> AggregateResponses(
-        cfg.metrics_bucket_ms, cfg.inactivity_s * 1000)
+        cfg.metrics_bucket_ms, cfg.inactivity_ms)
     outputs = QoeOutputs(parsed.beacons, parsed.dead_letters, views, sessions.late, metrics, alerts,
                          responses)
     if sinks is not None and sinks.everything is not None:

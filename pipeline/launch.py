@@ -1,4 +1,10 @@
-"""run(argv): options -> config -> build -> run, then the run summary."""
+"""run(argv): config -> one launcher -> build() -> the run's summary.
+
+A launcher is one way to run: batch from files, a paced replay of files, a
+stream on the DirectRunner, a stream on any other runner, or a Dataflow
+submission. Each gives the source ``build()`` reads and waits for the job
+its own way; ``launch()`` builds the graph once, around whichever it is.
+"""
 
 from __future__ import annotations
 
@@ -11,78 +17,118 @@ import signal
 import sys
 import threading
 import time
-from typing import Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options import pipeline_options as beam_options
-from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions, StandardOptions,
-                                                  TestOptions)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult
 
-from pipeline.results import accounting, tally
-from pipeline.io import directrunner, files, replay
 from pipeline import flinkjob
-from pipeline.io.streams import feed, read
-from pipeline.io.streams.sinks import open_writer
+from pipeline.config import ConfigError, QoeConfig, parse, uses_process_workers
 from pipeline.graph import build
-from pipeline.config import ConfigError, QoeConfig, to_config
+from pipeline.io import directrunner, files, replay
+from pipeline.io.streams import feed, pubsub, read
+from pipeline.io.streams.sinks import open_writer
+from pipeline.io.streams.uri import PubSubUri
+from pipeline.results import accounting, tally
 from transforms import workerlogs
 from transforms.parse import METRICS_NAMESPACE
 
-
-def check_flags(argv: Sequence[str]) -> PipelineOptions:
-    """Parse argv as Beam + stallwatch options; an unknown flag, or a value
-    Beam's parser refuses, is a ConfigError (not argparse's usage dump and exit)."""
-    options = PipelineOptions(list(argv))
-    with _beam_parse_errors_raise():
-        known = options.get_all_options(drop_default=False)
-        everything = options.get_all_options(drop_default=False, retain_unknown_options=True)
-    unknown = sorted(set(everything) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown option --{unknown[0]} (see 'stallwatch run --help')")
-    _pin_prefixed_options(options, argv)
-    return options
+# A streaming run from a stream drains when this file appears in OUTPUT: the
+# reader stops, and the job finishes by itself once everything is written.
+STOP_FILE = "_stop"
 
 
-@contextlib.contextmanager
-def _beam_parse_errors_raise():
-    """Beam's option parser reports a bad value (``--streaming=yes``) through
-    argparse's ``error``: the whole usage of every Beam option, then exit 2.
-    While flags are checked, its error raises a one-line ConfigError instead."""
-    parser_class = beam_options._BeamArgumentParser  # pylint: disable=protected-access
+def run(argv: Sequence[str], pipeline_factory=beam.Pipeline,
+        check: Optional[Callable[[PipelineOptions], None]] = None) -> dict:
+    """Run the pipeline argv describes to completion and return its summary.
 
-    def error(_parser, message: str):
-        raise ConfigError(f"{message} (see 'stallwatch run --help')")
+    ``check(options)`` may refuse the run before anything starts (the
+    runner's prerequisites on this machine: runners/cli.py).
 
-    own = parser_class.__dict__.get("error")
-    parser_class.error = error
-    try:
-        yield
-    finally:
-        if own is None:
-            del parser_class.error
-        else:
-            parser_class.error = own
-
-
-def _pin_prefixed_options(options: PipelineOptions, argv: Sequence[str]) -> None:
-    """Keep Beam from reading our flags as abbreviations of its own.
-
-    Beam 2.62's ``view_as(SomeOptions)`` parses argv with only that class's
-    flags and argparse's prefix matching on, so ``--output=DIR`` becomes
-    PortableOptions' ``--output_executable_path=DIR`` and the Flink job
-    server writes a jar over the output directory instead of running the job.
-    Every option named longer than a flag we were given, and not given
-    itself, is pinned to its default before any view is taken.
+    Raises:
+      ConfigError: a flag is unknown or has a value that cannot work.
+      AccountingError: the run lost (or double-counted) records; its outputs
+        stay in OUTPUT/_partial/ with the figures in run_summary.json.
     """
-    given = {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
-    defaults = PipelineOptions([]).get_all_options(drop_default=False)
-    for name, default in defaults.items():
-        if name not in given and any(name.startswith(flag) for flag in given):
-            options._all_options[name] = default  # pylint: disable=protected-access
+    options, cfg = parse(argv)
+    if check is not None:
+        check(options)
+    return launch(options, cfg, pipeline_factory)
 
 
-def counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+def launch(options: PipelineOptions, cfg: QoeConfig, pipeline_factory=beam.Pipeline) -> dict:
+    """Run ``cfg``: everything is checked before any output is touched; a
+    local run writes into OUTPUT/_partial/ and its files replace the previous
+    run's in OUTPUT only once it finished and every record is accounted for."""
+    workerlogs.install()      # LOOPBACK's in-process harness: no traceback for a hang-up at the end
+    _prepare_runner(options, cfg)
+    launcher = _launcher(cfg)
+    try:
+        pipeline = pipeline_factory(options=options)
+    except ValueError as exc:            # an unknown --runner; Dataflow's missing --project
+        raise ConfigError(" ".join(line.strip() for line in str(exc).splitlines()
+                                   if line.strip())) from None
+    launcher.check()
+    sinks = _sinks(cfg, check_streams=not (launcher.submits and cfg.dry_run))  # they exist
+    final, local = cfg.output, cfg.local_output and not launcher.submits
+    if local:
+        cfg = dataclasses.replace(cfg, output=files.start_staging(final))
+        sinks = _sinks(cfg, check_streams=False)
+        launcher.cfg = cfg
+    started = time.monotonic()
+    with launcher.source() as source:
+        build(pipeline, cfg, source, sinks)
+        result = launcher.wait(pipeline.run())
+    if launcher.submits:
+        return launcher.submitted(result)
+    written = tally.totals_from_outputs(cfg.output) if local else None
+    summary = _summary(cfg, launcher, result, written, time.monotonic() - started)
+    summary["output"] = final
+    if local:
+        with open(os.path.join(cfg.output, files.SUMMARY), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+    else:
+        logging.info("run summary: %s", json.dumps(summary))
+    problem = accounting.verdict(summary["accounting"])
+    if problem:
+        where = f"; its outputs are in {cfg.output}" if local else ""
+        raise accounting.AccountingError(problem + where)
+    if local:
+        files.finish_staging(cfg.output, final)
+    return summary
+
+
+def _prepare_runner(options: PipelineOptions, cfg: QoeConfig) -> None:
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = "DirectRunner"
+    if cfg.runner in read.DIRECT:
+        directrunner.install()
+    if uses_process_workers(options):
+        # Beam's worker pool starts the workers as `python` from PATH: this one.
+        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+
+
+def _launcher(cfg: QoeConfig) -> "_Launcher":
+    """The launcher for cfg's source, mode and runner; ConfigError if none."""
+    if cfg.source_stream:
+        why = read.unsupported(cfg.runner, cfg.stop_at_latest)
+        if why:
+            raise ConfigError(why)
+    if cfg.runner in read.DATAFLOW:
+        return _Dataflow(cfg)
+    if cfg.source_stream and cfg.runner in read.DIRECT and cfg.streaming:
+        return _DirectStream(cfg)
+    if cfg.source_stream:
+        return _Stream(cfg)
+    if cfg.streaming:
+        return _FileReplay(cfg)
+    return _Batch(cfg)
+
+
+def counters(result: PipelineResult) -> dict[str, int]:
     """stallwatch's counters from a finished pipeline, summed over steps."""
     totals: dict[str, int] = {}
     query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
@@ -113,122 +159,226 @@ def run_summary(totals: dict[str, int], runner: str, wall_s: float) -> dict:
     }
 
 
-def run(argv: Sequence[str], pipeline_factory=beam.Pipeline) -> dict:
-    """Run the pipeline described by argv to completion and return its summary.
-
-    Everything is checked before any output is touched; a local run writes
-    into OUTPUT/_partial/ and its files replace the previous run's in OUTPUT
-    only once it finished and every record is accounted for.
-
-    Raises:
-      ConfigError: a flag is unknown or has a value that cannot work.
-      AccountingError: the run lost (or double-counted) records; its outputs
-        stay in OUTPUT/_partial/ with the figures in run_summary.json.
-    """
-    options = check_flags(argv)
-    workerlogs.install()      # LOOPBACK's in-process harness: no traceback for a hang-up at the end
-    cfg: QoeConfig = to_config(options)
-    standard = options.view_as(StandardOptions)
-    if standard.runner is None:
-        standard.runner = "DirectRunner"
-    runner = read.runner_name(standard.runner)
-    if runner in read.DIRECT:
-        directrunner.install()
-    if "use_loopback_process_worker" in (options.view_as(DebugOptions).experiments or []):
-        # Beam's worker pool starts the workers as `python` from PATH: this one.
-        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
-    if cfg.source_stream:
-        why = read.unsupported(cfg.source_stream, runner, cfg.stop_at_latest)
-        if why:
-            raise ConfigError(why)
-    elif cfg.streaming:
-        _check_replay(cfg, runner)
-    dry_run = options.view_as(TestOptions).dry_run
-    try:
-        pipeline = pipeline_factory(options=options)
-    except ValueError as exc:            # e.g. an unknown --runner
-        raise ConfigError(str(exc).strip().splitlines()[0]) from None
-    if runner in read.DATAFLOW:
-        return _submit(pipeline, cfg, options, dry_run)
-    if cfg.source_stream:
-        _check_stream(cfg.source_stream)
-    sinks = _sinks(cfg)                  # checks the alert / dead-letter streams exist
-    final = cfg.output
-    if cfg.local_output:
-        cfg = dataclasses.replace(cfg, output=files.start_staging(final))
-        sinks = _sinks(cfg, check_streams=False)
-    started = time.monotonic()
-    extra: dict = {}
-    read_count, blank = None, None
-    if cfg.source_stream and runner in read.DIRECT and cfg.streaming:
-        result, read_count, extra = _run_stream(pipeline, cfg, sinks)
-    elif cfg.source_stream:
-        stop_file = os.path.join(final, STOP_FILE) if cfg.streaming and cfg.local_output else None
-        if stop_file and os.path.exists(stop_file):
-            os.remove(stop_file)
-        build(pipeline, cfg, _stream_source(cfg, runner, stop_file), sinks)
-        result = _wait(pipeline.run(), _flink_cluster(options, runner), stop_file)
-        extra["drain_s"] = _drained_s(stop_file)
-    elif cfg.streaming:
-        source = _file_replay(cfg)
-        with replay.ReplayService(source) as endpoint:
-            build(pipeline, cfg, files.ReplayBeaconFiles(endpoint), sinks)
-            result = pipeline.run()
-            result.wait_until_finish()
-        read_count, blank = source.records, source.blank_lines
-    else:
-        build(pipeline, cfg, files.ReadBeaconFiles(cfg.source_pattern), sinks)
-        result = _wait(pipeline.run(), _flink_cluster(options, runner))
+def _summary(cfg: QoeConfig, launcher: "_Launcher", result: PipelineResult,
+             written: Optional[dict[str, int]], wall_s: float) -> dict:
+    """The run's summary: its counters, each alert's final state counted from
+    the files ``written`` (None: not local), and the accounting of every
+    record read."""
     totals = counters(result)
-    if blank is not None:
-        totals["blank_lines"] = blank
-    written = tally.totals_from_outputs(cfg.output) if cfg.local_output else None
+    if launcher.blank_lines is not None:
+        totals["blank_lines"] = launcher.blank_lines
     if written is not None:            # each alert's final state, not every one ever opened
         for cause in ("content", "delivery", "viewer"):
             totals[f"alerts:{cause}"] = written.get(f"alerts:{cause}", 0)
-    summary = run_summary(totals, runner, time.monotonic() - started)
+    summary = run_summary(totals, cfg.runner, wall_s)
     summary["mode"] = "streaming" if cfg.streaming else "batch"
-    summary["source"] = cfg.source_stream or cfg.source_pattern
-    summary.update(extra)
-    summary["accounting"] = accounting.reconcile(totals, written, read_count)
-    summary["output"] = final
-    if cfg.local_output:
-        with open(os.path.join(cfg.output, files.SUMMARY), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
-    else:
-        logging.info("run summary: %s", json.dumps(summary))
-    problem = accounting.verdict(summary["accounting"])
-    if problem:
-        where = f"; its outputs are in {cfg.output}" if cfg.local_output else ""
-        raise accounting.AccountingError(problem + where)
-    if cfg.local_output:
-        files.finish_staging(cfg.output, final)
+    summary["source"] = cfg.source
+    summary.update(launcher.extra)
+    summary["accounting"] = accounting.reconcile(totals, written, launcher.records_read)
     return summary
 
 
-def _check_stream(uri: str) -> None:
-    """A stream source that does not exist or cannot be reached is a flag
-    error, found before the run (and before OUTPUT is touched)."""
+def _sinks(cfg: QoeConfig, check_streams: bool = True) -> files.Sinks:
+    """Files (windowed in streaming), plus alerts / dead letters published to
+    streams (checked to exist first) and views / metrics to BigQuery."""
+    for stream in (cfg.alerts_stream, cfg.dead_letter_stream):
+        if stream and check_streams:
+            _reachable(stream, lambda s=stream: open_writer(s).check())
+    written = (files.window_sinks(cfg.output, cfg.alerts_path, dead_letter_path=cfg.dead_letter_path)
+               if cfg.streaming else
+               files.file_sinks(cfg.output, cfg.alerts_path, cfg.dead_letter_path))
+    return files.with_tables(files.with_streams(written, cfg.alerts_stream, cfg.dead_letter_stream),
+                             cfg.views_table, cfg.metrics_table, cfg.streaming)
+
+
+def _reachable(stream, probe: Callable[[], object]) -> None:
+    """Run ``probe`` against a stream before the run: a stream that does not
+    exist or cannot be reached is a flag error (one line, before OUTPUT is
+    touched), not a client traceback."""
     try:
-        read.open_reader(uri, None).close()
-    except (LookupError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
-    except Exception as exc:  # the client's own connection errors: one line, not a traceback
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--source {uri}: cannot reach it: {first}") from None
+        if isinstance(stream, PubSubUri):
+            pubsub.check_service()
+        probe()
+    except (LookupError, ValueError, ConnectionError) as exc:
+        raise ConfigError(f"{stream}: {exc}" if isinstance(exc, ConnectionError)
+                          else str(exc)) from None
+    except Exception as exc:  # the client's own connection errors
+        raise ConfigError(f"{stream}: cannot reach it: {_first_line(exc)}") from None
 
 
-def _stream_source(cfg: QoeConfig, runner: str,
-                   stop_file: Optional[str] = None) -> read.ReadBeacons:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _Launcher:
+    """One way to run. ``source()`` gives what build() reads (and whatever
+    serves it, for as long as the job runs); ``wait()`` sees the job to its
+    end. After the run: the records the launcher itself read (None: the
+    pipeline's counters tell), blank lines skipped, and extra summary fields."""
+
+    submits = False          # True: the job is submitted, not waited for
+
+    def __init__(self, cfg: QoeConfig) -> None:
+        self.cfg = cfg
+        self.output = cfg.output             # OUTPUT itself, not its _partial/ staging
+        self.records_read: Optional[int] = None
+        self.blank_lines: Optional[int] = None
+        self.extra: dict = {}
+
+    def check(self) -> None:
+        """Refuse the run before any output is touched."""
+
+    @contextlib.contextmanager
+    def source(self) -> Iterator[beam.PTransform]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def wait(self, result: PipelineResult) -> PipelineResult:
+        return _wait(result, self.cfg.flink_master)
+
+    def submitted(self, result: PipelineResult) -> dict:
+        raise NotImplementedError
+
+
+class _Batch(_Launcher):
+    """Files, read once, on any runner."""
+
+    @contextlib.contextmanager
+    def source(self) -> Iterator[beam.PTransform]:
+        yield files.ReadBeaconFiles(self.cfg.source_pattern)
+
+
+class _FileReplay(_Launcher):
+    """--streaming from files: a paced replay served to the DirectRunner."""
+
+    def check(self) -> None:
+        if self.cfg.runner not in read.DIRECT:
+            raise ConfigError("--streaming from files replays on the DirectRunner only, "
+                              f"not {self.cfg.runner}")
+        if "://" in self.cfg.source_pattern or not self.cfg.local_output:
+            raise ConfigError("--streaming replays local files to local files only: "
+                              "use local paths or run in batch")
+
+    @contextlib.contextmanager
+    def source(self) -> Iterator[beam.PTransform]:
+        cfg = self.cfg
+        recording = replay.FileReplay(cfg.source_pattern, cfg.replay_speed, cfg.max_lag_ms,
+                                      cfg.drain_ms, cfg.replay_tick_ms,
+                                      step_ms=cfg.watermark_step_ms)
+        with replay.ReplayService(recording) as endpoint:
+            yield files.ReplayBeaconFiles(endpoint)
+        self.records_read, self.blank_lines = recording.records, recording.blank_lines
+
+    def wait(self, result: PipelineResult) -> PipelineResult:
+        result.wait_until_finish()
+        return result
+
+
+class _Stream(_Launcher):
+    """A stream read by ReadStream (Flink, Prism, the DirectRunner bounded).
+    In streaming, the first Ctrl-C drains through OUTPUT/_stop."""
+
+    def check(self) -> None:
+        _reachable(self.cfg.source_stream,
+                   lambda: read.open_reader(self.cfg.source_stream, None).close())
+
+    @property
+    def _stop_file(self) -> Optional[str]:
+        if not (self.cfg.streaming and self.cfg.local_output):
+            return None
+        return os.path.join(self.output, STOP_FILE)
+
+    @contextlib.contextmanager
+    def source(self) -> Iterator[beam.PTransform]:
+        stop_file = self._stop_file
+        if stop_file and os.path.exists(stop_file):
+            os.remove(stop_file)
+        yield _read_stream(self.cfg, self.cfg.runner, stop_file=stop_file)
+        self.extra["drain_s"] = _drained_s(stop_file)
+
+    def wait(self, result: PipelineResult) -> PipelineResult:
+        return _wait(result, self.cfg.flink_master, self._stop_file)
+
+
+class _DirectStream(_Launcher):
+    """A stream on the DirectRunner: a StreamFeed in this process, served to
+    the runner over localhost. Ctrl-C (or SIGTERM) stops reading and drains:
+    open views complete and alerts close, and the reader's positions are
+    committed, so a restart resumes where this run stopped."""
+
+    def check(self) -> None:
+        _reachable(self.cfg.source_stream,
+                   lambda: read.open_reader(self.cfg.source_stream, None).close())
+
+    @contextlib.contextmanager
+    def source(self) -> Iterator[beam.PTransform]:
+        cfg = self.cfg
+        try:
+            reader = read.open_reader(cfg.source_stream, cfg.checkpoint)
+        except (LookupError, ValueError) as exc:   # no such stream; a checkpoint of another one
+            raise ConfigError(str(exc)) from None
+        stream_feed = feed.StreamFeed(reader, cfg.stream_tick_ms, cfg.max_lag_ms, cfg.drain_ms,
+                                      stop_at_latest=cfg.stop_at_latest,
+                                      step_ms=cfg.watermark_step_ms)
+        previous = _stop_on_signals(stream_feed.stop_requested)
+        try:
+            with replay.ReplayService(stream_feed) as endpoint:
+                yield read.ReadBeacons(cfg.source_stream, "DirectRunner", endpoint)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            reader.close()
+        if not stream_feed.finished:
+            # The DirectRunner's TestStream reader thread died (its error is in
+            # the log above) and the runner ended as if the stream had.
+            raise RuntimeError(
+                f"the runner stopped taking the stream after {stream_feed.records:,} records, "
+                "before it ended (its TestStream reader failed, see the log above); outputs are "
+                "partial. Nothing read after the last delivered bundle was committed: a restart "
+                "resumes there")
+        self.records_read = stream_feed.records
+        self.extra.update(source_stats=dict(reader.stats), checkpoint=cfg.checkpoint)
+
+    def wait(self, result: PipelineResult) -> PipelineResult:
+        result.wait_until_finish()
+        return result
+
+
+class _Dataflow(_Launcher):
+    """Dataflow: translate and submit, do not wait (a Flex Template launcher
+    must return; a streaming job never ends). ``--dry_run=True`` translates
+    the job without submitting it and reports what Dataflow would get."""
+
+    submits = True
+
+    @contextlib.contextmanager
+    def source(self) -> Iterator[beam.PTransform]:
+        yield (_read_stream(self.cfg, "DataflowRunner") if self.cfg.source_stream
+               else files.ReadBeaconFiles(self.cfg.source_pattern))
+
+    def wait(self, result: PipelineResult) -> PipelineResult:
+        return result
+
+    def submitted(self, result: PipelineResult) -> dict:
+        cfg = self.cfg
+        job = getattr(result, "job", None)
+        summary = {"runner": "DataflowRunner", "mode": "streaming" if cfg.streaming else "batch",
+                   "source": cfg.source, "output": cfg.output, "dry_run": cfg.dry_run}
+        if job is not None:
+            summary["job_type"] = str(job.proto.type)
+            summary.update(translated(job.proto_pipeline))
+        if not cfg.dry_run:
+            summary["job_id"] = result.job_id()
+        logging.info("submitted: %s", json.dumps(summary))
+        return summary
+
+
+def _read_stream(cfg: QoeConfig, runner: str, stop_file: Optional[str] = None) -> read.ReadBeacons:
     return read.ReadBeacons(cfg.source_stream, runner, checkpoint=cfg.checkpoint,
-                            max_lag_ms=cfg.max_lag_s * 1000, stop_at_latest=cfg.stop_at_latest,
-                            stop_file=stop_file, drain_ms=_drain_ms(cfg),
+                            max_lag_ms=cfg.max_lag_ms, stop_at_latest=cfg.stop_at_latest,
+                            stop_file=stop_file, drain_ms=cfg.drain_ms,
                             drain_step_ms=cfg.watermark_step_ms)
-
-
-# A streaming run from a stream drains when this file appears in OUTPUT: the
-# reader stops, and the job finishes by itself once everything is written.
-STOP_FILE = "_stop"
 
 
 def _drained_s(stop_file: Optional[str]) -> Optional[float]:
@@ -238,8 +388,8 @@ def _drained_s(stop_file: Optional[str]) -> Optional[float]:
     return None
 
 
-def _wait(result: beam.runners.runner.PipelineResult, flink_master: Optional[str] = None,
-          stop_file: Optional[str] = None) -> beam.runners.runner.PipelineResult:
+def _wait(result: PipelineResult, flink_master: Optional[str] = None,
+          stop_file: Optional[str] = None) -> PipelineResult:
     """Wait for the job. With a ``stop_file`` (a streaming read), the first
     Ctrl-C / SIGTERM creates it: the stream reader stops reading, the
     watermark goes to the end, every view completes and alert closes, the
@@ -289,34 +439,21 @@ def _wait(result: beam.runners.runner.PipelineResult, flink_master: Optional[str
     return result
 
 
-def _flink_cluster(options: PipelineOptions, runner: str) -> Optional[str]:
-    """The REST address of the Flink cluster a FlinkRunner job goes to, if any."""
-    if runner != "FlinkRunner":
-        return None
-    master = options.get_all_options().get("flink_master") or "[auto]"
-    return None if master.startswith("[") else master
+def _stop_on_signals(stop: threading.Event) -> dict:
+    """The first SIGINT/SIGTERM asks the feed to stop (the pipeline then
+    drains and finishes); a second one aborts. Not a KeyboardInterrupt in
+    wait_until_finish: the DirectRunner shuts its workers down on that, and
+    what was still in flight would be lost. Returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
 
+    def handler(_signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logging.warning("stopping: reading ends, the pipeline drains (interrupt again to abort)")
+        stop.set()
 
-def _submit(pipeline: beam.Pipeline, cfg: QoeConfig, options: PipelineOptions,
-            dry_run: bool) -> dict:
-    """Dataflow: translate and submit, do not wait (a Flex Template launcher
-    must return; a streaming job never ends). ``--dry_run=True`` translates
-    the job without submitting it and reports what Dataflow would get."""
-    source = (_stream_source(cfg, "DataflowRunner") if cfg.source_stream
-              else files.ReadBeaconFiles(cfg.source_pattern))
-    build(pipeline, cfg, source, _sinks(cfg, check_streams=not dry_run))
-    result = pipeline.run()
-    job = getattr(result, "job", None)
-    summary = {"runner": "DataflowRunner", "mode": "streaming" if cfg.streaming else "batch",
-               "source": cfg.source_stream or cfg.source_pattern, "output": cfg.output,
-               "dry_run": bool(dry_run)}
-    if job is not None:
-        summary["job_type"] = str(job.proto.type)
-        summary.update(translated(job.proto_pipeline))
-    if not dry_run:
-        summary["job_id"] = result.job_id()
-    logging.info("submitted: %s", json.dumps(summary))
-    return summary
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def translated(proto) -> dict:
@@ -340,96 +477,6 @@ def translated(proto) -> dict:
         "triggers": sorted({w.trigger.WhichOneof("trigger") for w in strategies}),
         "transforms": len(proto.components.transforms),
     }
-
-
-def _check_replay(cfg: QoeConfig, runner: str) -> None:
-    """A streaming run from files is a paced replay on the DirectRunner."""
-    if runner not in ("DirectRunner", "BundleBasedDirectRunner"):
-        raise ConfigError(f"--streaming from files replays on the DirectRunner only, not {runner}")
-    if "://" in cfg.source_pattern or not cfg.local_output:
-        raise ConfigError("--streaming replays local files to local files only: "
-                          "use local paths or run in batch")
-
-
-def _sinks(cfg: QoeConfig, check_streams: bool = True) -> files.Sinks:
-    """Files (windowed in streaming), plus alerts / dead letters published to
-    stream URIs (checked to exist first) and views / metrics to BigQuery."""
-    for uri in (cfg.alerts_stream, cfg.dead_letter_stream):
-        if uri and check_streams:
-            try:
-                open_writer(uri).check()
-            except LookupError as exc:
-                raise ConfigError(str(exc)) from None
-    written = (files.window_sinks(cfg.output, cfg.alerts_path, dead_letter_path=cfg.dead_letter_path)
-             if cfg.streaming else
-             files.file_sinks(cfg.output, cfg.alerts_path, cfg.dead_letter_path))
-    return files.with_tables(files.with_streams(written, cfg.alerts_stream, cfg.dead_letter_stream),
-                             cfg.views_table, cfg.metrics_table, cfg.streaming)
-
-
-def _drain_ms(cfg: QoeConfig) -> int:
-    # Past the last record, the watermark moves far enough for every view to
-    # expire and every alert to close (nothing fires at +infinity here).
-    return (2 * cfg.inactivity_s + cfg.close_after_s + 60) * 1000
-
-
-def _run_stream(pipeline: beam.Pipeline, cfg: QoeConfig,
-                sinks: files.Sinks) -> tuple[beam.runners.runner.PipelineResult, int, dict]:
-    """A stream on the DirectRunner: a StreamFeed in this process, served to
-    the runner over localhost. Ctrl-C (or SIGTERM) stops reading, drains:
-    open views complete and alerts close, and the reader's positions are
-    committed, so a restart resumes where this run stopped. Returns the
-    result, the records the feed delivered, and the reader's figures."""
-    try:
-        reader = read.open_reader(cfg.source_stream, cfg.checkpoint)
-    except (LookupError, ValueError) as exc:   # no such stream; a checkpoint of another one
-        raise ConfigError(str(exc)) from None
-    stream_feed = feed.StreamFeed(reader, int(cfg.stream_tick_s * 1000), cfg.max_lag_s * 1000,
-                                  _drain_ms(cfg), stop_at_latest=cfg.stop_at_latest,
-                                  step_ms=cfg.watermark_step_ms)
-    previous = _stop_on_signals(stream_feed.stop_requested)
-    try:
-        with replay.ReplayService(stream_feed) as endpoint:
-            build(pipeline, cfg, read.ReadBeacons(cfg.source_stream, "DirectRunner", endpoint), sinks)
-            result = pipeline.run()
-            result.wait_until_finish()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        reader.close()
-    if not stream_feed.finished:
-        # The DirectRunner's TestStream reader thread died (its error is in the
-        # log above) and the runner ended as if the stream had: not a result.
-        raise RuntimeError(
-            f"the runner stopped taking the stream after {stream_feed.records:,} records, "
-            "before it ended (its TestStream reader failed, see the log above); outputs are "
-            "partial. Nothing read after the last delivered bundle was committed: a restart "
-            "resumes there")
-    return result, stream_feed.records, {"source_stats": dict(reader.stats),
-                                         "checkpoint": cfg.checkpoint}
-
-
-def _stop_on_signals(stop: threading.Event) -> dict:
-    """The first SIGINT/SIGTERM asks the feed to stop (the pipeline then
-    drains and finishes); a second one aborts. Not a KeyboardInterrupt in
-    wait_until_finish: the DirectRunner shuts its workers down on that, and
-    what was still in flight would be lost. Returns the previous handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def handler(_signum, _frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        logging.warning("stopping: reading ends, the pipeline drains (interrupt again to abort)")
-        stop.set()
-
-    return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _file_replay(cfg: QoeConfig) -> replay.FileReplay:
-    return replay.FileReplay(cfg.source_pattern, cfg.replay_speed, cfg.max_lag_s * 1000,
-                             _drain_ms(cfg), cfg.replay_tick_s * 1000,
-                             step_ms=cfg.watermark_step_ms)
 
 
 def quiet_beam_logs(level: Optional[int] = None) -> None:

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from pipeline import launch
+from pipeline.config import check_flags
+from pipeline.errors import ConfigError
 from runners import cli, flink, tools
 from runners.presets import PRESETS
 
@@ -27,7 +28,7 @@ def test_preset__streaming_adds_checkpointing_on_flink_only():
 
 
 def test_preset__unknown_name_lists_the_known_ones():
-    with pytest.raises(cli.PrerequisiteError, match="flink-local"):
+    with pytest.raises(ConfigError, match="flink-local"):
         cli.expand_preset(["--preset=spark"])
 
 
@@ -39,16 +40,16 @@ def test_preset__unknown_name_lists_the_known_ones():
     (["--runner=PrismRunner", "--prism_location=/nowhere/prism"], "make prism"),
 ])
 def test_prerequisites__a_missing_tool_says_what_to_run(argv, says):
-    with pytest.raises(cli.PrerequisiteError, match=re.escape(says)):
-        cli.check_prerequisites(argv)
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        cli.check_prerequisites(check_flags(argv))
 
 
 def test_prerequisites__a_flink_cluster_that_does_not_answer(tmp_path):
     jar = tmp_path / "job-server.jar"
     jar.write_bytes(b"")
-    with pytest.raises(cli.PrerequisiteError, match="make flink-up"):
-        cli.check_prerequisites(["--runner=FlinkRunner", f"--flink_job_server_jar={jar}",
-                                 "--flink_master=127.0.0.1:9"])
+    with pytest.raises(ConfigError, match="make flink-up"):
+        cli.check_prerequisites(check_flags(["--runner=FlinkRunner", f"--flink_job_server_jar={jar}",
+                                             "--flink_master=127.0.0.1:9"]))
 
 
 def test_cli__bad_preset_is_one_line_and_exit_2(capsys):
@@ -71,7 +72,7 @@ def test_beam_does_not_read_our_output_flag_as_one_of_its_own():
     # Beam 2.62 would take --output as --output_executable_path (prefix match):
     # the Flink job server then writes a jar over the output directory.
     from apache_beam.options.pipeline_options import PortableOptions
-    options = launch.check_flags(["--output=/tmp/out", "--runner=FlinkRunner"])
+    options = check_flags(["--output=/tmp/out", "--runner=FlinkRunner"])
     assert options.view_as(PortableOptions).output_executable_path is None
     assert options.get_all_options()["output"] == "/tmp/out"
 

@@ -55,7 +55,7 @@ def _publisher(target, rate=2.0, join_s=20, seed=3):
 
     def publish():
         try:
-            result.update(live.publish_live(target, rate, join_s, seed, progress=lambda _: None))
+            result.update(live.publish_live(uri.parse(target), rate, join_s, seed, progress=lambda _: None))
         except Exception as exc:  # reported by _joined
             result["error"] = exc
 

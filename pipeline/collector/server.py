@@ -34,10 +34,12 @@ import signal
 import sys
 import time
 import urllib.parse
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, Union
 
 import orjson
 from aiohttp import web
+
+from pipeline.io.streams.uri import StreamUri
 
 BEACONS_PATH = "/v1/beacons"
 CMCD_PATH = "/v1/cmcd"
@@ -58,7 +60,7 @@ class Sink(Protocol):
 class CollectorConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    sink: str = ""
+    sink: Union[str, StreamUri] = ""       # a directory, or a topic / stream
     max_body_bytes: int = 256 * 1024       # a player's batch is a few KB
     max_pending: int = 20_000              # records accepted but not yet in the sink
     flush_ms: int = 100                    # group-commit interval
@@ -218,7 +220,7 @@ class FileSink:
 class StreamSink:
     """A Pub/Sub topic or Kinesis stream (the pipeline's own writers)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: StreamUri) -> None:
         from pipeline.io.streams.sinks import open_writer
         self._writer = open_writer(uri)
         self._writer.check()
@@ -233,13 +235,11 @@ class StreamSink:
         pass
 
 
-def open_sink(uri: str):
-    """``file://DIR`` (or a plain directory path), ``pubsub://projects/P/topics/T``,
-    ``kinesis://STREAM[?endpoint=...]``."""
-    from pipeline.io.streams import uri as stream_uri
-    if stream_uri.is_stream(uri):
-        return StreamSink(uri)
-    return FileSink(uri[len("file://"):] if uri.startswith("file://") else uri)
+def open_sink(sink: Union[str, StreamUri]):
+    """A directory's NDJSON files, or a Pub/Sub topic or Kinesis stream."""
+    if isinstance(sink, str):
+        return FileSink(sink)
+    return StreamSink(sink)
 
 
 # -- the batcher: group commit with a bounded buffer -------------------------------

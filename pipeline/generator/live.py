@@ -16,13 +16,13 @@ import time
 from typing import Callable, Optional
 
 from pipeline.generator import scenario, workload
-from pipeline.io.streams import uri as stream_uri
+from pipeline.io.streams.uri import KinesisUri, PubSubUri, StreamUri
 from pipeline.io.streams.sinks import open_writer
 
 _BATCH_MAX = 500
 
 
-def publish_live(uri: str, rate: float, join_s: int, seed: int = 7,
+def publish_live(uri: StreamUri, rate: float, join_s: int, seed: int = 7,
                  out_dir: Optional[str] = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep,
@@ -34,11 +34,10 @@ def publish_live(uri: str, rate: float, join_s: int, seed: int = 7,
     one after another during the run. ``published(messages, wall_s)`` is
     told of every batch once the stream has accepted it.
     """
-    parsed = stream_uri.parse(uri, want_topic=True)
     writer = open_writer(uri)
-    if isinstance(parsed, stream_uri.PubSubUri):
+    if isinstance(uri, PubSubUri):
         from pipeline.io.streams.pubsub import create_topic
-        create_topic(parsed)
+        create_topic(uri)
     writer.check()
     viewers = max(20, round(rate * join_s))
     origin = int(clock() * 1000) + 1_000
@@ -51,7 +50,7 @@ def publish_live(uri: str, rate: float, join_s: int, seed: int = 7,
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "truth.json"), "w", encoding="utf-8") as f:
             json.dump(truth, f, indent=2, sort_keys=True)
-    keyed = isinstance(parsed, stream_uri.KinesisUri)
+    keyed = isinstance(uri, KinesisUri)
     progress(f"publishing {len(messages):,} messages ({truth['input_records']:,} records, "
              f"{truth['views']:,} views by {viewers:,} viewers) to {uri} over "
              f"{(messages[-1].arrival_ms - origin) / 1000:.0f} s")

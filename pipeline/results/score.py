@@ -103,6 +103,28 @@ def _delivery_match(alert: dict, fault: dict) -> bool:
 VIEWER_SHARE = 0.8
 
 
+_FAULT_KEYS = {"content": ("video_id", "start_ms", "end_ms", "rendition"),
+               "delivery": ("dimension", "value", "start_ts", "end_ts"),
+               "no_content": ("video_id",),
+               "viewer": ("viewer_ids",)}
+
+
+def check_truth(truth) -> None:
+    """ValueError, one line, unless ``truth`` is a workload's truth.json: a
+    ``faults`` list, each with ``kind``, ``expect`` and what its expect needs."""
+    faults = truth.get("faults") if isinstance(truth, dict) else None
+    if not isinstance(faults, list):
+        raise ValueError("no 'faults' list (a truth.json written by 'stallwatch generate')")
+    for i, fault in enumerate(faults):
+        expect = fault.get("expect") if isinstance(fault, dict) else None
+        if expect not in _FAULT_KEYS:
+            raise ValueError(f"fault {i}: 'expect' must be one of {', '.join(_FAULT_KEYS)}, "
+                             f"got {expect!r}")
+        missing = [k for k in ("kind", *_FAULT_KEYS[expect]) if k not in fault]
+        if missing:
+            raise ValueError(f"fault {i} ({expect}): missing {', '.join(missing)}")
+
+
 def score(alerts: Iterable[dict], truth: dict) -> dict:
     """Precision/recall per cause and the verdict on every injected fault.
 

@@ -5,8 +5,8 @@ import os
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.config import ConfigError, to_config
-from pipeline.launch import check_flags
+from pipeline.config import ConfigError, check_flags, to_config
+from pipeline.io.streams.uri import KinesisUri, PubSubUri
 
 
 @pytest.fixture
@@ -74,9 +74,9 @@ def test_to_config__alert_and_dead_letter_sinks(beacons, tmp_path):
     c = cfg(f"--source={beacons}", f"--output={tmp_path}", f"--alerts={tmp_path}/a.jsonl",
             "--dead_letter=kinesis://dead?endpoint=http://127.0.0.1:4568")
     assert c.alerts_path == f"{tmp_path}/a.jsonl" and c.alerts_stream is None
-    assert c.dead_letter_stream == "kinesis://dead?endpoint=http://127.0.0.1:4568"
+    assert c.dead_letter_stream == KinesisUri("dead", endpoint="http://127.0.0.1:4568")
     c = cfg(f"--source={beacons}", f"--output={tmp_path}", "--alerts=pubsub://projects/p/topics/topic")
-    assert c.alerts_stream == "pubsub://projects/p/topics/topic" and c.alerts_path is None
+    assert c.alerts_stream == PubSubUri("p", "topics", "topic") and c.alerts_path is None
     with pytest.raises(ConfigError, match=r"--alerts .*publishing needs a topic"):
         cfg(f"--source={beacons}", f"--output={tmp_path}",
             "--alerts=pubsub://projects/p/subscriptions/sub")
@@ -85,7 +85,7 @@ def test_to_config__alert_and_dead_letter_sinks(beacons, tmp_path):
 def test_to_config__stream_source(beacons, tmp_path):
     c = cfg("--source=kinesis://beacons?endpoint=http://127.0.0.1:1&region=eu-west-1",
             f"--output={tmp_path}", "--streaming", "--stop_at_latest")
-    assert c.source_stream.startswith("kinesis://beacons") and c.source_pattern == ""
+    assert str(c.source_stream).startswith("kinesis://beacons") and c.source_pattern == ""
     assert c.stop_at_latest and c.checkpoint == os.path.join(str(tmp_path), "_checkpoints",
                                                              "source.json")
     with pytest.raises(ConfigError, match="--stop_at_latest applies to pubsub:// and kinesis://"):

@@ -1,1 +1,1 @@
-"""Pub/Sub and Kinesis: URIs, readers, the DirectRunner feed, sinks and the live generator."""
+"""Pub/Sub and Kinesis: URIs, readers, the DirectRunner feed and sinks."""

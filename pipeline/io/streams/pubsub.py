@@ -21,6 +21,32 @@ MAX_EXTENSION_S = 600
 _MIN_DEADLINE_S = 10          # Pub/Sub's shortest ack deadline
 
 
+def check_service(timeout_s: float = 3.0) -> None:
+    """ConnectionError, within ``timeout_s``, when Pub/Sub cannot be reached:
+    no emulator answers at PUBSUB_EMULATOR_HOST, or (without it) there are no
+    Google Cloud credentials. The client itself retries for a minute first."""
+    import os
+    import socket
+    emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if emulator:
+        host, _, port = emulator.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "localhost", int(port)),
+                                     timeout=timeout_s).close()
+        except (OSError, ValueError):
+            raise ConnectionError(f"no Pub/Sub emulator answers at PUBSUB_EMULATOR_HOST="
+                                  f"{emulator} (start one: make emulators-up)") from None
+        return
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+    try:
+        google.auth.default()
+    except DefaultCredentialsError:
+        raise ConnectionError("no Google Cloud credentials for Pub/Sub: set PUBSUB_EMULATOR_HOST="
+                              "HOST:PORT for an emulator (make emulators-up), or run "
+                              "'gcloud auth application-default login'") from None
+
+
 class PubSubReader:
     """Pulls messages of a subscription (created for a topic URI).
 
@@ -152,8 +178,10 @@ class PubSubWriter:
             publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
 
     def check(self) -> None:
-        """Raise LookupError when the topic does not exist."""
+        """Raise LookupError when the topic does not exist, ConnectionError
+        when Pub/Sub cannot be reached (check_service)."""
         from google.api_core import exceptions
+        check_service()
         try:
             self._publisher.get_topic(request={"topic": self._uri.path})
         except exceptions.NotFound:

@@ -19,7 +19,7 @@ from typing import Optional
 
 import apache_beam as beam
 
-from pipeline.io.streams import uri as stream_uri
+from pipeline.io.streams.uri import PubSubUri, StreamUri
 from pipeline.io.streams.checkpoint import Checkpoint
 from transforms.model import RawRecord
 
@@ -39,9 +39,8 @@ def runner_name(runner) -> str:
 SDF_RUNNERS = DIRECT + ("FnApiRunner", "PrismRunner", "DataflowRunner", "FlinkRunner")
 
 
-def unsupported(uri: str, runner: str, bounded: bool = False) -> Optional[str]:
-    """Why ``uri`` cannot be read on ``runner``, or None when it can."""
-    stream_uri.parse(uri)
+def unsupported(runner: str, bounded: bool = False) -> Optional[str]:
+    """Why a stream cannot be read on ``runner``, or None when it can."""
     if runner == "FlinkRunner" and bounded:
         return ("--stop_at_latest does not work on Flink: its batch mode has no bundle "
                 "finalization to commit positions (apache/beam#19526) and its streaming mode "
@@ -53,15 +52,14 @@ def unsupported(uri: str, runner: str, bounded: bool = False) -> Optional[str]:
             "PrismRunner or DataflowRunner (see docs/io.md)")
 
 
-def open_reader(uri: str, checkpoint_path: Optional[str]):
+def open_reader(uri: StreamUri, checkpoint_path: Optional[str]):
     """A live reader (poll/positions/commit) for a stream URI; LookupError
     when the topic, subscription or stream does not exist."""
-    parsed = stream_uri.parse(uri)
-    if isinstance(parsed, stream_uri.PubSubUri):
+    if isinstance(uri, PubSubUri):
         from pipeline.io.streams.pubsub import PubSubReader
-        return PubSubReader(parsed)
+        return PubSubReader(uri)
     from pipeline.io.streams.kinesis import KinesisReader
-    return KinesisReader(parsed, Checkpoint(checkpoint_path, str(parsed)))
+    return KinesisReader(uri, Checkpoint(checkpoint_path, str(uri)))
 
 
 def _from_pubsub(message) -> RawRecord:
@@ -77,24 +75,23 @@ class ReadBeacons(beam.PTransform):
     Output: unbounded PCollection[RawRecord], timestamped at arrival.
 
     Args:
-      uri: pubsub://... or kinesis://... (pipeline/io/streams/uri.py).
+      uri: the stream (pipeline/io/streams/uri.py).
       runner: the runner's name; picks the implementation (module table).
       feed_endpoint: on the DirectRunner, the TestStreamService a StreamFeed
-        serves (pipeline/launch.py starts it).
+        serves (the launcher starts it: pipeline/launch.py).
       stop_file, drain_ms: ReadStream drains once this path exists, the
         watermark going ``drain_ms`` past the last arrival (source.py).
     """
 
-    def __init__(self, uri: str, runner: str, feed_endpoint: Optional[str] = None,
+    def __init__(self, uri: StreamUri, runner: str, feed_endpoint: Optional[str] = None,
                  checkpoint: Optional[str] = None, max_lag_ms: int = 300_000,
                  stop_at_latest: bool = False, stop_file: Optional[str] = None,
                  drain_ms: int = 0, drain_step_ms: int = 600_000) -> None:
         super().__init__()
-        why = unsupported(uri, runner, stop_at_latest)
+        why = unsupported(runner, stop_at_latest)
         if why:
             raise ValueError(why)
-        self._raw, self._uri, self._runner, self._endpoint = (
-            uri, stream_uri.parse(uri), runner, feed_endpoint)
+        self._uri, self._runner, self._endpoint = uri, runner, feed_endpoint
         self._checkpoint, self._lag, self._bounded = checkpoint, max_lag_ms, stop_at_latest
         self._stop_file, self._drain_ms, self._drain_step = stop_file, drain_ms, drain_step_ms
 
@@ -102,9 +99,9 @@ class ReadBeacons(beam.PTransform):
         if self._endpoint:
             from pipeline.io.files import ReplayBeaconFiles
             return root | "Feed" >> ReplayBeaconFiles(self._endpoint)
-        if not (self._runner in DATAFLOW and isinstance(self._uri, stream_uri.PubSubUri)):
+        if not (self._runner in DATAFLOW and isinstance(self._uri, PubSubUri)):
             from pipeline.io.streams.source import ReadStream
-            return root | "ReadStream" >> ReadStream(self._raw, self._checkpoint, self._lag,
+            return root | "ReadStream" >> ReadStream(self._uri, self._checkpoint, self._lag,
                                                      self._bounded, self._stop_file,
                                                      self._drain_ms, self._drain_step)
         # DataflowRunner + Pub/Sub: the service's own read (ack on checkpoint,

@@ -7,24 +7,24 @@ from typing import Callable, Iterable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.io.streams import uri as stream_uri
+from pipeline.io.streams.uri import PubSubUri, StreamUri
 from transforms.parse import METRICS_NAMESPACE
 
 _FLUSH_AT = 500
 
 
-def open_writer(uri: str):
-    """A writer (``put((key, data, attributes), ...)``, ``check()``) for a stream URI."""
-    parsed = stream_uri.parse(uri, want_topic=True)
-    if isinstance(parsed, stream_uri.PubSubUri):
+def open_writer(uri: StreamUri):
+    """A writer (``put((key, data, attributes), ...)``, ``check()``) for a
+    Pub/Sub topic or a Kinesis stream."""
+    if isinstance(uri, PubSubUri):
         from pipeline.io.streams.pubsub import PubSubWriter
-        return PubSubWriter(parsed)
+        return PubSubWriter(uri)
     from pipeline.io.streams.kinesis import KinesisWriter
-    return KinesisWriter(parsed)
+    return KinesisWriter(uri)
 
 
 class _PublishFn(beam.DoFn):
-    def __init__(self, uri: str, encode: Callable, counter: str) -> None:
+    def __init__(self, uri: StreamUri, encode: Callable, counter: str) -> None:
         self._uri, self._encode, self._counter_name = uri, encode, counter
 
     def setup(self) -> None:
@@ -58,16 +58,15 @@ class PublishToStream(beam.PTransform):
             end are not emitted); messages sent are counted in ``counter``.
 
     Args:
-      uri: pubsub://projects/P/topics/T or kinesis://STREAM[?endpoint=...].
+      uri: a Pub/Sub topic or a Kinesis stream.
       encode: T -> (key, data bytes, attributes). The key is the Pub/Sub
         ordering key or the Kinesis partition key; attributes go to Pub/Sub
         only. A bundle is acknowledged only after the service accepted its
         messages (at least once: consumers de-duplicate on the key).
     """
 
-    def __init__(self, uri: str, encode: Callable, counter: str) -> None:
+    def __init__(self, uri: StreamUri, encode: Callable, counter: str) -> None:
         super().__init__()
-        stream_uri.parse(uri, want_topic=True)
         self._uri, self._encode, self._counter = uri, encode, counter
 
     def expand(self, items: beam.PCollection) -> beam.PCollection:

@@ -25,8 +25,8 @@ from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from pipeline.io.streams import uri as stream_uri
 from pipeline.io.streams.checkpoint import Checkpoint
+from pipeline.io.streams.uri import KinesisUri, StreamUri
 from transforms.parse import METRICS_NAMESPACE
 
 _RUN_S = 1.0            # read this long per bundle before handing back to the runner
@@ -106,17 +106,17 @@ class _StreamTracker(RestrictionTracker):
 class _ReadStreamFn(beam.DoFn, RestrictionProvider):
     """The DoFn and its own restriction provider (RestrictionParam() finds it)."""
 
-    def __init__(self, checkpoint: Optional[str], max_lag_ms: int, stop_at_latest: bool,
-                 stop_file: Optional[str] = None, drain_ms: int = 0,
+    def __init__(self, stream: StreamUri, checkpoint: Optional[str], max_lag_ms: int,
+                 stop_at_latest: bool, stop_file: Optional[str] = None, drain_ms: int = 0,
                  drain_step_ms: int = 600_000) -> None:
+        self._stream = stream       # the element is its str(), a label
         self._checkpoint, self._lag, self._bounded = checkpoint, max_lag_ms, stop_at_latest
         self._stop_file, self._drain_ms, self._drain_step = stop_file, drain_ms, drain_step_ms
 
     # -- restrictions -------------------------------------------------------
     def initial_restriction(self, uri: str) -> StreamRestriction:
-        parsed = stream_uri.parse(uri)
-        if isinstance(parsed, stream_uri.KinesisUri):
-            return StreamRestriction(Checkpoint(self._checkpoint, str(parsed)).load(), False)
+        if isinstance(self._stream, KinesisUri):
+            return StreamRestriction(Checkpoint(self._checkpoint, uri).load(), False)
         return StreamRestriction(None, False)
 
     def create_tracker(self, restriction: StreamRestriction) -> _StreamTracker:
@@ -141,9 +141,9 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         memory of message ids, which drops redeliveries); else a new one.
         Process-wide: a runner may hand each resumption of the one
         restriction to another instance of this DoFn."""
-        parsed = stream_uri.parse(uri)
+        parsed = self._stream
         cached = _READERS.get(uri)
-        if isinstance(parsed, stream_uri.KinesisUri):
+        if isinstance(parsed, KinesisUri):
             if cached is not None and cached.positions() == (restriction.positions or {}):
                 return cached
             from pipeline.io.streams.kinesis import KinesisReader
@@ -260,7 +260,7 @@ class ReadStream(beam.PTransform):
             ``stop_at_latest``, else unbounded.
 
     Args:
-      uri: pubsub://... or kinesis://...
+      uri: the stream (pipeline/io/streams/uri.py).
       checkpoint: Kinesis positions file, read at start and written when a
         bundle is finalized (None: the runner's checkpoints only).
       max_lag_ms: the watermark trails the reader's by this much.
@@ -272,11 +272,10 @@ class ReadStream(beam.PTransform):
         steps of at most ``drain_step_ms``.
     """
 
-    def __init__(self, uri: str, checkpoint: Optional[str], max_lag_ms: int,
+    def __init__(self, uri: StreamUri, checkpoint: Optional[str], max_lag_ms: int,
                  stop_at_latest: bool, stop_file: Optional[str] = None,
                  drain_ms: int = 0, drain_step_ms: int = 600_000) -> None:
         super().__init__()
-        stream_uri.parse(uri)
         self._uri, self._checkpoint = uri, checkpoint
         self._lag, self._bounded = max_lag_ms, stop_at_latest
         self._stop_file, self._drain_ms, self._drain_step = stop_file, drain_ms, drain_step_ms
@@ -284,6 +283,6 @@ class ReadStream(beam.PTransform):
     def expand(self, root: beam.pvalue.PBegin) -> beam.PCollection:
         kind = _BoundedReadFn if self._bounded else _UnboundedReadFn
         return (root
-                | "Stream" >> beam.Create([self._uri])
-                | "Read" >> beam.ParDo(kind(self._checkpoint, self._lag, self._bounded,
+                | "Stream" >> beam.Create([str(self._uri)])
+                | "Read" >> beam.ParDo(kind(self._uri, self._checkpoint, self._lag, self._bounded,
                                            self._stop_file, self._drain_ms, self._drain_step)))
