@@ -13,7 +13,7 @@ WORKLOAD ?= out/workload
 OUTPUT   ?= out/run
 RUNNER   ?= direct
 
-.PHONY: run test test-unit test-integration mutate venv generate browser clean help bench bench-stream \
+.PHONY: run test check test-unit test-integration mutate venv generate browser clean help bench bench-stream \
 	emulators emulators-up emulators-down prism flink flink-jobserver flink-dist flink-up flink-down template
 
 # Local protocol peers (tools/emulators.py): Google's pstest built from the Go
@@ -36,7 +36,8 @@ FLINK_HOME    := $(TOOLS)/flink-$(FLINK_VERSION)
 
 help:
 	@echo "make run    generate a workload and run the pipeline on the DirectRunner"
-	@echo "make test   run every test (unit + integration, emulators included)"
+	@echo "make test   run every test: unit, integration and e2e (emulators, Flink, Prism, Chromium)"
+	@echo "make check  the offline unit tests only (tests/unit/, about 2 minutes)"
 	@echo "make emulators-up / emulators-down   Pub/Sub (pstest) and Kinesis (kinesis-mock) on loopback"
 	@echo "make prism / flink   build Prism; the Flink job server jar + a Flink distribution (.tools/)"
 	@echo "make flink-up / flink-down   a standalone Flink cluster (JobManager + 2 TaskManagers) on loopback"
@@ -175,8 +176,11 @@ bench-stream: venv emulators $(if $(filter flink,$(STREAM_RUNNER)),flink)
 		--parallelism=$(STREAM_PARALLELISM) --minutes=$(STREAM_MINUTES) --rate=$(STREAM_RATE) \
 		--state_backend=$(STREAM_STATE) --write-doc
 
-test-unit: venv
-	$(BIN)/python -m pytest -q -m "not integration"
+# The offline unit tests (tests/unit/, no emulator, cluster or browser).
+check: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+test-unit: check
 
 mutate: venv
 	$(BIN)/python -m tools.mutate
@@ -206,7 +210,7 @@ template:
 	@echo "  --parameters=source=pubsub://projects/$(PROJECT)/subscriptions/beacons \\"
 	@echo "  --parameters=output=gs://$(BUCKET)/out,alerts=pubsub://projects/$(PROJECT)/topics/alerts \\"
 	@echo "  --parameters=views_table=$(PROJECT):qoe.views,metrics_table=$(PROJECT):qoe.metrics"
-	@echo "# Offline check of the same job (what tests/test_dataflow.py runs):"
+	@echo "# Offline check of the same job (what tests/unit/test_dataflow.py runs):"
 	@echo "$(BIN)/stallwatch run --runner=DataflowRunner --dry_run=True --no_auth --project=$(PROJECT) \\"
 	@echo "  --region=$(REGION) --temp_location=gs://$(BUCKET)/tmp --sdk_location=container --streaming \\"
 	@echo "  --source=pubsub://projects/$(PROJECT)/subscriptions/beacons --output=gs://$(BUCKET)/out"

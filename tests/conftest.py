@@ -50,3 +50,20 @@ def flink_cluster(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+
+
+_SLOW = ("integration", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The folder says how fast a test is: tests/unit must be offline and
+    fast (a test there marked integration is refused), and every test in
+    tests/integration or tests/e2e is marked integration."""
+    for item in items:
+        folder = os.path.relpath(str(item.path), os.path.dirname(__file__)).split(os.sep)[0]
+        marked = item.get_closest_marker("integration") is not None
+        if folder == "unit" and marked:
+            raise pytest.UsageError(f"{item.nodeid} is marked integration: move it to "
+                                    "tests/integration/")
+        if folder in _SLOW and not marked:
+            item.add_marker(pytest.mark.integration)

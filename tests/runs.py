@@ -12,7 +12,8 @@ import time
 
 import pyarrow.parquet as pq
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT
+
 FIGURES = os.path.join(ROOT, "out", "runner-test-figures.json")
 
 

@@ -216,7 +216,7 @@ def test_conformance_table__names_every_reserved_key_once_and_the_used_ones_are_
     ignored one is not."""
     import pathlib
     import re
-    root = pathlib.Path(__file__).resolve().parents[2]
+    root = pathlib.Path(__file__).resolve().parents[3]
     doc = (root / "docs" / "cmcd.md").read_text()
     table = doc[doc.index("### Keys"):doc.index("**Keys:")]
     rows = [line.split("|") for line in table.splitlines() if line.startswith("| `")]

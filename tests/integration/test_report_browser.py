@@ -6,9 +6,10 @@ import shutil
 import pytest
 
 from pipeline import cli
+from tests import ROOT
 
 pytestmark = pytest.mark.integration
-ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "out", "test-artifacts")
+ARTIFACTS = os.path.join(ROOT, "out", "test-artifacts")
 XSS_LINES = [b"<script>window.__xss = 1</script>",
              b'{"view_id": "x", "video_id": "v", "ts": 1793556000000, "playhead_ms": 0, '
              b'"event": "<img src=x onerror=\\"window.__xss=2\\">"}']

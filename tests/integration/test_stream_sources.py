@@ -18,12 +18,11 @@ import pytest
 from pipeline.results import report_data, score
 from pipeline.io.streams import kinesis, pubsub, uri
 from pipeline.generator import live
-from tests import runs
+from tests import ROOT, runs
 from tests.streams import new_kinesis_stream, split_first_shard
 
 pytestmark = pytest.mark.integration
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Seconds from the first publish to the content alert. The 5th affected
 # viewer reaches the broken segment ~62 s after the first publish; measured
 # 68.2-69.1 s (DirectRunner) and 67.8-81.8 s (Flink cluster), so a run

@@ -9,6 +9,7 @@ from tests.builders import T0_MS, ev
 from transforms.model import Beacon, DeadLetter, EventKind, RawRecord
 from transforms.parse import parse_message
 from transforms.viewstate import summarize_views
+from tests import ROOT
 
 K = EventKind
 
@@ -202,7 +203,7 @@ def test_a_seek_in_the_first_second_keeps_the_estimate():
 
 
 # -- reports captured from real players (tests/e2e/capture.py; docs/clients.md) --------------
-CAPTURED = os.path.join(os.path.dirname(__file__), "..", "data", "cmcd")
+CAPTURED = os.path.join(ROOT, "tests", "data", "cmcd")
 HELD_SEGMENT_START_MS = 4_000      # the captures held segment 3 (media 4-6 s) for 9 s
 
 

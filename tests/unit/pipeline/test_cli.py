@@ -1,14 +1,13 @@
 """The stallwatch command: one-line errors, never a traceback."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from pipeline import cli
+from tests import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run_cli(capsys, *argv):

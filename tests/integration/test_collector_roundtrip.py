@@ -18,7 +18,7 @@ import pytest
 
 from pipeline import cli
 from tests import runs
-from tests.pipeline.test_collector import post
+from tests.unit.pipeline.test_collector import post
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from pipeline.config import check_flags
 from pipeline.errors import ConfigError
 from runners import cli, flink, tools
 from runners.presets import PRESETS
+from tests import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_preset__expands_first_so_flags_given_win():

@@ -9,8 +9,8 @@ import re
 
 from pipeline import launch
 from pipeline.options import QoeOptions
+from tests import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METADATA = os.path.join(ROOT, "runners", "dataflow", "metadata.json")
 DOCKERFILE = os.path.join(ROOT, "runners", "dataflow", "Dockerfile")
 # Flags left out of the template, and why.

@@ -5,7 +5,7 @@ import pickle
 
 from apache_beam.utils.timestamp import Timestamp
 
-from tests.transforms.test_view_state_bounded import Bag, Cell, Timer
+from tests.unit.transforms.test_view_state_bounded import Bag, Cell, Timer
 from transforms.rolling import LatestMembers, Member, _RollingFn
 
 HOUR = 3_600_000

@@ -1,0 +1,1 @@
+"""The whole pipeline on real runners, emulators and Chromium (marked integration)."""

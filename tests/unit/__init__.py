@@ -1,0 +1,1 @@
+"""Offline, fast tests (`make check`): no emulator, cluster or browser."""
