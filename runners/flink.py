@@ -65,7 +65,7 @@ CLUSTER = ["--flink_master=localhost:8081", *_COMMON]
 #   later watermark or bundle flushes. The read's first bundle (Impulse ->
 #   restriction) has neither once the Impulse sent its final watermark, so a
 #   checkpoint during the Python workers' cold start left the restriction in
-#   that buffer and the job read nothing, ever (tests/test_stream_sources.py
+#   that buffer and the job read nothing, ever (tests/integration/test_stream_sources.py
 #   ::test_kinesis_on_a_flink_cluster__a_checkpoint_during_the_workers_cold_start_loses_no_output).
 STREAMING = ["--checkpointing_interval=10000", "--finish_bundle_before_checkpointing",
              "--max_cache_memory_usage_mb=256",

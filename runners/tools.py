@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-BEAM_VERSION = "2.62.0"      # = setup.py's pin (tests/test_runner_presets.py checks)
+BEAM_VERSION = "2.62.0"      # = setup.py's pin (tests/unit/test_runner_presets.py checks)
 FLINK_MINOR = "1.19"         # the only Flink minor with a Beam 2.62 runner on Maven Central
 FLINK_VERSION = "1.19.3"     # the PyPI apache-flink release the standalone cluster runs
 

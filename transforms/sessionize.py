@@ -95,7 +95,7 @@ class _GroupedViewsFn(beam.DoFn):
     It gives what _ViewStateFn gives on bounded input, where the watermark
     only moves once all input is in: there every timer fires after the last
     beacon, so nothing is late and each view is emitted once, at its
-    view_id's newest event time + complete_ms (tests/transforms/
+    view_id's newest event time + complete_ms (tests/unit/transforms/
     test_sessionize.py runs both paths on the same input). Here a view costs
     one sort and no per-beacon state reads, writes or timers (docs/benchmarks.md).
     """

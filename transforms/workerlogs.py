@@ -8,7 +8,7 @@ it as an ERROR with a traceback and re-raises it, so Python's thread hook
 prints it a second time. Seen at the end of successful Flink [local] batch
 runs, 1 of 2 with Beam's own code and 1 of 1 with statecache's commit
 (docs/runners.md), their outputs equal to the DirectRunner's
-(tests/test_runners.py). A hang-up in the middle of a job fails the job on
+(tests/integration/test_runners.py). A hang-up in the middle of a job fails the job on
 the runner's side, which the launcher reports; only these two prints of this
 one cause go.
 """
