@@ -13,7 +13,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
 from transforms.model import MetricRow, View
-from transforms.rolling import Member, RollingEvaluate, retraction, use_state, with_event_ms
+from transforms.rolling import (Member, RollingEvaluate, own_stage, retraction, use_state,
+                                with_event_ms)
 
 DIMENSIONS = ("video_id", "cdn", "asn", "country", "browser", "os", "device",
               "rendition", "player_name", "stream_type")
@@ -184,7 +185,7 @@ class AggregateMetrics(PerMinuteCells):
         stateful = use_state(self._stateful, views, early=False)
         if stateful:
             cells = (keyed
-                     | "OwnStage" >> beam.Reshuffle()    # see RollingEvaluate: no fusion with timers
+                     | "OwnStage" >> own_stage()
                      | "ToCells" >> beam.ParDo(_ViewCellsFn(self._minute_ms, self._gc_ms))
                          .with_output_types(tuple[str, Member]))
         else:

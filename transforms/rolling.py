@@ -27,6 +27,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms import harness
+from transforms.memstate import BagState, Timer, ValueState
 
 # Rank of a retraction: above any version a member can reach.
 RETRACTED = (1 << 40, 0)
@@ -305,40 +306,15 @@ def use_state(stateful: Optional[bool], pcoll: beam.PCollection, early: bool) ->
     return early or not pcoll.is_bounded
 
 
-class _Cell:
-    """A value state (or a timer) in memory, so the grouped path can run
-    _RollingFn's own timer code on a whole group at once."""
+def own_stage() -> beam.PTransform:
+    """A Reshuffle to put before a stateful DoFn, so it runs in a stage of its own.
 
-    def __init__(self, value: Any = None) -> None:
-        self._value = value
-
-    def read(self) -> Any:
-        return self._value
-
-    def write(self, value: Any) -> None:
-        self._value = value
-
-    def clear(self) -> None:
-        self._value = None
-
-    def set(self, _when: Timestamp) -> None:
-        pass                 # a wake-up: the clock's due holds its time and on_gc runs it
-
-
-class _Bag:
-    """A bag state in memory (see _Cell)."""
-
-    def __init__(self) -> None:
-        self._items: list = []
-
-    def read(self) -> list:
-        return self._items
-
-    def add(self, value: Any) -> None:
-        self._items.append(value)
-
-    def clear(self) -> None:
-        self._items = []
+    Workaround (Beam 2.62's FnApiRunner, batch): a stateful DoFn may be fused
+    into the stage of an upstream stateful DoFn's timers, and the state it
+    writes then lands under the upstream timer's key. Found by the end-to-end
+    test: about every second batch run evaluated an empty state.
+    """
+    return beam.Reshuffle()
 
 
 class _GroupedRollingFn(beam.DoFn):
@@ -352,13 +328,13 @@ class _GroupedRollingFn(beam.DoFn):
 
     def process(self, element: tuple[str, Iterable[tuple[int, Any]]]) -> Iterable:
         key, grouped = element
-        pending, newest = _Bag(), None
+        pending, newest = BagState(), None
         for ms, item in grouped:
             pending.add(pickle.dumps((ms, item), protocol=_PICKLE))
             newest = ms if newest is None else max(newest, ms)
-        clock = _Cell()
+        clock = ValueState()
         write_pickled(clock, _Clock(newest=newest))
-        yield from self._fn.on_gc(key, pending=pending, acc=_Cell(), clock=clock, wake=_Cell())
+        yield from self._fn.on_gc(key, pending=pending, acc=ValueState(), clock=clock, wake=Timer())
 
 
 def with_event_ms(element: tuple[str, Any], ts=beam.DoFn.TimestampParam) -> tuple[str, tuple[int, Any]]:
@@ -392,12 +368,8 @@ class RollingEvaluate(beam.PTransform):
     ``stateful``: see ``use_state`` (None: grouped once for a bounded input
     evaluated only when it settles, keyed state otherwise).
 
-    On the stateful path with a bounded input (tests) the input is
-    reshuffled first: Beam 2.62's FnApiRunner may otherwise fuse this
-    stateful DoFn into the stage of an upstream stateful DoFn's timers, and
-    the state it writes then lands under the upstream timer's key (found by
-    the end-to-end test: about every second batch run evaluated an empty
-    state). Streaming runners key the input by its own exchange.
+    On the stateful path a bounded input (tests) gets a stage of its own
+    first (``own_stage``); streaming runners key the input by their own exchange.
     """
 
     def __init__(self, evaluator, settle_ms: int, gc_ms: int,
@@ -419,7 +391,7 @@ class RollingEvaluate(beam.PTransform):
             keyed = keyed | "Together" >> beam.Flatten()
         if use_state(self._stateful, keyed, self._fn._every_ms is not None):
             if keyed.is_bounded:
-                keyed = keyed | "OwnStage" >> beam.Reshuffle()
+                keyed = keyed | "OwnStage" >> own_stage()
             if keyed.element_type in (None, typehints.Any):
                 keyed.element_type = typehints.Tuple[str, typehints.Any]   # str keys: a deterministic coder
             fn = beam.ParDo(self._fn)

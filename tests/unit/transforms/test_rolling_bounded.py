@@ -5,7 +5,7 @@ import pickle
 
 from apache_beam.utils.timestamp import Timestamp
 
-from tests.unit.transforms.test_view_state_bounded import Bag, Cell, Timer
+from transforms.memstate import BagState, Timer, ValueState
 from transforms.rolling import LatestMembers, Member, _RollingFn
 
 HOUR = 3_600_000
@@ -18,7 +18,7 @@ def _count(key, values, as_of, previous, settled):
 def test_rolling__state_is_bounded_by_the_window_not_by_the_stream():
     fn = _RollingFn(LatestMembers(_count, retention_ms=HOUR), settle_ms=1_000, every_ms=10_000,
                     gc_ms=2 * HOUR)
-    s = {"pending": Bag(), "acc": Cell(), "clock": Cell(),
+    s = {"pending": BagState(), "acc": ValueState(), "clock": ValueState(),
          "settle": Timer(), "wake": Timer(), "gc": Timer()}
     seen, kept, pending = [], [], []
     for i in range(4 * 360):                                   # 4 hours, a view every 10 s
@@ -60,7 +60,7 @@ class _Stalls:
 
 def test_rolling__an_urgent_element_too_soon_after_an_evaluation_runs_with_the_next_element():
     fn = _RollingFn(_Stalls(), settle_ms=1_000, every_ms=10_000, gc_ms=HOUR, urgent_ms=1_000)
-    s = {"pending": Bag(), "acc": Cell(), "clock": Cell(),
+    s = {"pending": BagState(), "acc": ValueState(), "clock": ValueState(),
          "settle": Timer(), "wake": Timer(), "gc": Timer()}
 
     def feed(at_ms, item):

@@ -1,9 +1,13 @@
 """transforms/statecache.py: Beam's state-cache weigher without the per-call module scan,
 and a bundle's state writes sent together, then awaited."""
 
+import ast
+import hashlib
+import inspect
 import pickle
 
 import objsize
+import pytest
 from apache_beam import coders
 from apache_beam.runners.worker import bundle_processor
 from apache_beam.runners.worker import statecache as beam_statecache
@@ -74,3 +78,44 @@ def test_install__commit_sends_every_cells_writes_before_awaiting_any():
     sent = [("append", "added", [b"1"]), ("clear", "value"), ("append", "value", [b"2"]),
             ("clear", "cleared")]
     assert runner.log == sent + [("awaited", n) for n in range(1, 5)]
+
+
+# Beam's code that transforms/statecache.py replaces or reads, as Beam 2.62
+# ships it: a digest of each function's source. An upgrade that changes any
+# of them fails here, naming it, instead of silently running a patch written
+# for other code.
+_BEAM_SOURCES = {
+    ("statecache", "get_deep_size"): "6d73d2f408586950",
+    ("statecache", "_size_func"): "a1288c445550315c",
+    ("statecache", "_get_referents_func"): "371394ccfb1b3133",
+    ("statecache", "_filter_func"): "4ea2d44c91f79b7c",
+    ("bundle_processor", "FnApiUserStateContext.commit"): "196d6610e33a21ec",
+    ("bundle_processor", "SynchronousBagRuntimeState.__init__"): "281805c093673199",
+    ("bundle_processor", "SynchronousBagRuntimeState.commit"): "09f22b1991a9cf90",
+    ("bundle_processor", "SynchronousSetRuntimeState.__init__"): "68c24276c0b36a51",
+    ("bundle_processor", "SynchronousSetRuntimeState.commit"): "09f22b1991a9cf90",
+}
+
+
+def _source_digest(module, dotted: str) -> str:
+    text = open(module.__file__, encoding="utf-8").read()
+    node = ast.parse(text)
+    for name in dotted.split("."):
+        node = next(n for n in ast.iter_child_nodes(node) if getattr(n, "name", None) == name)
+    return hashlib.sha256(ast.get_source_segment(text, node).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("module, dotted", sorted(_BEAM_SOURCES))
+def test_install__beams_code_it_patches_is_the_code_it_was_written_for(module, dotted):
+    from apache_beam.runners.worker import bundle_processor, statecache
+    found = _source_digest({"statecache": statecache, "bundle_processor": bundle_processor}[module],
+                           dotted)
+    assert found == _BEAM_SOURCES[module, dotted], (
+        f"Beam's {module}.{dotted} changed: re-verify transforms/statecache.py against it, "
+        "then update this digest")
+
+
+def test_install__objsize_still_takes_beams_measuring_functions():
+    import objsize
+    wanted = {"get_size_func", "get_referents_func", "filter_func", "exclude_modules_globals"}
+    assert wanted <= set(inspect.signature(objsize.get_deep_size).parameters)

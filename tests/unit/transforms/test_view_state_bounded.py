@@ -12,38 +12,10 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.builders import T0_MS, watched
+from transforms.memstate import BagState, Timer, ValueState
 from transforms.sessionize import _Meta, _ViewStateFn
 
 INACTIVITY_MS = 3_600_000
-
-
-class Cell:
-    def __init__(self):
-        self.value = None
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
-
-    def clear(self):
-        self.value = None
-
-
-class Bag(Cell):
-    """Holds what the DoFn adds (pickled beacons)."""
-
-    def add(self, item):
-        self.value = (self.value or []) + [item]
-
-    def read(self):
-        return list(self.value or [])
-
-
-class Timer(Cell):
-    def set(self, ts):
-        self.value = ts.micros // 1000
 
 
 class Harness:
@@ -53,8 +25,8 @@ class Harness:
         self.out = []
 
     def state(self, key):
-        return self.keys.setdefault(key, {n: Bag() if n == "beacons" else
-                                          Timer() if n in ("complete", "expire", "forget") else Cell()
+        return self.keys.setdefault(key, {n: BagState() if n == "beacons" else
+                                          Timer() if n in ("complete", "expire", "forget") else ValueState()
                                           for n in ("beacons", "meta", "complete", "expire",
                                                     "forget")})
 
