@@ -1,4 +1,4 @@
-"""The ``stallwatch`` command: run, generate, score.
+"""The ``stallwatch`` command: run, generate, score, report, collect.
 
 Errors are one line on stderr with a non-zero exit code; set STALLWATCH_DEBUG=1
 to see the traceback of an unexpected failure.

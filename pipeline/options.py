@@ -14,7 +14,7 @@ _T = Thresholds()
 
 class QoeOptions(PipelineOptions):
     """Flags of ``stallwatch run``. None is required at parse time (a required
-    flag would break every TestPipeline); QoeConfig.from_options validates."""
+    flag would break every TestPipeline); config.to_config validates them."""
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:

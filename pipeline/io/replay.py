@@ -195,7 +195,7 @@ class FileReplay:
     def read_multiple(self, _tags) -> Iterator:
         """The TestStreamService entry point: events as protos, times in MICROseconds.
 
-        Not ``event.to_runner_api()``: in Beam 2.77 that writes milliseconds
+        Not ``event.to_runner_api()``: in Beam 2.62 that writes milliseconds
         while the DirectRunner's RPC reader (test_stream_impl.
         test_stream_payload_to_events) reads microseconds, which would put
         every replayed time in January 1970.
