@@ -37,7 +37,9 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action) -> str:
         text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+        shown = not (action.default is None or action.default is False
+                     or action.default == argparse.SUPPRESS)
+        if shown and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
 
@@ -69,8 +71,7 @@ def _run(argv: Sequence[str], expand: Optional[Callable] = None,
 
 
 # Beam's option classes shown by `stallwatch run --help` (--help-beam: all).
-_COMMON_BEAM = ("StandardOptions", "DirectOptions", "PortableOptions", "FlinkRunnerOptions",
-                "PrismRunnerOptions", "GoogleCloudOptions", "WorkerOptions")
+_COMMON_BEAM = ("StandardOptions", "FlinkRunnerOptions", "PrismRunnerOptions")
 
 
 class _Group:
@@ -233,7 +234,7 @@ def _collect(argv: Sequence[str]) -> int:
     parser = _Parser(prog="stallwatch collect", description=(
         "HTTP collector: POST /v1/beacons (beacon v1 JSON), POST /v1/cmcd (CMCD v2 event "
         "reports), GET /healthz. Writes one record per request to the sink; "
-        "'stallwatch run --source=' reads them. SIGTERM/Ctrl-C drain and exit. docs/server.md"))
+        "'stallwatch run --source=' reads them. SIGTERM/Ctrl-C drain and exit. docs/collector.md"))
     parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default 127.0.0.1:8080; port 0: any free port).")
     parser.add_argument("--sink", required=True,
                         help="file://DIR (NDJSON files), pubsub://projects/P/topics/T or kinesis://STREAM.")

@@ -41,8 +41,8 @@ class QoeOptions(PipelineOptions):
                  "(default OUTPUT/_checkpoints/source.json).")
         add("--stream_tick_s", type=float, default=1.0,
             help="With a stream source on the DirectRunner: wall seconds per bundle. "
-                 "Above ~300 events/s use 5: each bundle costs the DirectRunner a scan of "
-                 "every key (docs/benchmarks.md).")
+                 "From 500 events/s use 5: at 1 the DirectRunner fell behind at 500 events/s, "
+                 "at 5 it kept up at 1,000 (docs/benchmarks.md).")
         add = parser.add_argument_group("views and metrics").add_argument
         add("--inactivity_s", type=int, default=3600,
             help="Seconds without beacons after which a view is final (Mux: 3600).")

@@ -49,7 +49,7 @@ def unsupported(runner: str, bounded: bool = False) -> Optional[str]:
     if runner in SDF_RUNNERS:
         return None
     return (f"reading streams on {runner} is not supported yet: use the DirectRunner, "
-            "PrismRunner or DataflowRunner (see docs/io.md)")
+            "PrismRunner, FlinkRunner or DataflowRunner (see docs/io.md)")
 
 
 def open_reader(uri: StreamUri, checkpoint_path: Optional[str]):
