@@ -62,9 +62,9 @@ def _run(argv: Sequence[str], expand: Optional[Callable] = None,
     launch.quiet_beam_logs()
     result = launch.run(argv, check=check)
     output = result["output"]
-    from pipeline.results import score, summary
+    from pipeline.results import outputs, summary
     if os.path.isdir(output):
-        print(summary.render(result, output, score.read_alerts(output)))
+        print(summary.render(result, output, outputs.alerts(output)))
     else:
         print(json.dumps(result, indent=2))
     return 0
@@ -140,7 +140,8 @@ def _generate(argv: Sequence[str]) -> int:
                         help="Audience size (default: the scenario's).")
     parser.add_argument("--seed", type=int, default=7, help="Random seed (default 7).")
     parser.add_argument("--scenario", default="demo", choices=sorted(scenario.SCENARIOS),
-                        help="demo: faults, hard negatives and mess; clean: no mess; small: quick.")
+                        help="demo: faults, hard negatives and mess; clean: no mess; small: quick; "
+                             "live-fault, live-outage: a live event with a broken segment or a CDN outage.")
     parser.add_argument("--publish", default=None,
                         help="Publish a live audience (event time = now) to "
                              "pubsub://projects/P/topics/T or kinesis://STREAM instead of files.")
@@ -185,7 +186,7 @@ def _require_run(output: str) -> None:
 
 
 def _score(argv: Sequence[str]) -> int:
-    from pipeline.results import score, summary
+    from pipeline.results import outputs, score, summary
     parser = _Parser(prog="stallwatch score", description=(
         "Compare the alerts of a run with the truth.json of its generated workload."))
     parser.add_argument("--output", required=True, help="The run's output directory.")
@@ -203,12 +204,11 @@ def _score(argv: Sequence[str]) -> int:
     except ValueError as exc:
         raise ConfigError(f"--truth {args.truth}: {exc}") from None
     _require_run(args.output)
-    result = score.score(score.read_alerts(args.output), truth)
-    if summary.load_summary(args.output).get("mode") == "streaming":
-        from pipeline.results import report_data
-        views = report_data.read_views(args.output, ["video_id", "viewer_id", "stalls",
+    result = score.score(outputs.alerts(args.output), truth)
+    if outputs.summary(args.output).get("mode") == "streaming":
+        views = outputs.views(args.output, ["video_id", "viewer_id", "stalls",
                                                         "program_offset_ms"]).to_pylist()
-        result["latency"] = score.detection_latency(score.read_alert_versions(args.output),
+        result["latency"] = score.detection_latency(outputs.alert_versions(args.output),
                                                     views, truth)
     with open(os.path.join(args.output, "score.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
@@ -300,9 +300,10 @@ def main(argv: Optional[Sequence[str]] = None, expand: Optional[Callable] = None
     hooks = {"expand": expand, "check": check} if command == "run" and (expand or check) else {}
     try:
         return COMMANDS[command](rest, **hooks)
-    except BrokenPipeError:          # `stallwatch run --help | head -1`: the reader left
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    except BrokenPipeError as exc:
+        if _stdout_gone():           # `stallwatch run --help | head -1`: the reader left
+            return 141
+        return _failed(command, exc)
     except ConfigError as exc:
         print(f"stallwatch {command}: error: {exc}", file=sys.stderr)
         return 2
@@ -313,12 +314,30 @@ def main(argv: Optional[Sequence[str]] = None, expand: Optional[Callable] = None
         print(f"stallwatch {command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the CLI's last line of defence: one line, not a traceback
-        if os.environ.get("STALLWATCH_DEBUG"):
-            traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"stallwatch {command}: failed: {type(exc).__name__}: {first[:300]} "
-              "(set STALLWATCH_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+        return _failed(command, exc)
+
+
+def _failed(command: str, exc: Exception) -> int:
+    if os.environ.get("STALLWATCH_DEBUG"):
+        traceback.print_exc()
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(f"stallwatch {command}: failed: {type(exc).__name__}: {first[:300]} "
+          "(set STALLWATCH_DEBUG=1 for the traceback)", file=sys.stderr)
+    return 1
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader left; if so it now goes to
+    /dev/null, so the interpreter's last flush at exit does not fail too."""
+    try:
+        sys.stdout.flush()
+        return False
+    except BrokenPipeError:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return True
 
 
 if __name__ == "__main__":

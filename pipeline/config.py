@@ -1,9 +1,10 @@
 """argv -> (PipelineOptions, QoeConfig), once: every flag checked, stream
 URIs parsed, times in milliseconds.
 
-``parse(argv)`` is the only place that reads ``stallwatch run``'s argv; the
-launcher (launch.py), the graph (graph.py) and the runner checks (runners/)
-read the frozen QoeConfig it returns.
+``parse(argv)`` is the only place that validates ``stallwatch run``'s argv
+(runners/cli.py expands a ``--preset`` before it); the launcher (launch.py)
+and the graph (graph.py) read the frozen QoeConfig it returns, the runner
+checks (runners/cli.py) the PipelineOptions.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import dataclasses
 import glob
 import logging
+import math
 import os
 import re
 from typing import Optional, Sequence
@@ -41,6 +43,7 @@ class QoeConfig:
     output: str                              # directory (local or gs://)
     alerts_path: Optional[str]               # extra JSONL file of alerts
     source_stream: Optional[StreamUri] = None
+    source_uri: str = ""                     # --source as given, for summaries
     alerts_stream: Optional[StreamUri] = None
     dead_letter_path: Optional[str] = None   # extra JSONL file of dead letters
     dead_letter_stream: Optional[StreamUri] = None
@@ -81,7 +84,7 @@ class QoeConfig:
     @property
     def source(self) -> str:
         """The source as the user named it, for summaries."""
-        return str(self.source_stream) if self.source_stream else self.source_pattern
+        return self.source_uri if self.source_stream else self.source_pattern
 
     @property
     def watermark_step_ms(self) -> int:
@@ -242,8 +245,8 @@ def _check_numbers(o: QoeOptions) -> None:
             raise ConfigError(f"{flag} must be > 0, got {value}")
     if o.complete_s > o.inactivity_s:
         raise ConfigError(f"--complete_s ({o.complete_s}) must not exceed --inactivity_s ({o.inactivity_s})")
-    if o.stream_tick_s <= 0:
-        raise ConfigError(f"--stream_tick_s must be > 0, got {o.stream_tick_s}")
+    if not (math.isfinite(o.stream_tick_s) and o.stream_tick_s >= 0.001):
+        raise ConfigError(f"--stream_tick_s must be at least 0.001, got {o.stream_tick_s}")
 
 
 def _thresholds(o: QoeOptions) -> Thresholds:
@@ -290,7 +293,7 @@ def to_config(options: PipelineOptions) -> QoeConfig:
         checkpoint = os.path.join(output, "_checkpoints", "source.json")
     return QoeConfig(
         source_pattern=pattern, output=output, alerts_path=alerts_path,
-        source_stream=source_stream, alerts_stream=alerts_stream,
+        source_stream=source_stream, source_uri=o.source, alerts_stream=alerts_stream,
         dead_letter_path=dead_letter_path, dead_letter_stream=dead_letter_stream,
         views_table=o.views_table, metrics_table=o.metrics_table,
         checkpoint=checkpoint, stop_at_latest=bool(o.stop_at_latest),
@@ -307,7 +310,7 @@ def to_config(options: PipelineOptions) -> QoeConfig:
         detect_every_ms=o.detect_every_s * 1000 if streaming else 0,
         detect_window_ms=o.detect_window_s * 1000 if streaming else 0,
         replay_speed=o.replay_speed, replay_tick_ms=o.replay_tick_s * 1000,
-        stream_tick_ms=round(o.stream_tick_s * 1000),
+        stream_tick_ms=int(o.stream_tick_s * 1000),
     )
 
 

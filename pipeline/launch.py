@@ -35,8 +35,9 @@ from pipeline.results import accounting, tally
 from transforms import workerlogs
 from transforms.parse import METRICS_NAMESPACE
 
-# A streaming run from a stream drains when this file appears in OUTPUT: the
-# reader stops, and the job finishes by itself once everything is written.
+# A streaming ReadStream run drains when this file appears in OUTPUT: the
+# reader stops and the watermark walks to the end; the job then finishes (on a
+# Flink cluster the launcher stops it with a savepoint: pipeline/flinkjob.py).
 STOP_FILE = "_stop"
 
 
@@ -65,12 +66,12 @@ def launch(options: PipelineOptions, cfg: QoeConfig, pipeline_factory=beam.Pipel
     workerlogs.install()      # LOOPBACK's in-process harness: no traceback for a hang-up at the end
     _prepare_runner(options, cfg)
     launcher = _launcher(cfg)
+    launcher.check()
     try:
         pipeline = pipeline_factory(options=options)
     except ValueError as exc:            # an unknown --runner; Dataflow's missing --project
         raise ConfigError(" ".join(line.strip() for line in str(exc).splitlines()
                                    if line.strip())) from None
-    launcher.check()
     sinks = _sinks(cfg, check_streams=not (launcher.submits and cfg.dry_run))  # they exist
     final, local = cfg.output, cfg.local_output and not launcher.submits
     if local:
@@ -117,14 +118,14 @@ def _launcher(cfg: QoeConfig) -> "_Launcher":
         why = read.unsupported(cfg.runner, cfg.stop_at_latest)
         if why:
             raise ConfigError(why)
+    if cfg.streaming and not cfg.source_stream:
+        return _FileReplay(cfg)          # refuses every runner but the DirectRunner
     if cfg.runner in read.DATAFLOW:
         return _Dataflow(cfg)
     if cfg.source_stream and cfg.runner in read.DIRECT and cfg.streaming:
         return _DirectStream(cfg)
     if cfg.source_stream:
         return _Stream(cfg)
-    if cfg.streaming:
-        return _FileReplay(cfg)
     return _Batch(cfg)
 
 

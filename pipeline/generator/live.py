@@ -1,8 +1,8 @@
 """The live load generator: a generated audience published as it happens.
 
 ``stallwatch generate --publish=URI --rate=N`` simulates viewers joining at
-``N`` per second for ``--join_s`` (scenario ``live``: short clips, one broken
-segment, the usual mess of duplicates, late and malformed beacons) with the
+``N`` per second for ``--join_s`` (``scenario.live``: short clips, one broken
+segment, duplicates, skewed clocks and malformed beacons, no reordering) with the
 clock starting now, and publishes every message when its arrival time comes:
 event ``ts`` is real time. Kinesis records are keyed by view_id (a view stays
 in order on one shard); Pub/Sub messages carry no ordering key.
@@ -36,7 +36,8 @@ def publish_live(uri: StreamUri, rate: float, join_s: int, seed: int = 7,
     """
     writer = open_writer(uri)
     if isinstance(uri, PubSubUri):
-        from pipeline.io.streams.pubsub import create_topic
+        from pipeline.io.streams.pubsub import check_service, create_topic
+        check_service()              # else the client retries for a minute first
         create_topic(uri)
     writer.check()
     viewers = max(20, round(rate * join_s))

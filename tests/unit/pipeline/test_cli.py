@@ -123,3 +123,20 @@ def test_cli__run_help_shows_defaults_and_the_runner_flags():
     assert "--inactivity_s INACTIVITY_S" in text and "(default: 3600)" in text
     ours = text[:text.index("Beam StandardOptions:")]
     assert "--runner RUNNER" in ours and "--streaming" in ours and "--project" in ours
+
+
+def test_cli__streaming_from_files_is_refused_on_dataflow_as_on_every_runner_but_direct(
+        capsys, tmp_path):
+    (tmp_path / "a.ndjson").write_text("{}\n")
+    code, _, err = run_cli(capsys, "run", f"--source={tmp_path}", "--output=gs://b/out",
+                           "--streaming", "--runner=DataflowRunner", "--project=p",
+                           "--region=r", "--temp_location=gs://b/t")
+    assert code == 2 and "replays on the DirectRunner only, not DataflowRunner" in err
+
+
+def test_cli__a_broken_pipe_that_is_not_stdout_is_a_failure(capsys, monkeypatch):
+    def boom(argv):
+        raise BrokenPipeError(32, "the job server hung up")
+    monkeypatch.setitem(cli.COMMANDS, "run", boom)
+    code, _, err = run_cli(capsys, "run")
+    assert code == 1 and "failed: BrokenPipeError" in err

@@ -108,3 +108,15 @@ def test_to_config__bigquery_tables(beacons, tmp_path):
     assert c.views_table == "my-proj:qoe.views" and c.metrics_table is None
     with pytest.raises(ConfigError, match="--metrics_table qoe.metrics: expected PROJECT:DATASET.TABLE"):
         cfg(f"--source={beacons}", f"--output={tmp_path}", "--metrics_table=qoe.metrics")
+
+
+@pytest.mark.parametrize("tick", ["nan", "inf", "0.0001", "0"])
+def test_to_config__stream_tick_must_be_a_finite_millisecond_or_more(beacons, tmp_path, tick):
+    with pytest.raises(ConfigError, match="--stream_tick_s must be at least 0.001"):
+        cfg(f"--source={beacons}", f"--output={tmp_path}", f"--stream_tick_s={tick}")
+
+
+def test_to_config__a_stream_source_is_reported_as_given(tmp_path):
+    given = "kinesis://beacons?start=latest&endpoint=http://127.0.0.1:1"
+    c = cfg(f"--source={given}", f"--output={tmp_path}", "--streaming")
+    assert c.source == given and c.source_stream.start == "latest"
