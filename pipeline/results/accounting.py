@@ -33,7 +33,7 @@ def reconcile(counters: dict[str, int], written: Optional[dict[str, int]],
     """The accounting section of run_summary.json, with ``ok`` and ``problems``.
 
     Args:
-      counters: the run's counters (pipeline.main.counters).
+      counters: the run's counters (pipeline.launch.counters).
       written: totals counted from the output files (None: outputs not local).
       read: messages the source read (None: counted by the source's counter).
     """

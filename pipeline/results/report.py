@@ -7,7 +7,7 @@ import html
 import os
 from typing import Optional
 
-from pipeline.results import charts, report_data, score, summary
+from pipeline.results import charts, outputs, report_data, summary
 from pipeline.io import files
 
 MAX_SECTIONS_PER_CAUSE = 12     # alerts drawn in detail; the table lists more
@@ -205,11 +205,11 @@ def _dead_letters(run: dict, output: str) -> str:
 
 
 def build_html(output: str) -> str:
-    run = summary.load_summary(output) if os.path.exists(os.path.join(output, files.SUMMARY)) else {}
-    views = report_data.read_views(output)
-    metrics = report_data.read_metrics(output)
+    run = outputs.summary(output) if os.path.exists(os.path.join(output, files.SUMMARY)) else {}
+    views = outputs.views(output)
+    metrics = outputs.metrics(output)
     order = {"content": 0, "delivery": 1, "viewer": 2}
-    alerts = sorted(score.read_alerts(output),
+    alerts = sorted(outputs.alerts(output),
                     key=lambda a: (order[a["cause"]], -a["affected_viewers"], -a["stalls"], a["alert_id"]))
     drawn: dict[str, list[dict]] = {c: [a for a in alerts if a["cause"] == c][:MAX_SECTIONS_PER_CAUSE] for c in order}
     drawn_ids = {a["alert_id"] for group in drawn.values() for a in group}

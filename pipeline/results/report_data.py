@@ -10,7 +10,6 @@ from typing import Iterable, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.io import files
 from transforms.metrics import percentile
@@ -19,40 +18,6 @@ from transforms.spans import add_span, coverage_at, merge_spans
 BREAKDOWN_DIMENSIONS = ("cdn", "asn", "country", "browser", "rendition")
 QOE_COLUMNS = ["watch_ms", "rebuffer_ms", "rebuffer_count", "startup_ms",
                "exited_before_start", "playback_failure", "viewer_id"]
-
-
-def latest_rows(table: pa.Table, key_columns: list[str]) -> pa.Table:
-    """One row per key: the highest ``version`` (a stream re-emits updates)."""
-    if table.num_rows == 0 or pc.max(table["version"]).as_py() <= 1:
-        return table
-    keys = list(zip(*(table[c].to_pylist() for c in key_columns)))
-    best: dict = {}
-    for i, (key, version) in enumerate(zip(keys, table["version"].to_pylist())):
-        if key not in best or version > best[key][0]:
-            best[key] = (version, i)
-    return table.take(sorted(i for _, i in best.values()))
-
-
-def read_views(output: str, columns: Optional[list[str]] = None, latest: bool = True) -> pa.Table:
-    """The current version of every view of a run (every version: ``latest`` False)."""
-    paths = sorted(glob.glob(os.path.join(output, f"{files.VIEWS}-*.parquet")))
-    if not paths:
-        return files.VIEW_SCHEMA.empty_table() if columns is None else \
-            pa.schema([files.VIEW_SCHEMA.field(c) for c in columns]).empty_table()
-    if not latest:
-        return pq.read_table(paths, columns=columns)
-    wanted = None if columns is None else sorted(set(columns) | {"view_key", "version"})
-    table = latest_rows(pq.read_table(paths, columns=wanted), ["view_key"])
-    return table if columns is None else table.select(columns)
-
-
-def read_metrics(output: str) -> list[dict]:
-    """The current version of every metric cell of a run."""
-    paths = sorted(glob.glob(os.path.join(output, f"{files.METRICS}-*.parquet")))
-    if not paths:
-        return []
-    table = latest_rows(pq.read_table(paths), ["minute_ms", "dimension", "value"])
-    return [row for row in table.to_pylist() if row["views"]]
 
 
 def qoe(table: pa.Table) -> Optional[dict]:

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import glob
-import json
-import os
 from typing import Iterable, Optional
 
 # A content alert matches a fault when its interval overlaps the faulty
 # segment (with this slack) and is no wider than MAX_WIDTH_MS.
 SLACK_MS = 5_000
 MAX_WIDTH_MS = 30_000
-
-
-def read_alert_versions(output: str) -> list[dict]:
-    """Every alert line of a run, every version (a stream's history)."""
-    out = []
-    for path in sorted(glob.glob(os.path.join(output, "alerts*.jsonl"))):
-        with open(path, encoding="utf-8") as f:
-            out.extend(json.loads(line) for line in f if line.strip())
-    return out
 
 
 def detection_latency(versions: list[dict], views: list[dict], truth: dict,
@@ -52,21 +40,6 @@ def detection_latency(versions: list[dict], views: list[dict], truth: dict,
                      "nth_stall_ms": nth_ms, "first_alert_as_of_ms": first,
                      "latency_s": (first - nth_ms) / 1000 if first and nth_ms else None})
     return rows
-
-
-def read_alerts(output: str) -> list[dict]:
-    """The current state of every alert of a run: the highest version of each
-    alert_id (a stream re-emits alerts as they change), retracted ones dropped."""
-    latest: dict[str, dict] = {}
-    for path in sorted(glob.glob(os.path.join(output, "alerts*.jsonl"))):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    alert = json.loads(line)
-                    seen = latest.get(alert["alert_id"])
-                    if seen is None or alert.get("version", 1) > seen.get("version", 1):
-                        latest[alert["alert_id"]] = alert
-    return [a for a in latest.values() if a.get("status") != "retracted"]
 
 
 def _content_match(alert: dict, fault: dict) -> bool:

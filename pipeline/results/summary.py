@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import datetime
-import json
-import os
 from typing import Optional
 
-from pipeline.io import files
-from pipeline.results import report_data
+from pipeline.results import outputs, report_data
 
 
 def _clock(ms: int) -> str:
@@ -28,7 +25,7 @@ def interval_text(a: dict) -> str:
 
 def headline(output: str) -> Optional[dict]:
     """QoE headline metrics over all views of a run (None when no views)."""
-    return report_data.qoe(report_data.read_views(output, report_data.QOE_COLUMNS))
+    return report_data.qoe(outputs.views(output, report_data.QOE_COLUMNS))
 
 
 def describe_alert(a: dict) -> str:
@@ -100,8 +97,3 @@ def render_score(result: dict) -> str:
         lines.append(f"first content alert on {where}: {took} after the 5th affected viewer's stall "
                      "(event time)")
     return "\n".join(lines)
-
-
-def load_summary(output: str) -> dict:
-    with open(os.path.join(output, files.SUMMARY), encoding="utf-8") as f:
-        return json.load(f)

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from pipeline.results import score
+from pipeline.results import outputs
 from tests import runs
 
 pytestmark = pytest.mark.integration
@@ -105,7 +105,7 @@ def _play(vod, tmp, delayed: bool) -> dict:
     for kind, source in sources.items():
         output = str(tmp / f"run-{kind}")
         run[kind] = {"summary": runs.stallwatch(f"--source={source}", f"--output={output}")[0],
-                     "alerts": score.read_alerts(output),      # latest version of each
+                     "alerts": outputs.alerts(output),      # latest version of each
                      "views": runs.views(output)}
     return run
 

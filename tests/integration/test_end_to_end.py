@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.io import files
-from pipeline.results import score
+from pipeline.results import outputs, score
 
 pytestmark = pytest.mark.integration
 SEED = 11
@@ -45,7 +45,7 @@ def test_e2e__every_record_lands_in_exactly_one_place(run):
 
 def test_e2e__injected_faults_are_found_and_hard_negatives_stay_silent(run):
     out, summary, truth = run
-    result = score.score(score.read_alerts(str(out)), truth)
+    result = score.score(outputs.alerts(str(out)), truth)
     assert [r for r in result["faults"] if not r["ok"]] == []
     # Measured on seed 11 (small, 500 viewers): 3 content alerts, each on its
     # fault; 1 delivery alert, on the cdn-b outage; 8 of the 9 bad-wifi

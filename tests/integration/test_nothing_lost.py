@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.io import files
-from pipeline.results import report_data
+from pipeline.results import outputs
 from tests import runs
 
 pytestmark = pytest.mark.integration
@@ -87,7 +87,7 @@ def test_streaming_replay__a_file_without_receive_times_shuffled_and_skewed(batc
 
 
 def _final_views(output: str) -> list[dict]:
-    rows = report_data.read_views(output).to_pylist()
+    rows = outputs.views(output).to_pylist()
     return sorted(({k: v for k, v in r.items() if k != "version"} for r in rows),
                   key=lambda r: r["view_key"])
 

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from pipeline.results import report_data, score
+from pipeline.results import outputs, score
 from pipeline.io.streams import kinesis, pubsub, uri
 from pipeline.generator import live
 from tests import ROOT, runs
@@ -136,7 +136,7 @@ def _alert_figures(after_s, alert, received, truth, output, bound_s):
     5th affected viewer's stall at the broken segment (event time: the live
     generator's wall clock) to the alert's arrival, which must be under
     ``bound_s``."""
-    views = report_data.read_views(str(output), ["video_id", "viewer_id", "stalls"]).to_pylist()
+    views = outputs.views(str(output), ["video_id", "viewer_id", "stalls"]).to_pylist()
     [row] = score.detection_latency([], views, truth)
     assert row["nth_stall_ms"] is not None, "fewer than 5 affected viewers in the views"
     latency_s = received - row["nth_stall_ms"] / 1000

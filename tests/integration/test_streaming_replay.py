@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.io import files, replay
-from pipeline.results import report_data, score
+from pipeline.results import outputs, score
 
 pytestmark = pytest.mark.integration
 
@@ -78,18 +78,18 @@ def test_stream__every_record_lands_in_exactly_one_place_as_in_batch(runs):
 
 def test_stream__final_views_and_metrics_equal_batch(runs):
     batch, stream, _ = runs
-    assert _without(report_data.read_views(stream).to_pylist(), "version") == \
-        _without(report_data.read_views(batch).to_pylist(), "version")
-    assert _without(report_data.read_metrics(stream), "version") == \
-        _without(report_data.read_metrics(batch), "version")
+    assert _without(outputs.views(stream).to_pylist(), "version") == \
+        _without(outputs.views(batch).to_pylist(), "version")
+    assert _without(outputs.metrics(stream), "version") == \
+        _without(outputs.metrics(batch), "version")
 
 
 def test_stream__final_alerts_equal_batch_alerts_ids_included(runs):
     batch, stream, _ = runs
-    final = score.read_alerts(stream)
+    final = outputs.alerts(stream)
     assert final and {a["status"] for a in final} == {"closed"}
     assert _without(final, "version", "as_of_ms") == \
-        _without(score.read_alerts(batch), "version", "as_of_ms")
+        _without(outputs.alerts(batch), "version", "as_of_ms")
 
 
 def test_stream__the_live_fault_is_found_on_program_time_as_in_batch(runs):
@@ -98,15 +98,15 @@ def test_stream__the_live_fault_is_found_on_program_time_as_in_batch(runs):
     if not live:
         pytest.skip("no live fault in this workload")
     for out in (batch, stream):
-        result = score.score(score.read_alerts(out), truth)
+        result = score.score(outputs.alerts(out), truth)
         assert [r["ok"] for r in result["faults"] if r["kind"] == "packager_fault"] == [True]
-        [alert] = [a for a in score.read_alerts(out) if a["video_id"] == live[0]["video_id"]]
+        [alert] = [a for a in outputs.alerts(out) if a["video_id"] == live[0]["video_id"]]
         assert alert["timeline"] == "program" and len(alert["breakdown"]["cdn"]) == 3
 
 
 def test_stream__views_are_emitted_early_and_updated(runs):
     _, stream, _ = runs
-    versions = report_data.read_views(stream, ["view_key", "view_id", "version", "events"],
+    versions = outputs.views(stream, ["view_key", "view_id", "version", "events"],
                                       latest=False).to_pylist()
     paused = sorted((v["version"], v["events"]) for v in versions if v["view_id"] == "paused-view")
     # emitted when complete during the pause, then updated (same key) after the resume

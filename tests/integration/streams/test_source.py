@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from pipeline import launch
-from pipeline.results import report_data
+from pipeline.results import outputs
 from pipeline.generator import scenario, workload
 from pipeline.io.streams import kinesis, pubsub, uri
 from tests.streams import new_kinesis_stream, split_first_shard
@@ -95,6 +95,6 @@ def test_bounded_kinesis_read_on_prism_matches_the_direct_runner(kinesis_emulato
     for key in ("input_records", "dead_letters_by_reason", "duplicates_dropped", "views", "alerts"):
         assert prism[key] == direct[key], key
     columns = ["view_key", "events", "rebuffer_count", "rebuffer_ms", "startup_ms", "watch_ms"]
-    rows = [sorted(report_data.read_views(str(tmp_path / name), columns).to_pylist(),
+    rows = [sorted(outputs.views(str(tmp_path / name), columns).to_pylist(),
                    key=lambda r: r["view_key"]) for name in ("direct", "prism")]
     assert rows[0] == rows[1] and len(rows[0]) == direct["views"] > 0
