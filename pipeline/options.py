@@ -61,7 +61,8 @@ class QoeOptions(PipelineOptions):
         add("--min_viewers", type=int, default=_T.min_viewers,
             help="Distinct affected viewers an alert needs.")
         add("--bucket_ms", type=int, default=_T.bucket_ms,
-            help="Playhead bucket (ms) of the content detector; windows are 2 buckets.")
+            help="Position bucket (ms) of the content detector (playhead; program time for "
+                 "live views); windows are 2 buckets.")
         add("--content_alpha", type=float, default=_T.content_alpha,
             help="False-alarm rate per video of the content test.")
         add("--min_rate_ratio", type=float, default=_T.min_rate_ratio,

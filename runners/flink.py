@@ -49,24 +49,20 @@ LOCAL = ["--flink_master=[local]", *_COMMON]
 CLUSTER = ["--flink_master=localhost:8081", *_COMMON]
 # Added by the presets when --streaming is given:
 # - checkpoints, which the source needs to commit what it read;
-# - the SDK harness's state cache (Beam 2.62 ships it off: every state read
-#   is a gRPC call to the runner, 321,416 of them in 240 s in the trial of
-#   issue #16), and one Python worker *process* per parallel task instead of
-#   threads in this process, so the Python work is not held to one core by
-#   the GIL (the pool starts `python` from PATH: pipeline/launch.py puts this
-#   interpreter's directory first);
+# - the SDK harness's state cache (Beam 2.62 ships it off, so every state
+#   read is a gRPC call to the runner), and one Python worker *process* per
+#   parallel task instead of threads in this process, so the Python work is
+#   not held to one core by the GIL (the pool starts `python` from PATH:
+#   pipeline/launch.py puts this interpreter's directory first);
 # - no idle shutdown of sources on a cluster: a source subtask that finished
 #   (Impulse has one element for two subtasks) blocks every later checkpoint
-#   barrier, so no checkpoint completes and nothing read is ever committed.
-#   The job then never ends by itself; after a drain (Ctrl-C), the launcher
-#   stops it with a savepoint (pipeline/flinkjob.py);
-# - bundles finished before a checkpoint barrier, not inside the snapshot:
-#   there Beam 2.62 keeps an open bundle's output in a buffer that only a
-#   later watermark or bundle flushes. The read's first bundle (Impulse ->
-#   restriction) has neither once the Impulse sent its final watermark, so a
-#   checkpoint during the Python workers' cold start left the restriction in
-#   that buffer and the job read nothing, ever (tests/integration/test_stream_sources.py
-#   ::test_kinesis_on_a_flink_cluster__a_checkpoint_during_the_workers_cold_start_loses_no_output).
+#   barrier, so nothing read would be committed. The job then never ends by
+#   itself; after a drain (Ctrl-C) the launcher stops it with a savepoint
+#   (pipeline/flinkjob.py);
+# - bundles finished before a checkpoint barrier: inside the snapshot Beam
+#   2.62 keeps an open bundle's output in a buffer that only a later watermark
+#   or bundle flushes, which the read's first bundle may never get
+#   (docs/runners.md).
 STREAMING = ["--checkpointing_interval=10000", "--finish_bundle_before_checkpointing",
              "--max_cache_memory_usage_mb=256",
              "--experiments=use_loopback_process_worker", "--sdk_worker_parallelism=2"]

@@ -6,8 +6,8 @@ a collector: one report per line, each an HTTP Structured Fields dictionary
 The structured-field syntax is parsed by ``http_sf``; this module gives the
 keys their meaning. docs/cmcd.md is the user-facing form of this mapping.
 
-No Beam here: ``parse_report`` is called by ParseBeacons for the ``cmcd`` body
-of a collector record (pipeline/collector/server.py writes them).
+No Beam here: ParseBeacons calls ``reports``, ``decode`` and ``to_beacon`` for
+the ``cmcd`` body of a collector record (pipeline/collector/server.py writes them).
 """
 
 from __future__ import annotations

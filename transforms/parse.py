@@ -1,4 +1,5 @@
-"""ParseBeacons: raw beacon v1 messages to typed Beacons plus dead letters."""
+"""ParseBeacons: raw beacon v1 messages and collector CMCD records to typed Beacons
+plus dead letters."""
 
 from __future__ import annotations
 
@@ -321,9 +322,11 @@ class ParseBeacons(beam.PTransform):
     """Validate raw beacon v1 messages.
 
     Input:  PCollection[RawRecord], one message each (JSON object, array of
-            objects, or an ``{"events": [...], ...defaults}`` envelope).
-    Output: ParsedBeacons(beacons=PCollection[Beacon] timestamped at the
-            client ``ts``, dead_letters=PCollection[DeadLetter]). Every record
+            objects, an ``{"events": [...], ...defaults}`` envelope, or a
+            collector's ``{"cmcd": BODY, ...}`` record).
+    Output: ParsedBeacons(beacons=PCollection[Beacon] timestamped at
+            ``event_ms`` (the client ``ts``, bounded as below),
+            dead_letters=PCollection[DeadLetter]). Every record
             lands in exactly one of the two.
 
     Args:

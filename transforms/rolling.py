@@ -1,6 +1,6 @@
 """RollingEvaluate: per key, fold what arrives into an accumulator and evaluate it
 early, on schedule and finally; the one keyed-aggregation primitive of batch
-and streaming (metrics cells, every detection stage).
+and streaming (metric and response cells, every detection stage).
 
 An ``Evaluator`` is three pure functions: ``empty(key)``, ``fold(acc, item,
 ts_ms)`` (commutative: items may arrive in any order) and ``evaluate(key, acc,
@@ -311,8 +311,7 @@ def own_stage() -> beam.PTransform:
 
     Workaround (Beam 2.62's FnApiRunner, batch): a stateful DoFn may be fused
     into the stage of an upstream stateful DoFn's timers, and the state it
-    writes then lands under the upstream timer's key. Found by the end-to-end
-    test: about every second batch run evaluated an empty state.
+    writes then lands under the upstream timer's key.
     """
     return beam.Reshuffle()
 

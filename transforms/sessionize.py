@@ -96,7 +96,7 @@ class _GroupedViewsFn(beam.DoFn):
     only moves once all input is in: there every timer fires after the last
     beacon, so nothing is late and each view is emitted once, at its
     view_id's newest event time + complete_ms (tests/unit/transforms/
-    test_sessionize.py runs both paths on the same input). Here a view costs
+    test_batch_paths.py runs both paths on the same input). Here a view costs
     one sort and no per-beacon state reads, writes or timers (docs/benchmarks.md).
     """
 
@@ -140,7 +140,7 @@ class _ViewStateFn(beam.DoFn):
     duplicates, viewer)}), the last snapshot, and after expiry a tombstone
     (the finalized view's last event time).
     Timers (event time): COMPLETE at last + complete_ms, EXPIRE at
-    last + inactivity_ms, FORGET at the tombstone + inactivity_ms.
+    last + inactivity_ms, FORGET at the tombstone + 2 x inactivity_ms.
 
     Worked timeline (complete 60 s, inactivity 60 min):
 
@@ -162,8 +162,7 @@ class _ViewStateFn(beam.DoFn):
     """
 
     # Beacons are kept pickled: the SDK's state cache measures what it holds,
-    # and flat bytes measure in O(1) where objects would be walked, down to
-    # their classes and modules (half of a batch run's time, profiled).
+    # and flat bytes measure in O(1) where objects would be walked.
     BEACONS = userstate.BagStateSpec("beacons", coders.BytesCoder())
     META = userstate.ReadModifyWriteStateSpec("meta", coders.BytesCoder())      # a pickled _Meta
     COMPLETE = userstate.TimerSpec("complete", TimeDomain.WATERMARK)

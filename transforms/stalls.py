@@ -92,8 +92,9 @@ class DetectStallClusters(beam.PTransform):
     Args:
       thresholds: see Thresholds.
       every_s: counts are evaluated on arrival at most this often (event
-        time; 0: only when the input settles, as in batch); tests evaluate
-        on every arrival.
+        time; 0: only when the input settles, as in batch); the viewer and
+        content tests on every arrival, the delivery test at most every
+        max(1 s, every_s / 10).
       close_after_s: an alert with no new affected stall for this long is closed.
       retention_s: evidence older than this leaves detection (0: none, as in batch).
       view_life_s: how long after its newest version a view can still change
@@ -101,7 +102,7 @@ class DetectStallClusters(beam.PTransform):
         plus ``late_s``.
       late_s: how late (behind the watermark) a view's version may arrive: a
         runner that holds no watermark for timers (the DirectRunner) lets it
-        be one watermark step late (pipeline.config.watermark_step_ms).
+        be one watermark step late (pipeline.config.QoeConfig.watermark_step_ms).
       shards: keys of each sharded stage (more: smaller keys, more copies of
         each broadcast).
       hold_s: the causal hold of new content and viewer alerts (None: two

@@ -1,33 +1,27 @@
 """Two costs of Beam's SDK-side user state, removed (Beam 2.62; both are in
 Beam's own code, not ours). ``install()`` applies both, once per process.
 
-1. **The weigher.** Beam's SDK harness caches user state and weighs every
-   value it caches, on every read that loads it and every write, with
-   ``objsize.get_deep_size``. objsize 0.7 (what Beam 2.62 installs; 0.6.1 does
-   the same) starts **every** call by collecting the ids of the globals of
-   every loaded module, to exclude them: with Beam and the Google clients
-   imported that is tens of thousands of objects per state read or write.
-   Profiled on a 10 k event DirectRunner run: 11.2 of 20.0 profiled seconds
-   in objsize, 3.7 of them in ``vars()`` (docs/benchmarks.md); on the Flink
-   cluster, with that scan skipped, weighing was still 12 % of the SDK
-   workers' bundle time. The replacement weighs a list of bytes (what every
-   stallwatch cell holds: values are kept pickled) by ``sys.getsizeof``, the
-   same figure objsize gives for it, and anything else as Beam does (same
-   size, referents and filter functions) minus the scan. Nothing is lost:
-   Beam's filter already refuses to measure types, modules, frames and
-   functions, the only ways from a state value into a module's globals.
+1. **The weigher.** Beam's SDK harness weighs every value its state cache
+   holds, on every read that loads it and every write, with
+   ``objsize.get_deep_size``, which starts every call by collecting the ids
+   of the globals of every loaded module (tens of thousands of objects with
+   Beam and the Google clients imported). The replacement weighs a list of
+   bytes (what every stallwatch cell holds: values are kept pickled) by
+   ``sys.getsizeof``, the figure objsize gives for it, and anything else as
+   Beam does minus that scan. Nothing is lost: Beam's filter already refuses
+   types, modules, frames and functions, the only ways from a state value
+   into a module's globals.
 
-2. **The commit.** At the end of a bundle the SDK writes back every state
-   cell the bundle changed, and waits for the runner's answer to each cell
-   before sending the next: one full gRPC round trip per (key, cell), one
-   after another. On the Flink cluster that wait was most of the SDK worker's
-   time (py-spy, docs/benchmarks.md). The replacement sends every cell's
-   clear and append requests first, then waits for all of them: the same
-   requests, in the same order on the one state stream (which the runner
-   handles in order), and the bundle still ends only when every write is
-   acknowledged. Only the idle time between them goes.
+2. **The commit.** At a bundle's end the SDK writes back every changed state
+   cell and waits for the runner's answer to each before sending the next.
+   The replacement sends every cell's clear and append requests first, then
+   waits for all of them: the same requests, in the same order on the one
+   state stream, and the bundle still ends only once every write is
+   acknowledged.
 
-Installed through ``harness.install()`` by the stateful DoFns' ``setup``.
+Installed through ``harness.install()`` by the stateful DoFns' ``setup``;
+tests/unit/transforms/test_statecache.py fails if Beam's code it replaces
+changes. Measurements: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -205,8 +205,9 @@ def sampled(b: Beacon) -> bool:
     return b.protocol == CMCD and b.cmcd_event != "ps"
 
 
-# bsa may grow by more between two reports; more is not believed (and a
-# report cannot make a view hold an unbounded number of stalls).
+# bsa may grow by more between two reports, but at most this many stalls are
+# added per report: more is not believed (and a report cannot make a view hold
+# an unbounded number of stalls).
 _MAX_STALLS_PER_REPORT = 10
 
 

@@ -1,16 +1,12 @@
 """Silence one print of Beam's SDK harness that is not an error: the runner
 hanging up the data stream when it closes the environment at a job's end.
 
-Beam 2.62's harness reads the data stream on a thread. When the runner closes
-the environment (the job is over) before the harness has closed its own side,
-that read ends with gRPC CANCELLED "Multiplexer hanging up"; the harness logs
-it as an ERROR with a traceback and re-raises it, so Python's thread hook
-prints it a second time. Seen at the end of successful Flink [local] batch
-runs, 1 of 2 with Beam's own code and 1 of 1 with statecache's commit
-(docs/runners.md), their outputs equal to the DirectRunner's
-(tests/integration/test_runners.py). A hang-up in the middle of a job fails the job on
-the runner's side, which the launcher reports; only these two prints of this
-one cause go.
+Beam 2.62's harness reads the data stream on a thread; when the runner closes
+the environment before the harness has closed its side, that read ends with
+gRPC CANCELLED "Multiplexer hanging up", logged as an ERROR with a traceback
+and printed again by Python's thread hook. Only these two prints of this one
+cause go: a hang-up in the middle of a job still fails the job on the
+runner's side, which the launcher reports. Where it was seen: docs/runners.md.
 """
 
 from __future__ import annotations

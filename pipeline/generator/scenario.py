@@ -118,7 +118,8 @@ def _catalogue() -> tuple[Video, ...]:
 
 def build(name: str, viewers: Optional[int] = None) -> Scenario:
     """A named scenario: ``demo`` (faults, hard negatives and mess), ``clean``
-    (the same without mess) or ``small`` (a quick one for tests)."""
+    (the same without mess), ``small`` (a quick one for tests), or the live
+    events ``live-fault`` and ``live-outage`` (``live_event``)."""
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
     default_viewers, mess = SCENARIOS[name]

@@ -1,54 +1,27 @@
-"""Beam 2.62's streaming DirectRunner, minus two costs it pays per bundle and stage,
-the state of keys it is done with and its scan of every key for due timers, and
-with its metrics counting every bundle.
+"""Beam 2.62's streaming DirectRunner (BundleBasedDirectRunner), made cheaper
+per bundle and per key, and with counters that count every bundle.
 
-The DirectRunner's streaming engine (BundleBasedDirectRunner) starts every
-bundle of every ParDo by (1) pickling and unpickling the DoFn, a check that
-it *can* be pickled, and (2) introspecting the DoFn's methods for state and
-timer parameters (``userstate.get_dofn_specs``, through
-``is_stateful_dofn`` several times). Profiled on a TestStream run of
-stallwatch's graph (docs/benchmarks.md): 46 % of its time in (2), 25 % in
-(1), our code a few percent. A 24-viewer streaming detection test took 81 s
-with them and 9 s without, with identical output.
+``install()`` changes, for this process only:
+- no per-bundle pickle check of the DoFn: every DoFn is pickled anyway when
+  the pipeline is translated (``Pipeline.to_runner_api``);
+- ``userstate.get_dofn_specs`` / ``is_stateful_dofn`` memoized per DoFn class
+  (state and timer specs are class attributes), and
+  ``core.get_function_arguments`` per DoFn instance (per class for the
+  restriction and watermark-estimator providers) and method, a copy handed
+  out each time;
+- a key whose state and timers are all cleared is dropped after its bundle
+  commits (the engine otherwise keeps every key it ever saw;
+  ``get_keyed_state`` makes a new one if the key comes back);
+- each worker thread's StateSampler cache is cleared before each bundle: it
+  binds a step to the MetricsContainer of its first bundle, so counters
+  counted the first bundle only;
+- due timers come from ``_TimerIndex`` (each key's earliest event-time timer
+  in a heap, recomputed when a bundle of that key commits) instead of asking
+  every key on every scheduling pass: the same firings.
 
-``install()`` removes both, for this process only:
-- the pickle check: every DoFn is pickled anyway when the pipeline is
-  translated (``Pipeline.to_runner_api``), before any bundle runs;
-- the introspection is memoized per DoFn *class*: state and timer specs
-  are class attributes, the same for every instance;
-- and the same for the signatures of a DoFn's methods, which every
-  bundle's new ``DoFnRunner`` reads again with ``inspect.signature``
-  (``core.get_function_arguments``, 15 % of a replay's CPU once the timer
-  scan below was gone): memoized per DoFn instance (per class for the
-  restriction and watermark-estimator providers each runner makes anew)
-  and method name, a copy handed out each time.
-And it lets go of keys: the engine keeps the state of every key a stateful
-step ever saw, and scans all of them for due timers on every scheduling
-pass (``WatermarkManager.extract_all_timers``: 74 % of a streaming run's
-CPU in docs/benchmarks.md), so its cost and memory grew with every view
-ever seen. A key whose state and timers are all cleared (our steps clear
-them on their GC timer) is dropped after its bundle commits; the engine
-makes a new, empty one if the key comes back (``get_keyed_state``).
-
-And it fixes the streaming engine's metrics: each worker thread's
-StateSampler caches one ScopedState per step, bound to the MetricsContainer
-of the first bundle it ran, so every later bundle of that step on that
-thread counted into a container that was already committed, and counters
-reported the first bundle only (a Map over 9 elements in 3 TestStream
-bundles reported 3; tested). The cache is cleared before each bundle.
-
-And it finds due timers without scanning every key: the engine's
-``_TransformWatermarks.extract_transform_timers`` asks every key a step
-holds for its due timers on every scheduling pass (48 % of a replay's CPU,
-docs/streaming.md), although a key's timers change only when a bundle of
-that key commits. ``_TimerIndex`` keeps each key's earliest event-time
-timer in a heap, recomputes a key when a bundle of it commits
-(``handle_result``), and asks only the keys that are due (or hold a
-processing-time timer) for their timers: the same firings, at a cost in
-proportion to the keys that changed or are due.
-
-It checks that the Beam functions it wraps are where 2.62 has them and
-raises if not, so a Beam upgrade that moves them fails loudly (tested).
+It checks that the Beam functions it wraps are where 2.62 has them and raises
+if not, so a Beam upgrade that moves them fails loudly. Measurements:
+docs/streaming.md ("The DirectRunner, patched").
 """
 
 from __future__ import annotations

@@ -347,10 +347,7 @@ class _WindowFilesFn(beam.DoFn):
     row; FORGET at the end + ``late_ms``, which writes what is left.
 
     A stateful DoFn rather than a GroupByKey in fixed windows: at a drain,
-    Flink 1.19's portable runner ended the job before the windows' input
-    watermark reached the end, and the GroupByKey fired its panes *empty*
-    (files written, no rows: the accounting check caught it). Here the rows
-    are this DoFn's own state, written whenever its timers fire.
+    Flink 1.19's portable runner fired such windows' panes empty.
     """
 
     ROWS = userstate.BagStateSpec("rows", coders.BytesCoder())
@@ -413,7 +410,8 @@ class WindowedFileSink(beam.PTransform):
     different files: the highest version wins.
 
     Input:  dict of output name -> PCollection (views, metrics, responses,
-            alerts, dead_letters, late, extra_alerts).
+            alerts, dead_letters, late); ``alerts_path`` / ``dead_letter_path``
+            also get a copy of alerts / dead letters.
     Output: PCollection[str] of the paths written.
 
     One grouped write for all outputs keeps the graph small, which matters on

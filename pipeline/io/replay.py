@@ -40,7 +40,7 @@ CODER = coders.PickleCoder()
 # default tag None would never match: watermark events would be ignored and
 # nothing would fire before the end of the stream. An explicit tag avoids it.
 TAG = "beacons"
-# Largest watermark step (see WatermarkSteps); below the sinks' lateness.
+# Largest watermark step (see WatermarkSteps).
 MAX_STEP_MS = 600_000
 MAX_STEPS = 1_008          # a week of steps; a longer gap is jumped
 MAX_WAIT_MS = 3_600_000    # a longer gap in the recording is replayed as this long
@@ -138,9 +138,9 @@ class WatermarkSteps:
 
     The DirectRunner holds no watermark for pending timers, so what a timer
     emits is as far behind the watermark as the step that fired it; small
-    steps keep that within the sinks' allowed lateness (a quiet hour in the
-    input or the final drain would otherwise be one jump). The watermark
-    never moves back.
+    steps bound that to one step, the margin the detectors keep (``late_s``;
+    a quiet hour in the input or the final drain would otherwise be one
+    jump). The watermark never moves back.
     """
 
     def __init__(self, step_ms: int = MAX_STEP_MS) -> None:
@@ -239,7 +239,7 @@ class FileReplay:
 
 # The DirectRunner's TestStream RPC client keeps gRPC's default 4 MiB receive
 # limit; a bigger event kills its reader thread, and the run then ends as if
-# the stream had (found at 2,000 events/s with 5 s ticks: a 4.3 MB bundle).
+# the stream had.
 MAX_EVENT_BYTES = 3 * 1024 * 1024
 
 

@@ -1,8 +1,8 @@
-"""ReadBeacons: one transform over every (source, runner) pair we support.
+"""How beacons are read, per (source, runner); ReadBeacons covers the streams.
 
 | source            | runner                         | what reads                                  |
 |-------------------|--------------------------------|---------------------------------------------|
-| files             | any                            | pipeline.io.ReadBeaconFiles                 |
+| files             | any                            | pipeline.io.files.ReadBeaconFiles           |
 | pubsub, kinesis   | DirectRunner (--streaming)     | StreamFeed in the launcher (feed.py)        |
 | pubsub            | DataflowRunner                 | beam.io.ReadFromPubSub (the service's read) |
 | pubsub, kinesis   | any other, and the DirectRunner | ReadStream, a splittable DoFn (source.py)  |
@@ -72,7 +72,8 @@ class ReadBeacons(beam.PTransform):
     """Read beacons from a stream.
 
     Input:  PBegin.
-    Output: unbounded PCollection[RawRecord], timestamped at arrival.
+    Output: PCollection[RawRecord], timestamped at arrival (bounded only for
+            ReadStream with ``stop_at_latest``).
 
     Args:
       uri: the stream (pipeline/io/streams/uri.py).

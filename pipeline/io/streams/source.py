@@ -166,11 +166,10 @@ class _ReadStreamFn(beam.DoFn, RestrictionProvider):
         later; at the end it finishes. What was read is committed when its
         bundles are finalized, as always.
 
-        Not one jump to the end: a runner that holds no watermark for pending
-        timers (the DirectRunner; seen on Flink 1.19's portable operators at
-        a drain) lets what a timer emits reach the windowed sinks behind
-        their watermark, and one jump would make it later than any allowed
-        lateness: a drain on Flink wrote empty files before this."""
+        Not one jump to the end: on a runner that holds no watermark for
+        pending timers (the DirectRunner; Flink 1.19's portable operators at
+        a drain) what a timer emits is as late as the step that fired it, and
+        the detectors' per-viewer state allows one step of that (``late_s``)."""
         current = watermark.current_watermark()
         now_ms = int(time.time() * 1000) - self._lag
         current_ms = (current.micros // 1000 if current is not None and
