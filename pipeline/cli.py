@@ -163,14 +163,11 @@ def _generate(argv: Sequence[str]) -> int:
 
 
 def _publish(args) -> int:
+    from pipeline.config import stream
     from pipeline.generator import live
-    from pipeline.io.streams import uri
     if args.rate <= 0 or args.join_s <= 0:
         raise ConfigError("--rate and --join_s must be > 0")
-    try:
-        target = uri.parse(args.publish, want_topic=True)
-    except uri.StreamUriError as exc:
-        raise ConfigError(f"--publish {exc}") from None
+    target = stream("--publish", args.publish, want_topic=True)
     try:
         live.publish_live(target, args.rate, args.join_s, args.seed, args.out)
     except (LookupError, ConnectionError) as exc:
@@ -230,6 +227,7 @@ def _report(argv: Sequence[str]) -> int:
 
 def _collect(argv: Sequence[str]) -> int:
     from pipeline.collector import server
+    from pipeline.config import stream
     from pipeline.io.streams import uri as stream_uri
     parser = _Parser(prog="stallwatch collect", description=(
         "HTTP collector: POST /v1/beacons (beacon v1 JSON), POST /v1/cmcd (CMCD v2 event "
@@ -258,10 +256,7 @@ def _collect(argv: Sequence[str]) -> int:
         if value <= 0:
             raise ConfigError(f"{flag} must be > 0, got {value}")
     if stream_uri.is_stream(args.sink):
-        try:
-            sink = stream_uri.parse(args.sink, want_topic=True)
-        except stream_uri.StreamUriError as exc:
-            raise ConfigError(f"--sink {exc}") from None
+        sink = stream("--sink", args.sink, want_topic=True)
     elif "://" in args.sink and not args.sink.startswith("file://"):
         raise ConfigError(f"--sink must be file://DIR, pubsub://... or kinesis://..., got {args.sink!r}")
     else:

@@ -72,12 +72,13 @@ def launch(options: PipelineOptions, cfg: QoeConfig, pipeline_factory=beam.Pipel
     except ValueError as exc:            # an unknown --runner; Dataflow's missing --project
         raise ConfigError(" ".join(line.strip() for line in str(exc).splitlines()
                                    if line.strip())) from None
-    sinks = _sinks(cfg, check_streams=not (launcher.submits and cfg.dry_run))  # they exist
+    if not (launcher.submits and cfg.dry_run):
+        _check_sink_streams(cfg)
     final, local = cfg.output, cfg.local_output and not launcher.submits
     if local:
         cfg = dataclasses.replace(cfg, output=files.start_staging(final))
-        sinks = _sinks(cfg, check_streams=False)
         launcher.cfg = cfg
+    sinks = _sinks(cfg)
     started = time.monotonic()
     with launcher.source() as source:
         build(pipeline, cfg, source, sinks)
@@ -179,12 +180,16 @@ def _summary(cfg: QoeConfig, launcher: "_Launcher", result: PipelineResult,
     return summary
 
 
-def _sinks(cfg: QoeConfig, check_streams: bool = True) -> files.Sinks:
-    """Files (windowed in streaming), plus alerts / dead letters published to
-    streams (checked to exist first) and views / metrics to BigQuery."""
+def _check_sink_streams(cfg: QoeConfig) -> None:
+    """The topics / streams alerts and dead letters go to exist and answer."""
     for stream in (cfg.alerts_stream, cfg.dead_letter_stream):
-        if stream and check_streams:
+        if stream:
             _reachable(stream, lambda s=stream: open_writer(s).check())
+
+
+def _sinks(cfg: QoeConfig) -> files.Sinks:
+    """Files (windowed in streaming), plus alerts / dead letters published to
+    streams and views / metrics to BigQuery."""
     written = (files.window_sinks(cfg.output, cfg.alerts_path, dead_letter_path=cfg.dead_letter_path)
                if cfg.streaming else
                files.file_sinks(cfg.output, cfg.alerts_path, cfg.dead_letter_path))
@@ -197,8 +202,6 @@ def _reachable(stream, probe: Callable[[], object]) -> None:
     exist or cannot be reached is a flag error (one line, before OUTPUT is
     touched), not a client traceback."""
     try:
-        if isinstance(stream, PubSubUri):
-            pubsub.check_service()
         probe()
     except (LookupError, ValueError, ConnectionError) as exc:
         raise ConfigError(f"{stream}: {exc}" if isinstance(exc, ConnectionError)
@@ -236,7 +239,8 @@ class _Launcher:
         yield  # pragma: no cover
 
     def wait(self, result: PipelineResult) -> PipelineResult:
-        return _wait(result, self.cfg.flink_master)
+        result.wait_until_finish()
+        return result
 
     def submitted(self, result: PipelineResult) -> dict:
         raise NotImplementedError
@@ -244,6 +248,9 @@ class _Launcher:
 
 class _Batch(_Launcher):
     """Files, read once, on any runner."""
+
+    def wait(self, result: PipelineResult) -> PipelineResult:
+        return _wait(result, self.cfg.flink_master)
 
     @contextlib.contextmanager
     def source(self) -> Iterator[beam.PTransform]:
@@ -271,18 +278,24 @@ class _FileReplay(_Launcher):
             yield files.ReplayBeaconFiles(endpoint)
         self.records_read, self.blank_lines = recording.records, recording.blank_lines
 
-    def wait(self, result: PipelineResult) -> PipelineResult:
-        result.wait_until_finish()
-        return result
 
-
-class _Stream(_Launcher):
-    """A stream read by ReadStream (Flink, Prism, the DirectRunner bounded).
-    In streaming, the first Ctrl-C drains through OUTPUT/_stop."""
+class _FromStream(_Launcher):
+    """A launcher whose source is a stream: it must exist and answer."""
 
     def check(self) -> None:
-        _reachable(self.cfg.source_stream,
-                   lambda: read.open_reader(self.cfg.source_stream, None).close())
+        stream = self.cfg.source_stream
+
+        def probe() -> None:
+            if isinstance(stream, PubSubUri):
+                pubsub.check_service()       # else the client retries for a minute first
+            read.open_reader(stream, None).close()
+
+        _reachable(stream, probe)
+
+
+class _Stream(_FromStream):
+    """A stream read by ReadStream (Flink, Prism, the DirectRunner bounded).
+    In streaming, the first Ctrl-C drains through OUTPUT/_stop."""
 
     @property
     def _stop_file(self) -> Optional[str]:
@@ -302,15 +315,11 @@ class _Stream(_Launcher):
         return _wait(result, self.cfg.flink_master, self._stop_file)
 
 
-class _DirectStream(_Launcher):
+class _DirectStream(_FromStream):
     """A stream on the DirectRunner: a StreamFeed in this process, served to
     the runner over localhost. Ctrl-C (or SIGTERM) stops reading and drains:
     open views complete and alerts close, and the reader's positions are
     committed, so a restart resumes where this run stopped."""
-
-    def check(self) -> None:
-        _reachable(self.cfg.source_stream,
-                   lambda: read.open_reader(self.cfg.source_stream, None).close())
 
     @contextlib.contextmanager
     def source(self) -> Iterator[beam.PTransform]:
@@ -340,10 +349,6 @@ class _DirectStream(_Launcher):
                 "resumes there")
         self.records_read = stream_feed.records
         self.extra.update(source_stats=dict(reader.stats), checkpoint=cfg.checkpoint)
-
-    def wait(self, result: PipelineResult) -> PipelineResult:
-        result.wait_until_finish()
-        return result
 
 
 class _Dataflow(_Launcher):

@@ -54,8 +54,9 @@ def expand_preset(argv: Sequence[str]) -> list[str]:
 def check_prerequisites(options) -> None:
     """Raise ConfigError when the runner Beam's PipelineOptions ask for cannot
     start here."""
+    from pipeline.io.streams.read import runner_name      # Beam is loaded by now
     given = options.get_all_options()
-    runner = str(given.get("runner") or "DirectRunner").rsplit(".", 1)[-1]
+    runner = runner_name(given.get("runner") or "DirectRunner")
     if runner == "FlinkRunner":
         jar = given.get("flink_job_server_jar")
         if jar is None:
