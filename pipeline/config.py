@@ -24,10 +24,13 @@ from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions,
                                                   TestOptions)
 
 from pipeline.errors import ConfigError
+from pipeline.io import notify
+from pipeline.io.notify import Delivery, Receiver
 from pipeline.io.streams import uri as stream_uri
 from pipeline.io.streams.read import runner_name
 from pipeline.io.streams.uri import StreamUri
 from pipeline.options import QoeOptions
+from transforms.model import Cause
 from transforms.thresholds import Thresholds
 
 _FILE_SCHEMES = ("", "file", "gs")
@@ -76,6 +79,12 @@ class QoeConfig:
     replay_speed: float = 0.0                # recorded seconds per wall second; 0: at once
     replay_tick_ms: int = 5_000
     stream_tick_ms: int = 1_000
+    # Notifications (none: no --notify).
+    notify: tuple[Receiver, ...] = ()
+    notify_causes: frozenset[Cause] = frozenset()
+    notify_secret: Optional[str] = dataclasses.field(default=None, repr=False)
+    notify_ledger: Optional[str] = None      # directory (local or gs://)
+    notify_delivery: Delivery = Delivery()
 
     @property
     def local_output(self) -> bool:
@@ -311,7 +320,40 @@ def to_config(options: PipelineOptions) -> QoeConfig:
         detect_window_ms=o.detect_window_s * 1000 if streaming else 0,
         replay_speed=o.replay_speed, replay_tick_ms=o.replay_tick_s * 1000,
         stream_tick_ms=int(o.stream_tick_s * 1000),
+        **_notify(o, output),
     )
+
+
+def _notify(o: QoeOptions, output: str) -> dict:
+    """The notification fields of QoeConfig, from --notify*."""
+    if not o.notify:
+        return {}
+    receivers = []
+    for text in o.notify:
+        try:
+            receivers.append(notify.receiver(text))
+        except ValueError as exc:
+            raise ConfigError(f"--notify {exc}") from None
+    try:
+        causes = frozenset(Cause(c.strip()) for c in o.notify_causes.split(",") if c.strip())
+    except ValueError:
+        raise ConfigError(f"--notify_causes {o.notify_causes!r}: expected a comma-separated list "
+                          "of content, delivery, viewer") from None
+    if not causes:
+        raise ConfigError("--notify_causes: name at least one of content, delivery, viewer")
+    if not (math.isfinite(o.notify_timeout_s) and o.notify_timeout_s > 0):
+        raise ConfigError(f"--notify_timeout_s must be > 0, got {o.notify_timeout_s}")
+    if o.notify_retries < 0:
+        raise ConfigError(f"--notify_retries must be >= 0, got {o.notify_retries}")
+    if not (math.isfinite(o.notify_rate_per_min) and o.notify_rate_per_min > 0):
+        raise ConfigError(f"--notify_rate_per_min must be > 0, got {o.notify_rate_per_min}")
+    return dict(
+        notify=tuple(receivers), notify_causes=causes,
+        notify_secret=o.notify_secret or os.environ.get(notify.SECRET_ENV) or None,
+        notify_ledger=(o.notify_ledger.rstrip("/") if o.notify_ledger
+                       else f"{output}/_notify"),
+        notify_delivery=notify.Delivery(timeout_s=o.notify_timeout_s, retries=o.notify_retries,
+                                        rate_per_min=o.notify_rate_per_min))
 
 
 def uses_process_workers(options: PipelineOptions) -> bool:

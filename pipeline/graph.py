@@ -19,7 +19,8 @@ class QoeOutputs(NamedTuple):
     late: beam.PCollection           # of Beacon that came after their view was final
     metrics: beam.PCollection        # of MetricRow
     alerts: beam.PCollection         # of Alert
-    responses: beam.PCollection      # of ResponseRow (last: positional users still work)
+    responses: beam.PCollection      # of ResponseRow
+    notifications: Optional[beam.PCollection] = None   # of Notification (None: no --notify)
 
 
 def _s(ms: int) -> int:
@@ -31,8 +32,9 @@ def _s(ms: int) -> int:
 def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
           sinks: Optional[Sinks] = None) -> QoeOutputs:
     """Parse -> sessionize -> aggregate + detect (and per-minute delivery rows
-    from response reports), reading ``source`` (a PTransform from PBegin to
-    RawRecords) and writing to ``sinks``."""
+    from response reports) -> notify, reading ``source`` (a PTransform from
+    PBegin to RawRecords) and writing to ``sinks``. Dead letters of notices
+    given up join the parser's in one dead-letter output."""
     parsed = (root
               | "ReadBeacons" >> source
               | "ParseBeacons" >> ParseBeacons(cfg.max_message_bytes, _s(cfg.max_lag_ms),
@@ -48,27 +50,36 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
         shards=cfg.detect_shards, late_s=_s(cfg.watermark_step_ms))
     responses = parsed.beacons | "AggregateResponses" >> AggregateResponses(
         cfg.metrics_bucket_ms, cfg.inactivity_ms)
-    outputs = QoeOutputs(parsed.beacons, parsed.dead_letters, views, sessions.late, metrics, alerts,
-                         responses)
+    dead_letters, notifications = parsed.dead_letters, None
+    if sinks is not None and sinks.notify is not None:
+        notified = alerts | "Notify" >> sinks.notify
+        notifications = notified.notifications
+        dead_letters = ((parsed.dead_letters, notified.dead_letters)
+                        | "AllDeadLetters" >> beam.Flatten())
+    outputs = QoeOutputs(parsed.beacons, dead_letters, views, sessions.late, metrics, alerts,
+                         responses, notifications)
     if sinks is not None and sinks.everything is not None:
-        _ = {"views": views, "metrics": metrics, "alerts": alerts,
-             "dead_letters": parsed.dead_letters, "late": sessions.late, "responses": responses,
-             } | "WriteOutputs" >> sinks.everything
+        everything = {"views": views, "metrics": metrics, "alerts": alerts,
+                      "dead_letters": dead_letters, "late": sessions.late, "responses": responses}
+        if notifications is not None:
+            everything["notifications"] = notifications
+        _ = everything | "WriteOutputs" >> sinks.everything
     elif sinks is not None:
         for label, pcoll, sink in (("WriteViews", views, sinks.views),
                                    ("WriteMetrics", metrics, sinks.metrics),
                                    ("WriteResponses", responses, sinks.responses),
                                    ("WriteAlerts", alerts, sinks.alerts),
-                                   ("WriteDeadLetters", parsed.dead_letters, sinks.dead_letters),
+                                   ("WriteDeadLetters", dead_letters, sinks.dead_letters),
                                    ("WriteLateBeacons", sessions.late, sinks.late),
                                    ("WriteAlertSink", alerts, sinks.extra_alerts),
-                                   ("WriteDeadLetterSink", parsed.dead_letters,
-                                    sinks.extra_dead_letters)):
-            if sink is not None:
+                                   ("WriteDeadLetterSink", dead_letters,
+                                    sinks.extra_dead_letters),
+                                   ("WriteNotifications", notifications, sinks.notifications)):
+            if sink is not None and pcoll is not None:
                 _ = pcoll | label >> sink
     if sinks is not None:
         for label, pcoll, sink in (("PublishAlerts", alerts, sinks.alert_stream),
-                                   ("PublishDeadLetters", parsed.dead_letters,
+                                   ("PublishDeadLetters", dead_letters,
                                     sinks.dead_letter_stream),
                                    ("WriteViewsTable", views, sinks.views_table),
                                    ("WriteMetricsTable", metrics, sinks.metrics_table)):

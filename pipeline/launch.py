@@ -27,7 +27,7 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline import flinkjob
 from pipeline.config import ConfigError, QoeConfig, parse, uses_process_workers
 from pipeline.graph import build
-from pipeline.io import directrunner, files, replay
+from pipeline.io import directrunner, files, notify, replay
 from pipeline.io.streams import feed, pubsub, read
 from pipeline.io.streams.sinks import open_writer
 from pipeline.io.streams.uri import PubSubUri
@@ -156,9 +156,22 @@ def run_summary(totals: dict[str, int], runner: str, wall_s: float) -> dict:
         "views": totals.get("views", 0),
         "view_updates": totals.get("view_updates", 0),
         "alerts": {cause: alerts.get(cause, 0) for cause in ("content", "delivery", "viewer")},
+        **_notifications(totals),
         "runner": runner,
         "wall_time_s": round(wall_s, 2),
     }
+
+
+def _notifications(totals: dict[str, int]) -> dict:
+    """The notifications section of a run's summary (none without --notify)."""
+    if "notify_versions" not in totals:
+        return {}
+    sent = {name.split(":", 1)[1]: n for name, n in sorted(totals.items())
+            if name.startswith("notifications:")}
+    return {"notifications": {"alert_versions": totals["notify_versions"],
+                              "sent": sum(sent.values()), "by_notice": sent,
+                              "retries": totals.get("notify_retries", 0),
+                              "dead_letters": totals.get("notify_dead_letters", 0)}}
 
 
 def _summary(cfg: QoeConfig, launcher: "_Launcher", result: PipelineResult,
@@ -189,12 +202,16 @@ def _check_sink_streams(cfg: QoeConfig) -> None:
 
 def _sinks(cfg: QoeConfig) -> files.Sinks:
     """Files (windowed in streaming), plus alerts / dead letters published to
-    streams and views / metrics to BigQuery."""
+    streams, views / metrics to BigQuery and alert notices to webhooks."""
     written = (files.window_sinks(cfg.output, cfg.alerts_path, dead_letter_path=cfg.dead_letter_path)
                if cfg.streaming else
                files.file_sinks(cfg.output, cfg.alerts_path, cfg.dead_letter_path))
-    return files.with_tables(files.with_streams(written, cfg.alerts_stream, cfg.dead_letter_stream),
-                             cfg.views_table, cfg.metrics_table, cfg.streaming)
+    sinks = files.with_tables(files.with_streams(written, cfg.alerts_stream, cfg.dead_letter_stream),
+                              cfg.views_table, cfg.metrics_table, cfg.streaming)
+    if not cfg.notify:
+        return sinks
+    return sinks._replace(notify=notify.Notify(cfg.notify, cfg.notify_ledger, cfg.notify_secret,
+                                               cfg.notify_delivery, cfg.notify_causes))
 
 
 def _reachable(stream, probe: Callable[[], object]) -> None:

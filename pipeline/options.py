@@ -90,6 +90,25 @@ class QoeOptions(PipelineOptions):
         add("--close_after_s", type=int, default=600,
             help="An alert with no new affected stall for this long (s) is closed.")
 
+        add = parser.add_argument_group("notifications (docs/alerts.md)").add_argument
+        add("--notify", action="append", default=None, metavar="FORMAT:URL",
+            help="Send alert transitions (opened, worse, closed, retracted) to a webhook; "
+                 "repeatable. FORMAT: slack, pagerduty (routing key as ?routing_key=KEY or "
+                 "STALLWATCH_PAGERDUTY_ROUTING_KEY) or json.")
+        add("--notify_causes", default="content,delivery",
+            help="Alert causes to notify (comma-separated; add viewer to page on single viewers).")
+        add("--notify_secret", default=None,
+            help="HMAC-SHA256 key for the X-Stallwatch-Signature header (default: the "
+                 "STALLWATCH_NOTIFY_SECRET environment variable; neither: unsigned).")
+        add("--notify_ledger", default=None,
+            help="Directory of what each receiver was told (default OUTPUT/_notify); pass the "
+                 "same one to a restarted run so it repeats nothing.")
+        add("--notify_timeout_s", type=float, default=10.0, help="Timeout of one request (s).")
+        add("--notify_retries", type=int, default=5,
+            help="Retries of a notice on 5xx, 429, timeouts and refused connections.")
+        add("--notify_rate_per_min", type=float, default=60.0,
+            help="Notices per minute per receiver and worker (bursts of 10).")
+
 
 class FlinkJobOptions(PipelineOptions):
     """Flags of Beam's Java FlinkPipelineOptions that a stallwatch run may set.

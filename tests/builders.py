@@ -7,7 +7,7 @@ from typing import Optional
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from transforms.model import Beacon, EventKind, PlayedRange, Stall, View
+from transforms.model import Alert, AlertStatus, Beacon, Cause, EventKind, PlayedRange, Stall, View
 from transforms.viewstate import summarize_views
 
 T0_MS = 1_793_556_000_000   # 2026-11-01T18:00:00Z
@@ -134,3 +134,18 @@ def final_alerts(alerts):
             latest[a.alert_id] = a
     return sorted((a for a in latest.values() if a.status is not AlertStatus.RETRACTED),
                   key=lambda a: a.alert_id)
+
+
+def alert(version: int = 1, status: str = "open", affected: int = 6, *, alert_id: str = "a1",
+          cause: str = "content", as_of_s: float = 600) -> Alert:
+    """One version of a content (or delivery / viewer) alert, for the notifier's tests."""
+    content, delivery = cause == "content", cause == "delivery"
+    return Alert(
+        alert_id=alert_id, cause=Cause(cause), video_id="vid-12" if content else None,
+        rendition=None, start_ms=720_000 if content else None,
+        end_ms=750_000 if content else None, dimension="cdn" if delivery else None,
+        value="cdn-b" if delivery else None, viewer_id=None if content or delivery else "viewer-9",
+        start_ts=ms(300), end_ts=ms(as_of_s), affected_viewers=affected, exposed_viewers=40,
+        stalls=affected + 2, baseline_rate=0.01, observed_rate=0.2, p_value=1e-9,
+        breakdown=(("cdn", (("cdn-a", affected),)),), status=AlertStatus(status),
+        version=version, as_of_ms=ms(as_of_s))

@@ -300,6 +300,34 @@ class Alert:
     timeline: Optional[str] = None
 
 
+class Notice(str, enum.Enum):
+    """An alert transition worth telling people about (docs/alerts.md)."""
+
+    OPENED = "opened"        # first open version, or open again after closed
+    WORSE = "worse"          # still open, affected viewers up by half since the last notice
+    CLOSED = "closed"        # was notified open; now closed
+    RETRACTED = "retracted"  # was notified open; the finding no longer holds
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Notification:
+    """One notice a receiver accepted (2xx). Serialized as one JSON line.
+
+    ``receiver`` is the format and host (never a path or query: those may
+    hold tokens); ``attempts`` counts the requests it took.
+    """
+
+    receiver: str
+    alert_id: str
+    version: int
+    cause: Cause
+    notice: Notice
+    http_status: int
+    attempts: int
+    sent_ms: int                      # wall clock when the receiver accepted it
+    as_of_ms: Optional[int] = None    # the alert version's evaluation time (event time)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class MetricRow:
     """Per-minute QoE aggregate for one dimension value (views ending then)."""

@@ -27,9 +27,11 @@ def publish_live(uri: StreamUri, rate: float, join_s: int, seed: int = 7,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep,
                  progress: Callable[[str], None] = print, faults: int = 0,
-                 published: Optional[Callable[[list, float], None]] = None) -> dict:
+                 published: Optional[Callable[[list, float], None]] = None,
+                 outage: bool = False) -> dict:
     """Publish a live audience to ``uri``; returns counts and the truth.
 
+    ``outage``: a cdn-b outage after the clip-a fault (``scenario.live``).
     ``faults`` > 0: the soak audience (``scenario.soak``), whose titles break
     one after another during the run. ``published(messages, wall_s)`` is
     told of every batch once the stream has accepted it.
@@ -43,7 +45,7 @@ def publish_live(uri: StreamUri, rate: float, join_s: int, seed: int = 7,
     viewers = max(20, round(rate * join_s))
     origin = int(clock() * 1000) + 1_000
     live = (scenario.soak(origin, viewers, join_s * 1000, faults) if faults > 0
-            else scenario.live(origin, viewers, join_s * 1000))
+            else scenario.live(origin, viewers, join_s * 1000, outage))
     messages, truth = workload.simulate_messages(live, seed)
     messages.sort(key=lambda m: (m.arrival_ms, m.shard))
     truth["started_ms"] = origin

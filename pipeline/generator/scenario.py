@@ -184,21 +184,27 @@ def live_event(name: str, viewers: int) -> Scenario:
         highlight=None, tiny_title=None, bad_wifi_video=None)
 
 
-def live(origin_ms: int, viewers: int, join_ms: int) -> Scenario:
+def live(origin_ms: int, viewers: int, join_ms: int, outage: bool = False) -> Scenario:
     """A short live audience for the stream generator: ``viewers`` join within
     ``join_ms`` of ``origin_ms`` (now) and watch 2-5 minute clips; a broken
     segment of clip-a at 1:00-1:04 stalls 60 % of those who reach it, so a
     content alert is due about a minute after the first viewers start.
     Beacons are not held back for minutes (no reordering) and pauses are
-    short: the stream ends a few minutes after the last viewer joins."""
+    short: the stream ends a few minutes after the last viewer joins.
+    ``outage``: cdn-b also fails for 2 minutes from a minute after the last
+    viewer joined (after most clip-a stalls)."""
     base = build("small", viewers)
+    outages = ()
+    if outage:
+        start = origin_ms + join_ms + 60_000
+        outages = (CdnOutage("cdn-b", start, start + 2 * MINUTE, 0.5),)
     return dataclasses.replace(
         base, name="live", span_ms=join_ms + 4 * MINUTE, origin_ms=origin_ms, join_ms=join_ms,
         reorder_rate=0.0, long_pauses=False,
         videos=(Video("clip-a", 2 * MINUTE, 0.6), Video("clip-b", 90_000, 0.25),
                 Video("clip-c", 150_000, 0.15)),
         content_faults=(ContentFault("clip-a", MINUTE, MINUTE + SEGMENT_MS, None, 0.6),),
-        outages=(), premiere_video=None, highlight=None, tiny_title=None,
+        outages=outages, premiere_video=None, highlight=None, tiny_title=None,
         bad_wifi_video=None, bad_wifi_share=0.01)
 
 

@@ -24,7 +24,8 @@ from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.model import Alert, Beacon, DeadLetter, MetricRow, RawRecord, ResponseRow, View
+from transforms.model import (Alert, Beacon, DeadLetter, MetricRow, Notification, RawRecord,
+                              ResponseRow, View)
 from transforms.parse import METRICS_NAMESPACE
 
 VIEWS = "views"
@@ -33,6 +34,7 @@ RESPONSES = "responses"
 ALERTS = "alerts"
 DEAD_LETTERS = "dead_letter"
 LATE = "late_beacon"
+NOTIFICATIONS = "notifications"
 SUMMARY = "run_summary.json"
 
 _STALL = pa.struct([("start_ms", pa.int64()), ("duration_ms", pa.int64()),
@@ -165,6 +167,10 @@ def alert_json(alert: Alert) -> str:
     return orjson.dumps(record, default=_json_default).decode("utf-8")
 
 
+def notification_json(sent: Notification) -> str:
+    return orjson.dumps(dataclasses.asdict(sent), default=_json_default).decode("utf-8")
+
+
 def dead_letter_json(dead: DeadLetter) -> str:
     return orjson.dumps(dataclasses.asdict(dead)).decode("utf-8")
 
@@ -267,6 +273,8 @@ class Sinks(NamedTuple):
     views_table: Optional[beam.PTransform] = None         # BigQuery
     metrics_table: Optional[beam.PTransform] = None
     responses: Optional[beam.PTransform] = None           # per-minute delivery rows
+    notify: Optional[beam.PTransform] = None    # alerts -> NotifyOutputs (pipeline/io/notify.py)
+    notifications: Optional[beam.PTransform] = None       # what receivers accepted
 
 
 def with_tables(sinks: Sinks, views: Optional[str], metrics: Optional[str],
@@ -410,7 +418,7 @@ class WindowedFileSink(beam.PTransform):
     different files: the highest version wins.
 
     Input:  dict of output name -> PCollection (views, metrics, responses,
-            alerts, dead_letters, late); ``alerts_path`` / ``dead_letter_path``
+            alerts, dead_letters, late, notifications); ``alerts_path`` / ``dead_letter_path``
             also get a copy of alerts / dead letters.
     Output: PCollection[str] of the paths written.
 
@@ -429,6 +437,7 @@ class WindowedFileSink(beam.PTransform):
             "alerts": _Target(output, ALERTS, alert_json, None),
             "dead_letters": _Target(output, DEAD_LETTERS, dead_letter_json, None),
             "late": _Target(output, LATE, beacon_json, None),
+            "notifications": _Target(output, NOTIFICATIONS, notification_json, None),
         }
         self._extra = {}
         for name, path, encode in (("alerts", alerts_path, alert_json),
@@ -444,7 +453,7 @@ class WindowedFileSink(beam.PTransform):
         # One Flatten, then one Map that tells outputs apart by type: a stage
         # per output would cost a bundle per output on every tick.
         kinds = {View: "views", MetricRow: "metrics", ResponseRow: "responses", Alert: "alerts",
-                 DeadLetter: "dead_letters", Beacon: "late"}
+                 DeadLetter: "dead_letters", Beacon: "late", Notification: "notifications"}
         return ([outputs[name] for name in names if not name.startswith("extra_")]
                 | "AllOutputs" >> beam.Flatten()
                 | "Encode" >> beam.FlatMap(_tag, kinds, self._targets, self._extra,
@@ -482,12 +491,15 @@ def file_sinks(output: str, alerts_path: Optional[str] = None,
         extra_dead_letters=(_WriteJsonLines(dead_letter_path, dead_letter_json, single_file=True)
                             if dead_letter_path else None),
         responses=_WriteParquet(join(RESPONSES), response_row, RESPONSE_SCHEMA),
+        notifications=_WriteJsonLines(join(f"{NOTIFICATIONS}.jsonl"), notification_json,
+                                      single_file=True),
     )
 
 
 PARTIAL = "_partial"
 _OURS = (f"{VIEWS}-*.parquet", f"{METRICS}-*.parquet", f"{RESPONSES}-*.parquet",
          f"{ALERTS}.jsonl", f"{ALERTS}-*.jsonl", f"{DEAD_LETTERS}-*.jsonl", f"{LATE}-*.jsonl",
+         f"{NOTIFICATIONS}.jsonl", f"{NOTIFICATIONS}-*.jsonl",
          SUMMARY, "score.json", "report.html")
 
 

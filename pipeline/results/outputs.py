@@ -35,6 +35,11 @@ def dead_letters(output: str) -> Iterator[dict]:
     return _json_lines(output, f"{files.DEAD_LETTERS}-*.jsonl")
 
 
+def notifications(output: str) -> Iterator[dict]:
+    """What the receivers accepted (--notify), in no particular order."""
+    return _json_lines(output, f"{files.NOTIFICATIONS}*.jsonl")
+
+
 def late_beacons(output: str) -> Iterator[dict]:
     return _json_lines(output, f"{files.LATE}-*.jsonl")
 

@@ -74,8 +74,15 @@ def render(summary: dict, output: str, alerts: list[dict], max_viewer_lines: int
         lines.append("  " + describe_alert(a))
     if viewer_lines > max_viewer_lines:
         lines.append(f"  ... and {viewer_lines - max_viewer_lines} more viewer alerts")
+    sent = s.get("notifications")
+    if sent is not None:
+        notices = ", ".join(f"{n} {notice}" for notice, n in sent["by_notice"].items()) or "none"
+        lines.append(f"notifications: {sent['sent']:,} sent ({notices}) for "
+                     f"{sent['alert_versions']:,} alert versions, {sent['retries']:,} retries, "
+                     f"{sent['dead_letters']:,} given up (dead letters)")
     lines.append(f"outputs in {output}/: views-*.parquet, metrics-*.parquet, responses-*.parquet, "
-                 f"alerts.jsonl, dead_letter-*.jsonl, late_beacon-*.jsonl, run_summary.json")
+                 f"alerts.jsonl, dead_letter-*.jsonl, late_beacon-*.jsonl, "
+                 + ("notifications.jsonl, " if sent is not None else "") + "run_summary.json")
     return "\n".join(lines)
 
 
