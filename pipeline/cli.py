@@ -1,4 +1,4 @@
-"""The ``stallwatch`` command: run, generate, score, report, collect.
+"""The ``stallwatch`` command: run, generate, score, report, collect, receive.
 
 Errors are one line on stderr with a non-zero exit code; set STALLWATCH_DEBUG=1
 to see the traceback of an unexpected failure.
@@ -23,6 +23,7 @@ commands:
   score     compare a run's alerts with a workload's truth.json: --output=DIR --truth=FILE
   report    write DIR/report.html (self-contained) from a run's outputs: --output=DIR
   collect   the HTTP collector for players: --listen=127.0.0.1:8080 --sink=file://DIR|pubsub://...|kinesis://...
+  receive   a webhook receiver that prints the notifications it gets: --listen=127.0.0.1:8099
 
 'stallwatch COMMAND --help' describes a command's options."""
 
@@ -149,6 +150,9 @@ def _generate(argv: Sequence[str]) -> int:
                         help="With --publish: viewers joining per second (default 2).")
     parser.add_argument("--join_s", type=int, default=60,
                         help="With --publish: seconds during which viewers join (default 60).")
+    parser.add_argument("--outage", action="store_true",
+                        help="With --publish: cdn-b also fails for 2 minutes, a minute after the "
+                             "last viewer joined (a delivery alert besides the content one).")
     args = parser.parse_args(list(argv))
     if args.publish:
         return _publish(args)
@@ -169,7 +173,7 @@ def _publish(args) -> int:
         raise ConfigError("--rate and --join_s must be > 0")
     target = stream("--publish", args.publish, want_topic=True)
     try:
-        live.publish_live(target, args.rate, args.join_s, args.seed, args.out)
+        live.publish_live(target, args.rate, args.join_s, args.seed, args.out, outage=args.outage)
     except (LookupError, ConnectionError) as exc:
         raise ConfigError(str(exc)) from None
     return 0
@@ -274,8 +278,50 @@ def _collect(argv: Sequence[str]) -> int:
         raise ConfigError(f"cannot listen on {args.listen} or write the sink: {exc}") from None
 
 
+def _receive(argv: Sequence[str]) -> int:
+    import signal
+    import threading
+    from pipeline.io import notify, webhook
+    parser = _Parser(prog="stallwatch receive", description=(
+        "A webhook receiver on loopback for trying --notify: prints one line per request "
+        "(and appends its body to --out), checks the signature when a secret is set "
+        "(401 when it does not verify), answers 202. Ctrl-C stops it. docs/alerts.md"))
+    parser.add_argument("--listen", default="127.0.0.1:8099",
+                        help="HOST:PORT (default 127.0.0.1:8099).")
+    parser.add_argument("--secret", default=os.environ.get(notify.SECRET_ENV),
+                        help="Signature key (default $STALLWATCH_NOTIFY_SECRET; none: not checked).")
+    parser.add_argument("--out", default=None, help="Append each request as a JSON line here.")
+    args = parser.parse_args(list(argv))
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"--listen must be HOST:PORT, got {args.listen!r}")
+
+    def show(got: "webhook.Received") -> None:
+        print(webhook.describe(got), flush=True)
+        if args.out:
+            with open(args.out, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"at_s": got.at_s, "path": got.path, "status": got.status,
+                                    "signed": got.signed, "body": got.body.decode("utf-8", "replace")})
+                        + "\n")
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server = webhook.WebhookServer(int(port), args.secret, webhook.always(202), show,
+                                       host=host.strip("[]"))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.listen}: {exc}") from None
+    with server:
+        print(f"receiving on http://{host}:{server.port}/ "
+              f"({'signatures checked' if args.secret else 'signatures not checked'})", flush=True)
+        stop.wait()
+    print(f"received {len(server.received)} requests", flush=True)
+    return 0
+
+
 COMMANDS = {"run": _run, "generate": _generate, "score": _score, "report": _report,
-            "collect": _collect}
+            "collect": _collect, "receive": _receive}
 
 
 def main(argv: Optional[Sequence[str]] = None, expand: Optional[Callable] = None,

@@ -85,6 +85,7 @@ class QoeConfig:
     notify_secret: Optional[str] = dataclasses.field(default=None, repr=False)
     notify_ledger: Optional[str] = None      # directory (local or gs://)
     notify_delivery: Delivery = Delivery()
+    notify_pending_ms: int = 30_000
 
     @property
     def local_output(self) -> bool:
@@ -343,12 +344,14 @@ def _notify(o: QoeOptions, output: str) -> dict:
         raise ConfigError("--notify_causes: name at least one of content, delivery, viewer")
     if not (math.isfinite(o.notify_timeout_s) and o.notify_timeout_s > 0):
         raise ConfigError(f"--notify_timeout_s must be > 0, got {o.notify_timeout_s}")
+    if o.notify_pending_s < 0:
+        raise ConfigError(f"--notify_pending_s must be >= 0, got {o.notify_pending_s}")
     if o.notify_retries < 0:
         raise ConfigError(f"--notify_retries must be >= 0, got {o.notify_retries}")
     if not (math.isfinite(o.notify_rate_per_min) and o.notify_rate_per_min > 0):
         raise ConfigError(f"--notify_rate_per_min must be > 0, got {o.notify_rate_per_min}")
     return dict(
-        notify=tuple(receivers), notify_causes=causes,
+        notify=tuple(receivers), notify_causes=causes, notify_pending_ms=o.notify_pending_s * 1000,
         notify_secret=o.notify_secret or os.environ.get(notify.SECRET_ENV) or None,
         notify_ledger=(o.notify_ledger.rstrip("/") if o.notify_ledger
                        else f"{output}/_notify"),

@@ -210,8 +210,9 @@ def _sinks(cfg: QoeConfig) -> files.Sinks:
                               cfg.views_table, cfg.metrics_table, cfg.streaming)
     if not cfg.notify:
         return sinks
-    return sinks._replace(notify=notify.Notify(cfg.notify, cfg.notify_ledger, cfg.notify_secret,
-                                               cfg.notify_delivery, cfg.notify_causes))
+    return sinks._replace(notify=notify.Notify(
+        cfg.notify, cfg.notify_ledger, cfg.notify_secret, cfg.notify_delivery, cfg.notify_causes,
+        cfg.notify_pending_ms // 1000))
 
 
 def _reachable(stream, probe: Callable[[], object]) -> None:

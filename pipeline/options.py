@@ -97,6 +97,9 @@ class QoeOptions(PipelineOptions):
                  "STALLWATCH_PAGERDUTY_ROUTING_KEY) or json.")
         add("--notify_causes", default="content,delivery",
             help="Alert causes to notify (comma-separated; add viewer to page on single viewers).")
+        add("--notify_pending_s", type=int, default=30,
+            help="An alert is notified open once it has stayed open this long (event time); "
+                 "one retracted sooner is never sent.")
         add("--notify_secret", default=None,
             help="HMAC-SHA256 key for the X-Stallwatch-Signature header (default: the "
                  "STALLWATCH_NOTIFY_SECRET environment variable; neither: unsigned).")

@@ -12,8 +12,12 @@ news only when it:
 - closes after an open notice: CLOSED;
 - is retracted after an open notice: RETRACTED.
 
-An alert first seen closed (a batch run's final alerts, or a stream that
-caught only its end) is told as OPENED then CLOSED, so a receiver that
+With a pending period, an alert is told OPENED only once it has been
+open that long (event time; Grafana's "pending period", Mux's trigger
+interval): one retracted sooner (a content alert that a delivery alert
+explains a few seconds later) is never told. An alert first seen closed
+(a batch run's final alerts, or a stream that caught only its end), or
+closed while pending, is told as OPENED then CLOSED, so a receiver that
 tracks incidents gets both ends. A retracted alert never notified open, or
 a closed one retracted later, is not news: nobody was told it was open.
 Versions no newer than the newest seen (``stale``: evaluation time, then
@@ -42,29 +46,42 @@ class Notified:
     version: int          # its version (numbered per run: a restarted run counts from 1)
     open: bool            # the receiver was last told the alert is open
     viewers: int          # affected viewers in the last notice
+    pending_since_ms: Optional[int] = None   # open but not told yet: open since (event time)
+
+
+def _as_of(alert: Alert) -> int:
+    return alert.as_of_ms if alert.as_of_ms is not None else alert.end_ts
 
 
 def stale(last: Optional[Notified], alert: Alert) -> bool:
     """A version older than (or the same as) the newest seen: by evaluation
     time first (comparable across runs: a restarted run numbers versions
     from 1 again), then by version."""
-    if last is None:
-        return False
-    as_of = alert.as_of_ms if alert.as_of_ms is not None else alert.end_ts
-    return (as_of, alert.version) <= (last.as_of_ms, last.version)
+    return last is not None and (_as_of(alert), alert.version) <= (last.as_of_ms, last.version)
 
 
-def notices(last: Optional[Notified], alert: Alert) -> tuple[list[Notice], Notified]:
-    """The notices ``alert`` calls for after ``last``, and what is known after them."""
+def notices(last: Optional[Notified], alert: Alert,
+            pending_ms: int = 0) -> tuple[list[Notice], Notified]:
+    """The notices ``alert`` calls for after ``last``, and what is known after them.
+
+    ``pending_ms``: an alert is told open only once it has been open this
+    long (event time, from its first open version); one retracted sooner is
+    never told. While pending, ``Notified.pending_since_ms`` is set: the
+    caller wakes up at ``pending_since_ms + pending_ms`` (``due``).
+    """
     if stale(last, alert):
         return [], last
-    as_of = alert.as_of_ms if alert.as_of_ms is not None else alert.end_ts
+    as_of = _as_of(alert)
     was_open = last is not None and last.open
+    pending = last.pending_since_ms if last is not None else None
     seen = (dataclasses.replace(last, as_of_ms=as_of, version=alert.version) if last is not None
             else Notified(as_of, alert.version, False, 0))
     told = Notified(as_of, alert.version, alert.status is AlertStatus.OPEN, alert.affected_viewers)
     if alert.status is AlertStatus.OPEN:
         if not was_open:
+            since = as_of if pending is None else pending
+            if as_of - since < pending_ms:
+                return [], dataclasses.replace(seen, pending_since_ms=since)
             return [Notice.OPENED], told
         if alert.affected_viewers >= max(last.viewers + 1, math.ceil(last.viewers * WORSE_RATIO)):
             return [Notice.WORSE], told
@@ -72,9 +89,16 @@ def notices(last: Optional[Notified], alert: Alert) -> tuple[list[Notice], Notif
     if alert.status is AlertStatus.CLOSED:
         if was_open:
             return [Notice.CLOSED], told
-        if last is None:
+        if last is None or pending is not None:
             return [Notice.OPENED, Notice.CLOSED], told
         return [], seen
     if was_open:
         return [Notice.RETRACTED], told
-    return [], seen
+    return [], dataclasses.replace(seen, pending_since_ms=None)
+
+
+def due(last: Optional[Notified], pending_ms: int) -> Optional[int]:
+    """When a pending alert is to be told open if nothing retracts it first."""
+    if last is None or last.pending_since_ms is None:
+        return None
+    return last.pending_since_ms + pending_ms

@@ -47,15 +47,17 @@ from apache_beam.coders import PickleCoder
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import userstate
+from apache_beam.utils.timestamp import Timestamp
 
 from pipeline.io.files import alert_json
 from pipeline.results.summary import describe_alert
 from transforms.model import Alert, Cause, DeadLetter, Notice, Notification
-from transforms.notices import DEFAULT_CAUSES, STAGE, Notified, notices
+from transforms.notices import DEFAULT_CAUSES, STAGE, Notified, due, notices
 from transforms.parse import METRICS_NAMESPACE
 from transforms.rolling import own_stage
 
 FORMATS = ("slack", "pagerduty", "json")
+DEFAULT_PENDING_S = 30
 SECRET_ENV = "STALLWATCH_NOTIFY_SECRET"
 ROUTING_KEY_ENV = "STALLWATCH_PAGERDUTY_ROUTING_KEY"
 TIMESTAMP_HEADER = "X-Stallwatch-Timestamp"
@@ -384,42 +386,74 @@ class NotifyOutputs(NamedTuple):
 
 DEAD_LETTERS = "dead_letters"
 NOTIFIED = userstate.ReadModifyWriteStateSpec("notified", PickleCoder())
+LATEST = userstate.ReadModifyWriteStateSpec("latest", PickleCoder())
+PENDING = userstate.TimerSpec("pending", userstate.TimeDomain.WATERMARK)
 
 
 class _NotifyFn(beam.DoFn):
     """Per (receiver, alert): decide the notices of each version, send them,
     remember what was told.
 
-    Input: (f"{receiver index}|{alert_id}", Alert). State ``notified``: what
-    the receiver was last told of an open alert (one small record; cleared
-    once it is told closed or retracted: the ledger keeps that).
+    Input: (f"{receiver index}|{alert_id}", Alert). State, one small record
+    each: ``notified``, what the receiver was last told of an alert still
+    open or pending (cleared once told closed or retracted: the ledger keeps
+    that); ``latest``, the newest version of a pending alert. Timer
+    ``pending``: at the end of an alert's pending period (event time), tell
+    it open if no version did.
+
+    Timeline (pending 30 s): v1 open at 10:00:00 -> pending, timer 10:00:30;
+    v2 open at 10:00:12 -> still pending; v3 open at 10:00:41 -> OPENED (or
+    the timer at 10:00:30, if no v3 came before the watermark passed it);
+    v4 closed at 10:12:00 -> CLOSED, state cleared. Had v2 been retracted,
+    nothing would have been sent.
     """
 
     def __init__(self, receivers: tuple[Receiver, ...], policy: Delivery,
-                 secret: Optional[str], ledger: str) -> None:
+                 secret: Optional[str], ledger: str, pending_ms: int) -> None:
         self._receivers, self._policy, self._secret = receivers, policy, secret
-        self._ledger_root = ledger
+        self._ledger_root, self._pending_ms = ledger, pending_ms
 
     def setup(self) -> None:
         self._ledger = Ledger(self._ledger_root)
 
-    def process(self, element: tuple[str, Alert], ts=beam.DoFn.TimestampParam,
-                notified=beam.DoFn.StateParam(NOTIFIED)) -> Iterable:
+    def process(self, element: tuple[str, Alert],
+                notified=beam.DoFn.StateParam(NOTIFIED), latest=beam.DoFn.StateParam(LATEST),
+                pending=beam.DoFn.TimerParam(PENDING)) -> Iterable:
         key, alert = element
+        Metrics.counter(METRICS_NAMESPACE, "notify_versions").inc()
+        yield from self._apply(key, alert, alert, notified, latest, pending,
+                               alert.as_of_ms or alert.end_ts)
+
+    @userstate.on_timer(PENDING)
+    def on_pending(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
+                   notified=beam.DoFn.StateParam(NOTIFIED), latest=beam.DoFn.StateParam(LATEST),
+                   pending=beam.DoFn.TimerParam(PENDING)) -> Iterable:
+        alert = latest.read()
+        if alert is not None:
+            # The alert as it stands when its pending period is over.
+            at = max(fired.micros // 1000, alert.as_of_ms or alert.end_ts)
+            yield from self._apply(key, dataclasses.replace(alert, as_of_ms=at), alert,
+                                   notified, latest, pending, at)
+
+    def _apply(self, key: str, alert: Alert, sent: Alert, notified, latest, pending,
+               now_ms: int) -> Iterable:
+        """Tell the receiver what ``alert`` calls for (``sent``: the version as
+        emitted, for the payload and the record) and keep what it was told.
+        A pending alert whose OPENED failed at its wake-up is not woken again
+        (that would loop): its next version tries again."""
         target = self._receivers[int(key.split("|", 1)[0])]
         last = notified.read()
         if last is None:
             last = self._ledger.read(target, alert.alert_id)
-        todo, after = notices(last, alert)
-        Metrics.counter(METRICS_NAMESPACE, "notify_versions").inc()
+        todo, after = notices(last, alert, self._pending_ms)
         told = last
         for i, notice in enumerate(todo):
-            body = payload(target, notice, alert)
+            body = payload(target, notice, sent)
             if body is None:
                 continue
-            outcome = self._send(target, alert, notice, body)
+            outcome = self._send(target, sent, notice, body)
             if outcome.reason is not None:
-                yield from self._give_up(target, alert, todo[i:], outcome)
+                yield from self._give_up(target, sent, todo[i:], outcome)
                 # What was told so far, at the version before: the next
                 # delivery of this version (or a later one) tries the rest.
                 after = told
@@ -427,14 +461,21 @@ class _NotifyFn(beam.DoFn):
             told = Notified(after.as_of_ms, alert.version - 1,
                             notice in (Notice.OPENED, Notice.WORSE), alert.affected_viewers)
             Metrics.counter(METRICS_NAMESPACE, f"notifications:{notice.value}").inc()
-            yield Notification(target.name, alert.alert_id, alert.version, alert.cause, notice,
+            yield Notification(target.name, sent.alert_id, sent.version, sent.cause, notice,
                                outcome.status or 0, outcome.attempts, int(time.time() * 1000),
-                               alert.as_of_ms)
+                               sent.as_of_ms)
         if after is None:
             return
         if after != last:
             self._ledger.write(target, alert.alert_id, after)
-        if after.open:
+        wake = due(after, self._pending_ms)
+        if wake is not None:
+            latest.write(sent)
+            if wake > now_ms:
+                pending.set(Timestamp(micros=wake * 1000))
+        else:
+            latest.clear()
+        if after.open or wake is not None:
             notified.write(after)
         else:
             notified.clear()
@@ -509,11 +550,17 @@ class Notify(beam.PTransform):
       secret: HMAC key for the signature headers (None: unsigned).
       policy: timeouts, retries, rate limit and trip.
       causes: the alert causes to send.
+      pending_s: how long (event time) an alert must stay open before it is
+        told open; one retracted sooner is never sent.
     """
 
     def __init__(self, receivers: Iterable[Receiver], ledger: str, secret: Optional[str] = None,
-                 policy: Delivery = Delivery(), causes: frozenset = DEFAULT_CAUSES) -> None:
+                 policy: Delivery = Delivery(), causes: frozenset = DEFAULT_CAUSES,
+                 pending_s: int = DEFAULT_PENDING_S) -> None:
         super().__init__()
+        if pending_s < 0:
+            raise ValueError(f"pending_s must be >= 0, got {pending_s}")
+        self._pending_ms = pending_s * 1000
         self._receivers = tuple(receivers)
         if not self._receivers:
             raise ValueError("Notify needs at least one receiver")
@@ -530,6 +577,6 @@ class Notify(beam.PTransform):
         results = (keyed
                    | "OwnStage" >> own_stage()
                    | "Send" >> beam.ParDo(_NotifyFn(self._receivers, self._policy, self._secret,
-                                                    self._ledger))
+                                                    self._ledger, self._pending_ms))
                    .with_outputs(DEAD_LETTERS, main="notifications"))
         return NotifyOutputs(results.notifications, results[DEAD_LETTERS])

@@ -32,6 +32,21 @@ class Received:
 Script = Callable[[int, str], tuple[int, dict, float]]
 
 
+def describe(got: Received) -> str:
+    """One line for a received notification: time, status, signature, what it says."""
+    mark = {None: "unsigned", True: "signed", False: "BAD SIGNATURE"}[got.signed]
+    try:
+        body = got.json
+    except ValueError:
+        body = {}
+    what = (body.get("headline") or body.get("text")
+            or (f"{body.get('event_action')} {body.get('dedup_key')}: "
+                + str((body.get("payload") or {}).get("summary", "")))
+            if isinstance(body, dict) else "")
+    clock = time.strftime("%H:%M:%S", time.localtime(got.at_s))
+    return f"{clock} {got.status} {mark:<8} {got.path} {what}".rstrip()
+
+
 def always(status: int = 200) -> Script:
     return lambda index, path: (status, {}, 0.0)
 

@@ -177,7 +177,7 @@ def _keep(item, token):
     _SEEN.setdefault(token, []).append(item)
 
 
-def _run_stream(alerts, targets, ledger, policy=FAST, causes=None, secret=SECRET):
+def _run_stream(alerts, targets, ledger, policy=FAST, causes=None, secret=SECRET, pending_s=0):
     """Alerts as a stream on the DirectRunner (one element at a time, the
     watermark after each): the notifications and dead letters produced."""
     stream, watermark = TestStream(), 0
@@ -189,7 +189,7 @@ def _run_stream(alerts, targets, ledger, policy=FAST, causes=None, secret=SECRET
     token = f"{id(stream)}-{time.monotonic()}"
     kwargs = {} if causes is None else {"causes": causes}
     with TestPipeline(options=PipelineOptions(["--streaming"])) as p:
-        result = p | stream | Notify(targets, ledger, secret, policy, **kwargs)
+        result = p | stream | Notify(targets, ledger, secret, policy, pending_s=pending_s, **kwargs)
         _ = result.notifications | "KeepSent" >> beam.Map(_keep, f"{token}/sent")
         _ = result.dead_letters | "KeepDead" >> beam.Map(_keep, f"{token}/dead")
     return _SEEN.pop(f"{token}/sent", []), _SEEN.pop(f"{token}/dead", [])
@@ -229,6 +229,31 @@ def test_notify__restart_mid_incident__no_duplicate_trigger(tmp_path):
                                alert(4, "closed", 8, as_of_s=1300)], [target], str(tmp_path))
     assert _actions(server) == [("trigger", "a1"), ("resolve", "a1")]
     assert [(n.notice, n.version) for n in sent] == [(Notice.CLOSED, 4)]
+
+
+def test_notify__pending_period__an_alert_retracted_within_it_is_never_sent(tmp_path):
+    flicker = [alert(1, "open", 5, alert_id="f", as_of_s=600),
+               alert(2, "retracted", 5, alert_id="f", as_of_s=603)]
+    with WebhookServer() as server:
+        _run_stream(flicker, [receiver(f"json:{server.url()}")], str(tmp_path), pending_s=30)
+    assert server.received == []
+
+
+def test_notify__pending_period__sustained_alert_sent_by_a_later_version_or_the_timer(tmp_path):
+    grows = [alert(1, "open", 6, alert_id="g", as_of_s=600), alert(2, "open", 8, alert_id="g", as_of_s=615),
+             alert(3, "open", 9, alert_id="g", as_of_s=640)]            # 40 s open: v3 tells it
+    quiet = [alert(1, "open", 6, alert_id="q", as_of_s=600),            # no later version:
+             alert(1, "open", 1, alert_id="other", as_of_s=700)]        # the watermark passes 630
+    with WebhookServer() as server:
+        sent, _ = _run_stream(grows, [receiver(f"json:{server.url()}")], str(tmp_path / "a"),
+                              pending_s=30)
+        timed, _ = _run_stream(quiet, [receiver(f"json:{server.url()}")], str(tmp_path / "b"),
+                               pending_s=30)
+    assert [(n.alert_id, n.notice, n.version) for n in sent] == [("g", Notice.OPENED, 3)]
+    # q at its timer (630); "other" when the input ended (the watermark at infinity).
+    assert sorted((n.alert_id, n.notice, n.version) for n in timed) == [
+        ("other", Notice.OPENED, 1), ("q", Notice.OPENED, 1)]
+    assert [r.json["alert"]["affected_viewers"] for r in server.received] == [9, 6, 1]
 
 
 def test_notify__viewer_alerts_off_by_default(tmp_path):

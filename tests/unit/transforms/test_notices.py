@@ -2,7 +2,7 @@
 
 from tests.builders import alert, ms
 from transforms.model import Notice
-from transforms.notices import Notified, notices
+from transforms.notices import Notified, due, notices
 
 
 def _walk(*versions):
@@ -68,3 +68,20 @@ def test_notices__a_restarted_run_counts_versions_from_1__ordered_by_evaluation_
     assert notices(before_restart, alert(1, "open", 6, as_of_s=605))[0] == []     # replayed
     told, last = notices(before_restart, alert(2, "closed", 6, as_of_s=1300))
     assert told == [Notice.CLOSED] and last == Notified(ms(1300), 2, False, 6)
+
+
+def test_notices__pending__told_open_once_open_that_long():
+    last = None
+    told = []
+    for v, at in ((1, 600), (2, 620), (3, 631)):
+        out, last = notices(last, alert(v, "open", 6, as_of_s=at), pending_ms=30_000)
+        told.append(out)
+    assert told == [[], [], [Notice.OPENED]] and last.pending_since_ms is None
+
+
+def test_notices__pending__retracted_sooner_never_told_closed_sooner_told_both_ends():
+    _, pending = notices(None, alert(1, "open", as_of_s=600), pending_ms=30_000)
+    assert pending.pending_since_ms == ms(600) and due(pending, 30_000) == ms(630)
+    assert notices(pending, alert(2, "retracted", as_of_s=605), 30_000)[0] == []
+    assert notices(pending, alert(2, "closed", as_of_s=1300), 30_000)[0] == [
+        Notice.OPENED, Notice.CLOSED]
