@@ -50,12 +50,11 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
         shards=cfg.detect_shards, late_s=_s(cfg.watermark_step_ms))
     responses = parsed.beacons | "AggregateResponses" >> AggregateResponses(
         cfg.metrics_bucket_ms, cfg.inactivity_ms)
-    dead_letters, notifications = parsed.dead_letters, None
+    dead_letters, notifications, notify_dead = parsed.dead_letters, None, None
     if sinks is not None and sinks.notify is not None:
         notified = alerts | "Notify" >> sinks.notify
-        notifications = notified.notifications
-        dead_letters = ((parsed.dead_letters, notified.dead_letters)
-                        | "AllDeadLetters" >> beam.Flatten())
+        notifications, notify_dead = notified.notifications, notified.dead_letters
+        dead_letters = ((parsed.dead_letters, notify_dead) | "AllDeadLetters" >> beam.Flatten())
     outputs = QoeOutputs(parsed.beacons, dead_letters, views, sessions.late, metrics, alerts,
                          responses, notifications)
     if sinks is not None and sinks.everything is not None:
@@ -69,7 +68,13 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
                                    ("WriteMetrics", metrics, sinks.metrics),
                                    ("WriteResponses", responses, sinks.responses),
                                    ("WriteAlerts", alerts, sinks.alerts),
-                                   ("WriteDeadLetters", dead_letters, sinks.dead_letters),
+                                   # Not the Flatten: on Prism (Beam 2.62) a WriteToText
+                                   # of the parser's and the notifier's dead letters
+                                   # flattened reads its own init side input before it
+                                   # is ready (EmptySideInput). Same files, two writes.
+                                   ("WriteDeadLetters", parsed.dead_letters, sinks.dead_letters),
+                                   ("WriteNotifyDeadLetters", notify_dead,
+                                    sinks.notify_dead_letters),
                                    ("WriteLateBeacons", sessions.late, sinks.late),
                                    ("WriteAlertSink", alerts, sinks.extra_alerts),
                                    ("WriteDeadLetterSink", dead_letters,

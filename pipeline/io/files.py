@@ -275,6 +275,7 @@ class Sinks(NamedTuple):
     responses: Optional[beam.PTransform] = None           # per-minute delivery rows
     notify: Optional[beam.PTransform] = None    # alerts -> NotifyOutputs (pipeline/io/notify.py)
     notifications: Optional[beam.PTransform] = None       # what receivers accepted
+    notify_dead_letters: Optional[beam.PTransform] = None  # notices given up (batch files)
 
 
 def with_tables(sinks: Sinks, views: Optional[str], metrics: Optional[str],
@@ -493,6 +494,8 @@ def file_sinks(output: str, alerts_path: Optional[str] = None,
         responses=_WriteParquet(join(RESPONSES), response_row, RESPONSE_SCHEMA),
         notifications=_WriteJsonLines(join(f"{NOTIFICATIONS}.jsonl"), notification_json,
                                       single_file=True),
+        notify_dead_letters=_WriteJsonLines(join(f"{DEAD_LETTERS}-notify"), dead_letter_json,
+                                            single_file=False),
     )
 
 

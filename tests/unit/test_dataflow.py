@@ -19,6 +19,8 @@ NOT_IN_TEMPLATE = {
     "replay_speed": "file replay on the DirectRunner only",
     "replay_tick_s": "file replay on the DirectRunner only",
     "checkpoint": "a local file of reader positions; Dataflow keeps positions in its own state",
+    "notify_secret": "a template parameter is shown in the job's parameters: sign with "
+                     "STALLWATCH_NOTIFY_SECRET in the launcher's environment instead",
 }
 DATAFLOW = ["--runner=DataflowRunner", "--dry_run=True", "--no_auth", "--project=qoe-prod",
             "--region=europe-west1", "--temp_location=gs://qoe-prod-tmp/tmp",
@@ -89,7 +91,9 @@ def test_metadata__regexes_accept_the_defaults_and_real_values_and_refuse_junk()
     samples = {"source": "pubsub://projects/p/subscriptions/beacons",
                "output": "gs://bucket/out", "alerts": "pubsub://projects/p/topics/alerts",
                "dead_letter": "kinesis://dead", "views_table": "p:qoe.views",
-               "metrics_table": "p.qoe.metrics", "stop_at_latest": "true"}
+               "metrics_table": "p.qoe.metrics", "stop_at_latest": "true",
+               "notify": "pagerduty:https://events.pagerduty.com/v2/enqueue?routing_key=K",
+               "notify_ledger": "gs://bucket/notify"}
     for p in json.load(open(METADATA))["parameters"]:
         value = samples.get(p["name"], str(flags[p["name"]].default))
         for regex in p.get("regexes", []):
@@ -115,3 +119,15 @@ def test_dry_run__does_not_touch_pubsub_or_create_subscriptions(monkeypatch):
                    "--output=gs://qoe-prod-out/run",
                    "--alerts=pubsub://projects/qoe-prod/topics/alerts")
     assert job["job_type"] == "JOB_TYPE_STREAMING"
+
+
+def test_dry_run__notify_adds_its_steps_to_the_streaming_job():
+    flags = ("--streaming", "--source=pubsub://projects/qoe-prod/subscriptions/beacons",
+             "--output=gs://qoe-prod-out/run")
+    plain = _dry_run(*flags)
+    notified = _dry_run(*flags, "--notify=pagerduty:https://events.pagerduty.com/v2/enqueue"
+                                "?routing_key=K", "--notify=slack:https://hooks.slack.com/x")
+    assert notified["job_type"] == "JOB_TYPE_STREAMING"
+    # PerReceiver, OwnStage (a Reshuffle's parts), Send, the dead letters' Flatten, ...
+    assert notified["transforms"] > plain["transforms"] + 4
+    assert notified["window_fns"] == ["beam:window_fn:global_windows:v1"]
