@@ -325,6 +325,23 @@ def to_config(options: PipelineOptions) -> QoeConfig:
     )
 
 
+def _ledger(uri: Optional[str], output: str) -> str:
+    """--notify_ledger as a local directory it can write, or a gs:// one."""
+    if not uri:
+        return f"{output}/_notify"
+    if uri.startswith("gs://"):
+        return uri.rstrip("/")
+    scheme, path = _file_uri(uri, "notify ledgers", "a local directory or gs://BUCKET/PATH")
+    path = os.path.abspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--notify_ledger {uri}: cannot create it: {exc.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"--notify_ledger {uri}: not writable")
+    return path
+
+
 def _notify(o: QoeOptions, output: str) -> dict:
     """The notification fields of QoeConfig, from --notify*."""
     if not o.notify:
@@ -346,15 +363,14 @@ def _notify(o: QoeOptions, output: str) -> dict:
         raise ConfigError(f"--notify_timeout_s must be > 0, got {o.notify_timeout_s}")
     if o.notify_pending_s < 0:
         raise ConfigError(f"--notify_pending_s must be >= 0, got {o.notify_pending_s}")
-    if o.notify_retries < 0:
-        raise ConfigError(f"--notify_retries must be >= 0, got {o.notify_retries}")
+    if not 0 <= o.notify_retries <= 20:
+        raise ConfigError(f"--notify_retries must be from 0 to 20, got {o.notify_retries}")
     if not (math.isfinite(o.notify_rate_per_min) and o.notify_rate_per_min > 0):
         raise ConfigError(f"--notify_rate_per_min must be > 0, got {o.notify_rate_per_min}")
     return dict(
         notify=tuple(receivers), notify_causes=causes, notify_pending_ms=o.notify_pending_s * 1000,
         notify_secret=o.notify_secret or os.environ.get(notify.SECRET_ENV) or None,
-        notify_ledger=(o.notify_ledger.rstrip("/") if o.notify_ledger
-                       else f"{output}/_notify"),
+        notify_ledger=_ledger(o.notify_ledger, output),
         notify_delivery=notify.Delivery(timeout_s=o.notify_timeout_s, retries=o.notify_retries,
                                         rate_per_min=o.notify_rate_per_min))
 

@@ -47,6 +47,14 @@ class Notified:
     open: bool            # the receiver was last told the alert is open
     viewers: int          # affected viewers in the last notice
     pending_since_ms: Optional[int] = None   # open but not told yet: open since (event time)
+    incidents: int = 0    # times told OPENED (a reopened alert is a new incident)
+
+    def same_news(self, other: Optional["Notified"]) -> bool:
+        """Whether ``other`` records the same telling (only the newest version
+        seen differs): no need to write it down again."""
+        return other is not None and (self.open, self.viewers, self.pending_since_ms,
+                                      self.incidents) == (other.open, other.viewers,
+                                                          other.pending_since_ms, other.incidents)
 
 
 def _as_of(alert: Alert) -> int:
@@ -74,15 +82,18 @@ def notices(last: Optional[Notified], alert: Alert,
     as_of = _as_of(alert)
     was_open = last is not None and last.open
     pending = last.pending_since_ms if last is not None else None
+    incidents = last.incidents if last is not None else 0
     seen = (dataclasses.replace(last, as_of_ms=as_of, version=alert.version) if last is not None
             else Notified(as_of, alert.version, False, 0))
-    told = Notified(as_of, alert.version, alert.status is AlertStatus.OPEN, alert.affected_viewers)
+    told = Notified(as_of, alert.version, alert.status is AlertStatus.OPEN, alert.affected_viewers,
+                    incidents=incidents)
+    opened = dataclasses.replace(told, incidents=incidents + 1)
     if alert.status is AlertStatus.OPEN:
         if not was_open:
             since = as_of if pending is None else pending
             if as_of - since < pending_ms:
                 return [], dataclasses.replace(seen, pending_since_ms=since)
-            return [Notice.OPENED], told
+            return [Notice.OPENED], opened
         if alert.affected_viewers >= max(last.viewers + 1, math.ceil(last.viewers * WORSE_RATIO)):
             return [Notice.WORSE], told
         return [], seen
@@ -90,7 +101,7 @@ def notices(last: Optional[Notified], alert: Alert,
         if was_open:
             return [Notice.CLOSED], told
         if last is None or pending is not None:
-            return [Notice.OPENED, Notice.CLOSED], told
+            return [Notice.OPENED, Notice.CLOSED], dataclasses.replace(opened, open=False)
         return [], seen
     if was_open:
         return [Notice.RETRACTED], told

@@ -29,10 +29,13 @@ import datetime
 import email.utils
 import hashlib
 import hmac
+import http.client
 import json
+import logging
 import math
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -52,7 +55,7 @@ from apache_beam.utils.timestamp import Timestamp
 from pipeline.io.files import alert_json
 from pipeline.results.summary import describe_alert
 from transforms.model import Alert, Cause, DeadLetter, Notice, Notification
-from transforms.notices import DEFAULT_CAUSES, STAGE, Notified, due, notices
+from transforms.notices import DEFAULT_CAUSES, STAGE, Notified, due, notices, stale
 from transforms.parse import METRICS_NAMESPACE
 from transforms.rolling import own_stage
 
@@ -98,8 +101,14 @@ def receiver(text: str) -> Receiver:
     if kind not in FORMATS or not url:
         raise ValueError(f"expected FORMAT:URL with FORMAT one of {', '.join(FORMATS)}, got {text!r}")
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{text!r}: the URL must be http:// or https://HOST/...")
+    if not url.isascii() or any(c.isspace() for c in url):
+        raise ValueError(f"{text!r}: spaces and non-ASCII characters must be %-encoded")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535") from None
     if kind != "pagerduty":
         return Receiver(kind, url)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
@@ -121,6 +130,7 @@ class Delivery:
     backoff_s: float = 1.0           # the first retry waits up to this, doubling each time
     backoff_cap_s: float = 30.0
     max_wait_s: float = 120.0        # a longer Retry-After gives the notice up
+    budget_s: float = 180.0          # all attempts and waits of one notice
     rate_per_min: float = 60.0
     burst: int = 10
     trip_after: int = 3              # notices given up in a row before skipping the receiver
@@ -159,15 +169,18 @@ def headline(notice: Notice, record: dict) -> str:
     return f"stallwatch {notice.value}: " + " ".join(describe_alert(record).split())
 
 
-def payload(receiver: Receiver, notice: Notice, alert: Alert) -> Optional[bytes]:
+def payload(receiver: Receiver, notice: Notice, alert: Alert,
+            redact: bool = False) -> Optional[bytes]:
     """The request body for one notice; None when the format has no such
-    event (PagerDuty has no "worse": an incident is triggered once)."""
+    event (PagerDuty has no "worse": an incident is triggered once).
+    ``redact``: the routing key replaced (for a dead letter's copy)."""
     record = alert_record(alert)
     text = headline(notice, record)
     if receiver.format == "pagerduty":
         if notice is Notice.WORSE:
             return None
-        body: dict = {"routing_key": receiver.routing_key, "dedup_key": alert.alert_id}
+        body: dict = {"routing_key": "<redacted>" if redact else receiver.routing_key,
+                      "dedup_key": alert.alert_id}
         if notice is Notice.OPENED:
             body.update(event_action="trigger", client="stallwatch", payload={
                 "summary": text[:1024], "source": "stallwatch", "severity": _SEVERITY[alert.cause],
@@ -212,14 +225,27 @@ class Outcome(NamedTuple):
     detail: str = ""
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not a delivery: urllib would follow a 301 or
+    302 on a POST with a body-less GET and report the GET's 200."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+_READ_MAX = 65_536              # of a response body: receivers answer briefly
+
+
 def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float
          ) -> tuple[int, Optional[str]]:
     """POST once: (status, Retry-After header or None). Raises OSError
-    (refused, reset, timed out) when there is no response."""
+    (refused, reset, timed out) when there is no response, and
+    http.client.HTTPException when the answer is not HTTP."""
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            response.read()
+        with _OPENER.open(request, timeout=timeout_s) as response:
+            response.read(_READ_MAX)
             return response.status, response.headers.get("Retry-After")
     except urllib.error.HTTPError as error:
         with error:
@@ -232,13 +258,13 @@ def retry_after_s(value: Optional[str], now_s: float) -> Optional[float]:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,9}", value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return max(0.0, when.timestamp() - now_s)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - now_s)
 
 
 def _no_response(exc: OSError) -> str:
@@ -256,10 +282,12 @@ def deliver(url: str, body: bytes, headers: Callable[[], dict[str, str]], policy
             attempts: Optional[int] = None, sleep: Callable[[float], None] = time.sleep,
             now: Callable[[], float] = time.time, jitter: Callable[[], float] = random.random,
             send: Callable = post) -> Outcome:
-    """POST ``body`` until a 2xx, a final 4xx, or ``attempts`` (default
-    1 + policy.retries) are used up. ``headers()`` is called per attempt
-    (a fresh signature timestamp each time)."""
+    """POST ``body`` until a 2xx, a final answer (another status below 500
+    but 429, a redirect included), ``attempts`` (default 1 + policy.retries)
+    or the policy's time budget are used up. ``headers()`` is called per
+    attempt (a fresh signature timestamp each time)."""
     attempts = attempts or 1 + policy.retries
+    started = now()
     status: Optional[int] = None
     reason, detail = "", ""
     for attempt in range(1, attempts + 1):
@@ -268,6 +296,10 @@ def deliver(url: str, body: bytes, headers: Callable[[], dict[str, str]], policy
             status, hint = send(url, body, headers(), policy.timeout_s)
         except OSError as exc:
             status, reason, detail = None, _no_response(exc), str(exc)
+        except http.client.HTTPException as exc:      # not an HTTP answer: retried
+            status, reason, detail = None, "protocol_error", f"{type(exc).__name__}: {exc}"
+        except ValueError as exc:                      # a URL urllib cannot send to
+            return Outcome(None, attempt, "bad_url", str(exc))
         else:
             if 200 <= status < 300:
                 return Outcome(status, attempt, None)
@@ -278,10 +310,13 @@ def deliver(url: str, body: bytes, headers: Callable[[], dict[str, str]], policy
             break
         wait = retry_after_s(hint, now())
         if wait is None:
-            wait = jitter() * min(policy.backoff_cap_s, policy.backoff_s * 2 ** (attempt - 1))
+            wait = jitter() * min(policy.backoff_cap_s, policy.backoff_s * 2 ** min(attempt - 1, 30))
         elif wait > policy.max_wait_s:
             return Outcome(status, attempt, "retry_after_too_long",
                            f"{detail}, Retry-After {hint!r} > {policy.max_wait_s:g} s")
+        if now() + wait > started + policy.budget_s:
+            return Outcome(status, attempt, "out_of_time",
+                           f"{detail}; a retry would end past the {policy.budget_s:g} s budget")
         Metrics.counter(METRICS_NAMESPACE, "notify_retries").inc()
         sleep(wait)
     return Outcome(status, attempts, reason, f"{detail} after {attempts} attempts")
@@ -347,6 +382,8 @@ class Ledger:
         return FileSystems.join(self.root, receiver.key, f"{alert_id}.json")
 
     def read(self, receiver: Receiver, alert_id: str) -> Optional[Notified]:
+        """The record, or None if there is none or it cannot be read (counted
+        as ``notify_ledger_errors``: the receiver may then hear it again)."""
         path = self._path(receiver, alert_id)
         try:
             if "://" not in path:
@@ -357,24 +394,38 @@ class Ledger:
                     return None
                 with FileSystems.open(path) as handle:
                     stored = json.loads(handle.read())
+            return Notified(**stored)
         except FileNotFoundError:
             return None
-        return Notified(**stored)
+        except (OSError, ValueError, TypeError) as exc:
+            _ledger_error("read", path, exc)
+            return None
 
     def write(self, receiver: Receiver, alert_id: str, notified: Notified) -> None:
+        """Keep the record; a failure is counted (``notify_ledger_errors``) and
+        logged, not raised: the receiver already has the notice, and a retried
+        bundle would send it again."""
         path = self._path(receiver, alert_id)
         data = json.dumps(dataclasses.asdict(notified), sort_keys=True).encode("utf-8")
-        if "://" in path:
-            with FileSystems.create(path) as handle:
+        try:
+            if "://" in path:
+                with FileSystems.create(path) as handle:
+                    handle.write(data)
+                return
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(temporary, "wb") as handle:
                 handle.write(data)
-            return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except (OSError, ValueError) as exc:
+            _ledger_error("write", path, exc)
+
+
+def _ledger_error(what: str, path: str, exc: Exception) -> None:
+    Metrics.counter(METRICS_NAMESPACE, "notify_ledger_errors").inc()
+    logging.getLogger(__name__).warning("notify ledger: cannot %s %s: %s", what, path, exc)
 
 
 # -- the transform --------------------------------------------------------------------
@@ -388,29 +439,36 @@ DEAD_LETTERS = "dead_letters"
 NOTIFIED = userstate.ReadModifyWriteStateSpec("notified", PickleCoder())
 LATEST = userstate.ReadModifyWriteStateSpec("latest", PickleCoder())
 PENDING = userstate.TimerSpec("pending", userstate.TimeDomain.WATERMARK)
+FORGET = userstate.TimerSpec("forget", userstate.TimeDomain.WATERMARK)
+# State of an alert no version has come for in this long (event time) is
+# dropped; the ledger still has it.
+FORGET_MS = 24 * 3_600_000
 
 
 class _NotifyFn(beam.DoFn):
     """Per (receiver, alert): decide the notices of each version, send them,
     remember what was told.
 
-    Input: (f"{receiver index}|{alert_id}", Alert). State, one small record
+    Input: (f"{receiver.key}|{alert_id}", Alert). State, one small record
     each: ``notified``, what the receiver was last told of an alert still
     open or pending (cleared once told closed or retracted: the ledger keeps
-    that); ``latest``, the newest version of a pending alert. Timer
-    ``pending``: at the end of an alert's pending period (event time), tell
-    it open if no version did.
+    that); ``latest``, the newest version of a pending alert. Timers:
+    ``pending``, at the end of an alert's pending period (event time), tells
+    it open if no version did; ``forget`` clears both a day after the newest
+    version (an alert whose closing notice failed and never came again).
 
     Timeline (pending 30 s): v1 open at 10:00:00 -> pending, timer 10:00:30;
     v2 open at 10:00:12 -> still pending; v3 open at 10:00:41 -> OPENED (or
     the timer at 10:00:30, if no v3 came before the watermark passed it);
     v4 closed at 10:12:00 -> CLOSED, state cleared. Had v2 been retracted,
-    nothing would have been sent.
+    nothing would have been sent. A version older than the newest seen
+    changes nothing.
     """
 
     def __init__(self, receivers: tuple[Receiver, ...], policy: Delivery,
                  secret: Optional[str], ledger: str, pending_ms: int) -> None:
-        self._receivers, self._policy, self._secret = receivers, policy, secret
+        self._receivers = {r.key: r for r in receivers}
+        self._policy, self._secret = policy, secret
         self._ledger_root, self._pending_ms = ledger, pending_ms
 
     def setup(self) -> None:
@@ -418,11 +476,13 @@ class _NotifyFn(beam.DoFn):
 
     def process(self, element: tuple[str, Alert],
                 notified=beam.DoFn.StateParam(NOTIFIED), latest=beam.DoFn.StateParam(LATEST),
-                pending=beam.DoFn.TimerParam(PENDING)) -> Iterable:
+                pending=beam.DoFn.TimerParam(PENDING),
+                forget=beam.DoFn.TimerParam(FORGET)) -> Iterable:
         key, alert = element
         Metrics.counter(METRICS_NAMESPACE, "notify_versions").inc()
-        yield from self._apply(key, alert, alert, notified, latest, pending,
-                               alert.as_of_ms or alert.end_ts)
+        at = alert.as_of_ms or alert.end_ts
+        forget.set(Timestamp(micros=(at + FORGET_MS) * 1000))
+        yield from self._apply(key, alert, alert, notified, latest, pending, at)
 
     @userstate.on_timer(PENDING)
     def on_pending(self, key=beam.DoFn.KeyParam, fired=beam.DoFn.TimestampParam,
@@ -435,38 +495,46 @@ class _NotifyFn(beam.DoFn):
             yield from self._apply(key, dataclasses.replace(alert, as_of_ms=at), alert,
                                    notified, latest, pending, at)
 
+    @userstate.on_timer(FORGET)
+    def on_forget(self, notified=beam.DoFn.StateParam(NOTIFIED),
+                  latest=beam.DoFn.StateParam(LATEST)) -> None:
+        notified.clear()
+        latest.clear()
+
     def _apply(self, key: str, alert: Alert, sent: Alert, notified, latest, pending,
                now_ms: int) -> Iterable:
         """Tell the receiver what ``alert`` calls for (``sent``: the version as
         emitted, for the payload and the record) and keep what it was told.
         A pending alert whose OPENED failed at its wake-up is not woken again
         (that would loop): its next version tries again."""
-        target = self._receivers[int(key.split("|", 1)[0])]
+        target = self._receivers[key.rsplit("|", 1)[0]]
         last = notified.read()
         if last is None:
             last = self._ledger.read(target, alert.alert_id)
+        if stale(last, alert):
+            return
         todo, after = notices(last, alert, self._pending_ms)
         told = last
         for i, notice in enumerate(todo):
             body = payload(target, notice, sent)
             if body is None:
                 continue
-            outcome = self._send(target, sent, notice, body)
+            outcome = self._send(target, sent, notice, body, after)
             if outcome.reason is not None:
                 yield from self._give_up(target, sent, todo[i:], outcome)
                 # What was told so far, at the version before: the next
                 # delivery of this version (or a later one) tries the rest.
                 after = told
                 break
-            told = Notified(after.as_of_ms, alert.version - 1,
-                            notice in (Notice.OPENED, Notice.WORSE), alert.affected_viewers)
+            told = dataclasses.replace(after, version=alert.version - 1,
+                                       open=notice in (Notice.OPENED, Notice.WORSE))
             Metrics.counter(METRICS_NAMESPACE, f"notifications:{notice.value}").inc()
             yield Notification(target.name, sent.alert_id, sent.version, sent.cause, notice,
                                outcome.status or 0, outcome.attempts, int(time.time() * 1000),
                                sent.as_of_ms)
         if after is None:
             return
-        if after != last:
+        if not after.same_news(last):
             self._ledger.write(target, alert.alert_id, after)
         wake = due(after, self._pending_ms)
         if wake is not None:
@@ -480,14 +548,17 @@ class _NotifyFn(beam.DoFn):
         else:
             notified.clear()
 
-    def _send(self, target: Receiver, alert: Alert, notice: Notice, body: bytes) -> Outcome:
+    def _send(self, target: Receiver, alert: Alert, notice: Notice, body: bytes,
+              after: Notified) -> Outcome:
         gate = _gate(target, self._policy)
         attempts = gate.attempts()
         if attempts == 0:
             return Outcome(None, 0, "receiver_down",
                            f"{self._policy.trip_after} notices in a row given up: skipped "
                            f"for {self._policy.trip_s:g} s")
-        idempotency = f"{alert.alert_id}-v{alert.version}-{notice.value}"
+        # The same across restarts: incidents are counted in the ledger.
+        idempotency = f"{alert.alert_id}-{after.incidents}-{notice.value}" + (
+            f"-{alert.affected_viewers}" if notice is Notice.WORSE else "")
 
         def headers() -> dict[str, str]:
             out = {"Content-Type": "application/json", "User-Agent": "stallwatch",
@@ -513,17 +584,18 @@ class _NotifyFn(beam.DoFn):
                       f"({outcome.attempts} attempts)" if n == 0 else
                       f"{target.name}: {todo[0].value} was not delivered")
             Metrics.counter(METRICS_NAMESPACE, "notify_dead_letters").inc()
-            body = payload(target, notice, alert) or b""
+            body = payload(target, notice, alert, redact=True) or b""
             yield pvalue.TaggedOutput(DEAD_LETTERS, DeadLetter(
                 stage=STAGE, reason=f"notify:{reason}", payload=body.decode("utf-8"),
                 detail=detail,
                 source=f"notify:{target.name}:{alert.alert_id}:v{alert.version}:{notice.value}"))
 
 
-def _fan_out(alert: Alert, receivers: int, causes: frozenset) -> Iterable[tuple[str, Alert]]:
+def _fan_out(alert: Alert, receivers: tuple[str, ...], causes: frozenset
+             ) -> Iterable[tuple[str, Alert]]:
     if alert.cause in causes:
-        for i in range(receivers):
-            yield f"{i}|{alert.alert_id}", alert
+        for key in receivers:
+            yield f"{key}|{alert.alert_id}", alert
 
 
 def _newest(versions: Iterable[Alert]) -> Alert:
@@ -568,8 +640,8 @@ class Notify(beam.PTransform):
         self._causes = frozenset(causes)
 
     def expand(self, alerts: beam.PCollection) -> NotifyOutputs:
-        keyed = (alerts | "PerReceiver" >> beam.FlatMap(_fan_out, len(self._receivers),
-                                                         self._causes)
+        keys = tuple(r.key for r in self._receivers)
+        keyed = (alerts | "PerReceiver" >> beam.FlatMap(_fan_out, keys, self._causes)
                  .with_output_types(tuple[str, Alert]))
         if alerts.is_bounded:
             keyed = (keyed | "NewestVersion" >> beam.CombinePerKey(_newest)

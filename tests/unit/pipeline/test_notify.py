@@ -222,7 +222,7 @@ def test_notify__restart_mid_incident__no_duplicate_trigger(tmp_path):
         # The first run sees the alert open, then stops (crash: no close).
         _run_stream([alert(1, "open", 6, as_of_s=600), alert(2, "open", 7, as_of_s=610)],
                     [target], str(tmp_path))
-        assert Ledger(str(tmp_path)).read(target, "a1") == Notified(ms(610), 2, True, 6)
+        assert Ledger(str(tmp_path)).read(target, "a1") == Notified(ms(600), 1, True, 6, incidents=1)
         # The restarted run reads part of the same input again, then the rest.
         sent, _ = _run_stream([alert(1, "open", 6, as_of_s=600), alert(2, "open", 7, as_of_s=610),
                                alert(3, "open", 8, as_of_s=620),
@@ -312,3 +312,93 @@ def test_notify__rate_limit_spaces_requests(tmp_path):
         _run_stream(alerts, [receiver(f"json:{server.url()}")], str(tmp_path), policy=policy)
     times = [r.at_s for r in server.received]
     assert len(times) == 6 and times[-1] - times[0] >= 0.45      # 5 waits of 0.1 s
+
+
+# -- what the review found ---------------------------------------------------------------
+
+def test_notify__an_older_version_arriving_late_changes_nothing(tmp_path):
+    """v2 (retracted) after v3 (open), while pending: v3 stands, the alert is
+    told open at its timer and closed by v4."""
+    out_of_order = [alert(1, "open", 6, as_of_s=600), alert(3, "open", 7, as_of_s=610),
+                    alert(2, "retracted", 6, as_of_s=605),
+                    alert(1, "open", 6, alert_id="b", as_of_s=700),   # the watermark passes 630
+                    alert(4, "closed", 7, as_of_s=1300)]
+    with WebhookServer() as server:
+        _run_stream(out_of_order, [receiver(f"json:{server.url()}")], str(tmp_path), pending_s=30)
+    assert [(r.json["notice"], r.json["alert"]["version"]) for r in server.received
+            if r.json["alert"]["alert_id"] == "a1"] == [("opened", 3), ("closed", 4)]
+
+
+def test_notify__idempotency_key_is_the_same_after_a_restart(tmp_path):
+    with WebhookServer(script=_script((200, {}, 0), (500, {}, 0))) as server:
+        target = receiver(f"json:{server.url()}")
+        notify._GATES.clear()
+        policy = Delivery(retries=0, trip_after=5)
+        _run_stream([alert(1, "open"), alert(2, "closed", as_of_s=1300)], [target], str(tmp_path),
+                    policy=policy)                                # the close fails (500)
+        _run_stream([alert(1, "open", as_of_s=700), alert(2, "closed", as_of_s=1300)], [target],
+                    str(tmp_path), policy=policy)                 # renumbered, re-sent
+    keys = [r.headers["Idempotency-Key"] for r in server.received]
+    assert keys == ["a1-1-opened", "a1-1-closed", "a1-1-closed"]
+
+
+def test_notify__dead_letters_do_not_carry_the_routing_key(tmp_path):
+    target = receiver(f"pagerduty:http://127.0.0.1:{_free_port()}/v2/enqueue?routing_key=S3CR3T")
+    notify._GATES.clear()
+    _, dead = _run_stream([alert(1, "open")], [target], str(tmp_path),
+                          policy=Delivery(retries=0))
+    assert dead and all("S3CR3T" not in d.payload + d.detail + d.source for d in dead)
+    assert json.loads(dead[0].payload)["routing_key"] == "<redacted>"
+
+
+def test_notify__unreadable_ledger_and_unwritable_ledger_do_not_fail_the_bundle(tmp_path):
+    target = receiver(f"json:http://127.0.0.1:{_free_port()}/")
+    ledger = tmp_path / "ledger"
+    (ledger / target.key).mkdir(parents=True)
+    (ledger / target.key / "a1.json").write_text("{not json")
+    assert Ledger(str(ledger)).read(target, "a1") is None
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    Ledger(str(blocked)).write(target, "a1", Notified(1, 1, True, 6))      # logged, not raised
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (b"garbage\r\n\r\n", "protocol_error"),                         # not HTTP
+    (b"HTTP/1.1 301 Moved\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n", "http_301"),
+])
+def test_deliver__answers_that_are_not_a_delivery(answer, reason):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+
+        def serve():
+            for _ in range(2):
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(answer)
+
+        import threading
+        threading.Thread(target=serve, daemon=True).start()
+        outcome = deliver(f"http://127.0.0.1:{port}/", b"{}", lambda: {},
+                          Delivery(retries=1, backoff_s=0.01))
+    assert outcome.reason == reason and outcome.attempts == (2 if reason == "protocol_error" else 1)
+
+
+def test_retry_after__non_ascii_digits_and_junk_are_unreadable():
+    assert notify.retry_after_s("\u00b2", now_s=0) is None
+    assert notify.retry_after_s("Thu, 99 Foo 2026 99:99:99 GMT", now_s=0) is None
+
+
+@pytest.mark.parametrize("text", ["json:http://h:abc/", "json:http://h/a b", "json:http://h/\u00fc"])
+def test_receiver__urls_urllib_cannot_send_to_are_refused(text):
+    with pytest.raises(ValueError):
+        receiver(text)
+
+
+def test_deliver__retries_stop_at_the_time_budget():
+    with WebhookServer(script=lambda index, path: (503, {"Retry-After": "1"}, 0)) as server:
+        outcome = deliver(server.url(), b"{}", lambda: {},
+                          Delivery(retries=10, budget_s=1.5, max_wait_s=5))
+    assert outcome.reason == "out_of_time" and len(server.received) == 2

@@ -18,7 +18,7 @@ def test_notices__open_then_growing_exposure_then_closed__opened_and_closed_only
     told, last = _walk(alert(1, "open", 6), alert(2, "open", 7), alert(3, "open", 8),
                        alert(4, "closed", 8))
     assert told == [[Notice.OPENED], [], [], [Notice.CLOSED]]
-    assert last == Notified(ms(600), 4, False, 8)
+    assert last == Notified(ms(600), 4, False, 8, incidents=1)
 
 
 def test_notices__affected_viewers_up_by_half__worse_once_then_measured_from_it():
@@ -85,3 +85,8 @@ def test_notices__pending__retracted_sooner_never_told_closed_sooner_told_both_e
     assert notices(pending, alert(2, "retracted", as_of_s=605), 30_000)[0] == []
     assert notices(pending, alert(2, "closed", as_of_s=1300), 30_000)[0] == [
         Notice.OPENED, Notice.CLOSED]
+
+
+def test_notices__a_reopened_alert_is_a_new_incident():
+    _, last = _walk(alert(1, "open"), alert(2, "closed"), alert(3, "open"))
+    assert last.incidents == 2 and last.open
