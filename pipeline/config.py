@@ -86,6 +86,7 @@ class QoeConfig:
     notify_ledger: Optional[str] = None      # directory (local or gs://)
     notify_delivery: Delivery = Delivery()
     notify_pending_ms: int = 30_000
+    notify_resolve_ms: int = 900_000
 
     @property
     def local_output(self) -> bool:
@@ -361,14 +362,17 @@ def _notify(o: QoeOptions, output: str) -> dict:
         raise ConfigError("--notify_causes: name at least one of content, delivery, viewer")
     if not (math.isfinite(o.notify_timeout_s) and o.notify_timeout_s > 0):
         raise ConfigError(f"--notify_timeout_s must be > 0, got {o.notify_timeout_s}")
-    if o.notify_pending_s < 0:
-        raise ConfigError(f"--notify_pending_s must be >= 0, got {o.notify_pending_s}")
+    for flag, value in (("--notify_pending_s", o.notify_pending_s),
+                        ("--notify_resolve_s", o.notify_resolve_s)):
+        if value < 0:
+            raise ConfigError(f"{flag} must be >= 0, got {value}")
     if not 0 <= o.notify_retries <= 20:
         raise ConfigError(f"--notify_retries must be from 0 to 20, got {o.notify_retries}")
     if not (math.isfinite(o.notify_rate_per_min) and o.notify_rate_per_min > 0):
         raise ConfigError(f"--notify_rate_per_min must be > 0, got {o.notify_rate_per_min}")
     return dict(
         notify=tuple(receivers), notify_causes=causes, notify_pending_ms=o.notify_pending_s * 1000,
+        notify_resolve_ms=o.notify_resolve_s * 1000,
         notify_secret=o.notify_secret or os.environ.get(notify.SECRET_ENV) or None,
         notify_ledger=_ledger(o.notify_ledger, output),
         notify_delivery=notify.Delivery(timeout_s=o.notify_timeout_s, retries=o.notify_retries,

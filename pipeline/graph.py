@@ -68,7 +68,7 @@ def build(root: beam.Pipeline, cfg: QoeConfig, source: beam.PTransform,
                                    ("WriteMetrics", metrics, sinks.metrics),
                                    ("WriteResponses", responses, sinks.responses),
                                    ("WriteAlerts", alerts, sinks.alerts),
-                                   # Not the Flatten: on Prism (Beam 2.62) a WriteToText
+                                   # Not the Flatten: on Prism (Beam 2.62) the sharded WriteToText
                                    # of the parser's and the notifier's dead letters
                                    # flattened reads its own init side input before it
                                    # is ready (EmptySideInput). Same files, two writes.

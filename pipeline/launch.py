@@ -212,7 +212,7 @@ def _sinks(cfg: QoeConfig) -> files.Sinks:
         return sinks
     return sinks._replace(notify=notify.Notify(
         cfg.notify, cfg.notify_ledger, cfg.notify_secret, cfg.notify_delivery, cfg.notify_causes,
-        cfg.notify_pending_ms // 1000))
+        cfg.notify_pending_ms // 1000, cfg.notify_resolve_ms // 1000))
 
 
 def _reachable(stream, probe: Callable[[], object]) -> None:

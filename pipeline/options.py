@@ -100,6 +100,9 @@ class QoeOptions(PipelineOptions):
         add("--notify_pending_s", type=int, default=30,
             help="An alert is notified open once it has stayed open this long (event time); "
                  "one retracted sooner is never sent.")
+        add("--notify_resolve_s", type=int, default=900,
+            help="An alert notified open is notified closed once it has stayed closed this long "
+                 "(event time); one reopened sooner stays one incident.")
         add("--notify_secret", default=None,
             help="HMAC-SHA256 key for the X-Stallwatch-Signature header (default: the "
                  "STALLWATCH_NOTIFY_SECRET environment variable; neither: unsigned).")

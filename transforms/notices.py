@@ -18,7 +18,10 @@ interval): one retracted sooner (a content alert that a delivery alert
 explains a few seconds later) is never told. An alert first seen closed
 (a batch run's final alerts, or a stream that caught only its end), or
 closed while pending, is told as OPENED then CLOSED, so a receiver that
-tracks incidents gets both ends. A retracted alert never notified open, or
+tracks incidents gets both ends. With a resolve hold, an alert told open
+is told CLOSED only once it has stayed closed that long: a content alert
+on a VOD title that closes after ten quiet minutes and reopens when the
+next viewer reaches the broken segment stays one incident. A retracted alert never notified open, or
 a closed one retracted later, is not news: nobody was told it was open.
 Versions no newer than the newest seen (``stale``: evaluation time, then
 version) are ignored, so redelivered, replayed or reordered versions send
@@ -47,14 +50,16 @@ class Notified:
     open: bool            # the receiver was last told the alert is open
     viewers: int          # affected viewers in the last notice
     pending_since_ms: Optional[int] = None   # open but not told yet: open since (event time)
+    closing_since_ms: Optional[int] = None   # told open, closed since (not told yet)
     incidents: int = 0    # times told OPENED (a reopened alert is a new incident)
 
     def same_news(self, other: Optional["Notified"]) -> bool:
         """Whether ``other`` records the same telling (only the newest version
         seen differs): no need to write it down again."""
-        return other is not None and (self.open, self.viewers, self.pending_since_ms,
-                                      self.incidents) == (other.open, other.viewers,
-                                                          other.pending_since_ms, other.incidents)
+        return other is not None and (
+            (self.open, self.viewers, self.pending_since_ms, self.closing_since_ms, self.incidents)
+            == (other.open, other.viewers, other.pending_since_ms, other.closing_since_ms,
+                other.incidents))
 
 
 def _as_of(alert: Alert) -> int:
@@ -68,14 +73,17 @@ def stale(last: Optional[Notified], alert: Alert) -> bool:
     return last is not None and (_as_of(alert), alert.version) <= (last.as_of_ms, last.version)
 
 
-def notices(last: Optional[Notified], alert: Alert,
-            pending_ms: int = 0) -> tuple[list[Notice], Notified]:
+def notices(last: Optional[Notified], alert: Alert, pending_ms: int = 0,
+            resolve_ms: int = 0) -> tuple[list[Notice], Notified]:
     """The notices ``alert`` calls for after ``last``, and what is known after them.
 
     ``pending_ms``: an alert is told open only once it has been open this
     long (event time, from its first open version); one retracted sooner is
-    never told. While pending, ``Notified.pending_since_ms`` is set: the
-    caller wakes up at ``pending_since_ms + pending_ms`` (``due``).
+    never told (``Notified.pending_since_ms`` set meanwhile).
+    ``resolve_ms``: an alert told open is told closed only once it has been
+    closed this long; one that reopens sooner was never closed for the
+    receiver (``Notified.closing_since_ms`` set meanwhile). The caller wakes
+    up at ``due`` to tell what a hold ended with if no version came.
     """
     if stale(last, alert):
         return [], last
@@ -96,9 +104,12 @@ def notices(last: Optional[Notified], alert: Alert,
             return [Notice.OPENED], opened
         if alert.affected_viewers >= max(last.viewers + 1, math.ceil(last.viewers * WORSE_RATIO)):
             return [Notice.WORSE], told
-        return [], seen
+        return [], dataclasses.replace(seen, closing_since_ms=None)
     if alert.status is AlertStatus.CLOSED:
         if was_open:
+            since = as_of if last.closing_since_ms is None else last.closing_since_ms
+            if as_of - since < resolve_ms:
+                return [], dataclasses.replace(seen, closing_since_ms=since)
             return [Notice.CLOSED], told
         if last is None or pending is not None:
             return [Notice.OPENED, Notice.CLOSED], dataclasses.replace(opened, open=False)
@@ -108,8 +119,13 @@ def notices(last: Optional[Notified], alert: Alert,
     return [], dataclasses.replace(seen, pending_since_ms=None)
 
 
-def due(last: Optional[Notified], pending_ms: int) -> Optional[int]:
-    """When a pending alert is to be told open if nothing retracts it first."""
-    if last is None or last.pending_since_ms is None:
+def due(last: Optional[Notified], pending_ms: int, resolve_ms: int = 0) -> Optional[int]:
+    """When a hold ends: a pending alert is to be told open, a closing one
+    closed, if no version comes first."""
+    if last is None:
         return None
-    return last.pending_since_ms + pending_ms
+    if last.pending_since_ms is not None:
+        return last.pending_since_ms + pending_ms
+    if last.closing_since_ms is not None:
+        return last.closing_since_ms + resolve_ms
+    return None

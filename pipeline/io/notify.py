@@ -61,6 +61,7 @@ from transforms.rolling import own_stage
 
 FORMATS = ("slack", "pagerduty", "json")
 DEFAULT_PENDING_S = 30
+DEFAULT_RESOLVE_S = 900
 SECRET_ENV = "STALLWATCH_NOTIFY_SECRET"
 ROUTING_KEY_ENV = "STALLWATCH_PAGERDUTY_ROUTING_KEY"
 TIMESTAMP_HEADER = "X-Stallwatch-Timestamp"
@@ -460,16 +461,18 @@ class _NotifyFn(beam.DoFn):
     Timeline (pending 30 s): v1 open at 10:00:00 -> pending, timer 10:00:30;
     v2 open at 10:00:12 -> still pending; v3 open at 10:00:41 -> OPENED (or
     the timer at 10:00:30, if no v3 came before the watermark passed it);
-    v4 closed at 10:12:00 -> CLOSED, state cleared. Had v2 been retracted,
-    nothing would have been sent. A version older than the newest seen
+    v4 closed at 10:12:00 -> closing, timer 10:27:00 (resolve 15 min); no
+    version reopens it: CLOSED at 10:27:00, state cleared. Had v2 been
+    retracted, nothing would have been sent; had a v5 reopened it at 10:20,
+    the receiver would have heard nothing of the close. A version older than the newest seen
     changes nothing.
     """
 
     def __init__(self, receivers: tuple[Receiver, ...], policy: Delivery,
-                 secret: Optional[str], ledger: str, pending_ms: int) -> None:
+                 secret: Optional[str], ledger: str, pending_ms: int, resolve_ms: int) -> None:
         self._receivers = {r.key: r for r in receivers}
         self._policy, self._secret = policy, secret
-        self._ledger_root, self._pending_ms = ledger, pending_ms
+        self._ledger_root, self._holds = ledger, (pending_ms, resolve_ms)
 
     def setup(self) -> None:
         self._ledger = Ledger(self._ledger_root)
@@ -505,15 +508,15 @@ class _NotifyFn(beam.DoFn):
                now_ms: int) -> Iterable:
         """Tell the receiver what ``alert`` calls for (``sent``: the version as
         emitted, for the payload and the record) and keep what it was told.
-        A pending alert whose OPENED failed at its wake-up is not woken again
-        (that would loop): its next version tries again."""
+        An alert whose notice failed at its wake-up is not woken again (that
+        would loop): its next version tries again."""
         target = self._receivers[key.rsplit("|", 1)[0]]
         last = notified.read()
         if last is None:
             last = self._ledger.read(target, alert.alert_id)
         if stale(last, alert):
             return
-        todo, after = notices(last, alert, self._pending_ms)
+        todo, after = notices(last, alert, *self._holds)
         told = last
         for i, notice in enumerate(todo):
             body = payload(target, notice, sent)
@@ -536,7 +539,7 @@ class _NotifyFn(beam.DoFn):
             return
         if not after.same_news(last):
             self._ledger.write(target, alert.alert_id, after)
-        wake = due(after, self._pending_ms)
+        wake = due(after, *self._holds)
         if wake is not None:
             latest.write(sent)
             if wake > now_ms:
@@ -624,15 +627,17 @@ class Notify(beam.PTransform):
       causes: the alert causes to send.
       pending_s: how long (event time) an alert must stay open before it is
         told open; one retracted sooner is never sent.
+      resolve_s: how long an alert told open must stay closed before it is
+        told closed; one reopened sooner stays one incident.
     """
 
     def __init__(self, receivers: Iterable[Receiver], ledger: str, secret: Optional[str] = None,
                  policy: Delivery = Delivery(), causes: frozenset = DEFAULT_CAUSES,
-                 pending_s: int = DEFAULT_PENDING_S) -> None:
+                 pending_s: int = DEFAULT_PENDING_S, resolve_s: int = DEFAULT_RESOLVE_S) -> None:
         super().__init__()
-        if pending_s < 0:
-            raise ValueError(f"pending_s must be >= 0, got {pending_s}")
-        self._pending_ms = pending_s * 1000
+        if pending_s < 0 or resolve_s < 0:
+            raise ValueError(f"pending_s and resolve_s must be >= 0, got {pending_s}, {resolve_s}")
+        self._pending_ms, self._resolve_ms = pending_s * 1000, resolve_s * 1000
         self._receivers = tuple(receivers)
         if not self._receivers:
             raise ValueError("Notify needs at least one receiver")
@@ -649,6 +654,7 @@ class Notify(beam.PTransform):
         results = (keyed
                    | "OwnStage" >> own_stage()
                    | "Send" >> beam.ParDo(_NotifyFn(self._receivers, self._policy, self._secret,
-                                                    self._ledger, self._pending_ms))
+                                                    self._ledger, self._pending_ms,
+                                                    self._resolve_ms))
                    .with_outputs(DEAD_LETTERS, main="notifications"))
         return NotifyOutputs(results.notifications, results[DEAD_LETTERS])

@@ -177,7 +177,8 @@ def _keep(item, token):
     _SEEN.setdefault(token, []).append(item)
 
 
-def _run_stream(alerts, targets, ledger, policy=FAST, causes=None, secret=SECRET, pending_s=0):
+def _run_stream(alerts, targets, ledger, policy=FAST, causes=None, secret=SECRET, pending_s=0,
+                resolve_s=0):
     """Alerts as a stream on the DirectRunner (one element at a time, the
     watermark after each): the notifications and dead letters produced."""
     stream, watermark = TestStream(), 0
@@ -189,7 +190,8 @@ def _run_stream(alerts, targets, ledger, policy=FAST, causes=None, secret=SECRET
     token = f"{id(stream)}-{time.monotonic()}"
     kwargs = {} if causes is None else {"causes": causes}
     with TestPipeline(options=PipelineOptions(["--streaming"])) as p:
-        result = p | stream | Notify(targets, ledger, secret, policy, pending_s=pending_s, **kwargs)
+        result = p | stream | Notify(targets, ledger, secret, policy, pending_s=pending_s,
+                                     resolve_s=resolve_s, **kwargs)
         _ = result.notifications | "KeepSent" >> beam.Map(_keep, f"{token}/sent")
         _ = result.dead_letters | "KeepDead" >> beam.Map(_keep, f"{token}/dead")
     return _SEEN.pop(f"{token}/sent", []), _SEEN.pop(f"{token}/dead", [])
@@ -402,3 +404,15 @@ def test_deliver__retries_stop_at_the_time_budget():
         outcome = deliver(server.url(), b"{}", lambda: {},
                           Delivery(retries=10, budget_s=1.5, max_wait_s=5))
     assert outcome.reason == "out_of_time" and len(server.received) == 2
+
+
+def test_notify__resolve_hold__a_close_reopened_within_it_is_never_sent(tmp_path):
+    flapping = [alert(1, "open", 6, as_of_s=600), alert(2, "closed", 6, as_of_s=1200),
+                alert(3, "open", 7, as_of_s=1400),                  # 200 s after the close
+                alert(4, "closed", 7, as_of_s=2000),
+                alert(1, "open", 1, alert_id="b", as_of_s=3000)]     # the watermark passes 2900
+    with WebhookServer() as server:
+        sent, _ = _run_stream(flapping, [receiver(f"json:{server.url()}")], str(tmp_path),
+                              resolve_s=900)
+    assert [(n.notice, n.version) for n in sent if n.alert_id == "a1"] == [
+        (Notice.OPENED, 1), (Notice.CLOSED, 4)]

@@ -90,3 +90,16 @@ def test_notices__pending__retracted_sooner_never_told_closed_sooner_told_both_e
 def test_notices__a_reopened_alert_is_a_new_incident():
     _, last = _walk(alert(1, "open"), alert(2, "closed"), alert(3, "open"))
     assert last.incidents == 2 and last.open
+
+
+def test_notices__resolve_hold__closed_once_closed_that_long_reopen_cancels():
+    _, last = notices(None, alert(1, "open", as_of_s=600))
+    told, closing = notices(last, alert(2, "closed", as_of_s=1200), resolve_ms=900_000)
+    assert told == [] and closing.open and closing.closing_since_ms == ms(1200)
+    assert due(closing, 0, 900_000) == ms(2100)
+    told, reopened = notices(closing, alert(3, "open", as_of_s=1400), resolve_ms=900_000)
+    assert told == [] and reopened.open and reopened.closing_since_ms is None
+    assert notices(closing, alert(3, "closed", as_of_s=2100), resolve_ms=900_000)[0] == [
+        Notice.CLOSED]
+    assert notices(closing, alert(3, "retracted", as_of_s=1300), resolve_ms=900_000)[0] == [
+        Notice.RETRACTED]
