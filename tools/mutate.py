@@ -51,7 +51,8 @@ MUTATIONS = (
              "        elif False:\n            key = (\"seq\", b.seq)",
              ("tests/integration/test_reference.py",)),
     Mutation("notify: every open version is news", "transforms/notices.py",
-             "        return [], seen\n    if alert.status is AlertStatus.CLOSED:",
+             "        return [], dataclasses.replace(seen, closing_since_ms=None)\n"
+             "    if alert.status is AlertStatus.CLOSED:",
              "        return [Notice.WORSE], told\n    if alert.status is AlertStatus.CLOSED:"),
     Mutation("notify: replayed versions are not stale", "transforms/notices.py",
              "return last is not None and (_as_of(alert), alert.version) <= (last.as_of_ms, last.version)",
@@ -95,7 +96,7 @@ MUTATIONS = (
              "affected_viewers=peak.k, exposed_viewers=peak.n,",
              "affected_viewers=len(viewers), exposed_viewers=peak.n,"),
     Mutation("CMCD: starvation on an interval report is not a stall", "transforms/viewstate.py",
-             "elif not (closed or opened) and (b.starved or dur):", "elif False:"),
+             "        if not busy and (b.starved or dur):", "        if False:"),
     Mutation("CMCD: a stall placed to within 30 s is clustered", "transforms/contributions.py",
              "return stall.playhead_ms is not None and 2 * stall.uncertainty_ms < bucket_ms",
              "return stall.playhead_ms is not None"),
