@@ -10,8 +10,7 @@ import time
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing import test_pipeline, test_stream
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.io import notify
@@ -181,7 +180,7 @@ def _run_stream(alerts, targets, ledger, policy=FAST, causes=None, secret=SECRET
                 resolve_s=0):
     """Alerts as a stream on the DirectRunner (one element at a time, the
     watermark after each): the notifications and dead letters produced."""
-    stream, watermark = TestStream(), 0
+    stream, watermark = test_stream.TestStream(), 0
     for a in alerts:
         stream = stream.add_elements([beam.window.TimestampedValue(a, a.as_of_ms / 1000)])
         if a.as_of_ms / 1000 + 1 > watermark:
@@ -189,7 +188,7 @@ def _run_stream(alerts, targets, ledger, policy=FAST, causes=None, secret=SECRET
             stream = stream.advance_watermark_to(watermark)
     token = f"{id(stream)}-{time.monotonic()}"
     kwargs = {} if causes is None else {"causes": causes}
-    with TestPipeline(options=PipelineOptions(["--streaming"])) as p:
+    with test_pipeline.TestPipeline(options=PipelineOptions(["--streaming"])) as p:
         result = p | stream | Notify(targets, ledger, secret, policy, pending_s=pending_s,
                                      resolve_s=resolve_s, **kwargs)
         _ = result.notifications | "KeepSent" >> beam.Map(_keep, f"{token}/sent")
