@@ -229,6 +229,14 @@ def _report(argv: Sequence[str]) -> int:
     return 0
 
 
+def _listen(value: str) -> tuple[str, int]:
+    """--listen's HOST:PORT (port 0: any free one); ConfigError otherwise."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"--listen must be HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
 def _collect(argv: Sequence[str]) -> int:
     from pipeline.collector import server
     from pipeline.config import stream
@@ -252,9 +260,7 @@ def _collect(argv: Sequence[str]) -> int:
                         help="Salt of the hashed address + user agent viewer id of CMCD clients "
                              "(default $STALLWATCH_VIEWER_SALT or 'stallwatch').")
     args = parser.parse_args(list(argv))
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"--listen must be HOST:PORT, got {args.listen!r}")
+    host, port = _listen(args.listen)
     for flag, value in (("--max_body_kb", args.max_body_kb), ("--max_pending", args.max_pending),
                         ("--flush_ms", args.flush_ms)):
         if value <= 0:
@@ -266,7 +272,7 @@ def _collect(argv: Sequence[str]) -> int:
     else:
         sink = args.sink[len("file://"):] if args.sink.startswith("file://") else args.sink
     config = server.CollectorConfig(
-        host=host.strip("[]"), port=int(port), sink=sink, max_body_bytes=args.max_body_kb * 1024,
+        host=host.strip("[]"), port=port, sink=sink, max_body_bytes=args.max_body_kb * 1024,
         max_pending=args.max_pending, flush_ms=args.flush_ms,
         cors_origins=tuple(o.strip() for o in args.cors_origins.split(",") if o.strip()),
         trust_forwarded=args.trust_forwarded, viewer_salt=args.viewer_salt)
@@ -292,9 +298,7 @@ def _receive(argv: Sequence[str]) -> int:
                         help="Signature key (default $STALLWATCH_NOTIFY_SECRET; none: not checked).")
     parser.add_argument("--out", default=None, help="Append each request as a JSON line here.")
     args = parser.parse_args(list(argv))
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"--listen must be HOST:PORT, got {args.listen!r}")
+    host, port = _listen(args.listen)
 
     def show(got: "webhook.Received") -> None:
         print(webhook.describe(got), flush=True)
@@ -308,7 +312,7 @@ def _receive(argv: Sequence[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        server = webhook.WebhookServer(int(port), args.secret, webhook.always(202), show,
+        server = webhook.WebhookServer(port, args.secret, webhook.always(202), show,
                                        host=host.strip("[]"))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.listen}: {exc}") from None

@@ -332,7 +332,7 @@ def _ledger(uri: Optional[str], output: str) -> str:
         return f"{output}/_notify"
     if uri.startswith("gs://"):
         return uri.rstrip("/")
-    scheme, path = _file_uri(uri, "notify ledgers", "a local directory or gs://BUCKET/PATH")
+    _, path = _file_uri(uri, "notify ledgers", "a local directory or gs://BUCKET/PATH")
     path = os.path.abspath(path)
     try:
         os.makedirs(path, exist_ok=True)

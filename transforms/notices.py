@@ -62,7 +62,8 @@ class Notified:
                 other.incidents))
 
 
-def _as_of(alert: Alert) -> int:
+def as_of(alert: Alert) -> int:
+    """The evaluation time of an alert version (its end, if it has none)."""
     return alert.as_of_ms if alert.as_of_ms is not None else alert.end_ts
 
 
@@ -70,7 +71,7 @@ def stale(last: Optional[Notified], alert: Alert) -> bool:
     """A version older than (or the same as) the newest seen: by evaluation
     time first (comparable across runs: a restarted run numbers versions
     from 1 again), then by version."""
-    return last is not None and (_as_of(alert), alert.version) <= (last.as_of_ms, last.version)
+    return last is not None and (as_of(alert), alert.version) <= (last.as_of_ms, last.version)
 
 
 def notices(last: Optional[Notified], alert: Alert, pending_ms: int = 0,
@@ -87,19 +88,19 @@ def notices(last: Optional[Notified], alert: Alert, pending_ms: int = 0,
     """
     if stale(last, alert):
         return [], last
-    as_of = _as_of(alert)
+    at = as_of(alert)
     was_open = last is not None and last.open
     pending = last.pending_since_ms if last is not None else None
     incidents = last.incidents if last is not None else 0
-    seen = (dataclasses.replace(last, as_of_ms=as_of, version=alert.version) if last is not None
-            else Notified(as_of, alert.version, False, 0))
-    told = Notified(as_of, alert.version, alert.status is AlertStatus.OPEN, alert.affected_viewers,
+    seen = (dataclasses.replace(last, as_of_ms=at, version=alert.version) if last is not None
+            else Notified(at, alert.version, False, 0))
+    told = Notified(at, alert.version, alert.status is AlertStatus.OPEN, alert.affected_viewers,
                     incidents=incidents)
     opened = dataclasses.replace(told, incidents=incidents + 1)
     if alert.status is AlertStatus.OPEN:
         if not was_open:
-            since = as_of if pending is None else pending
-            if as_of - since < pending_ms:
+            since = at if pending is None else pending
+            if at - since < pending_ms:
                 return [], dataclasses.replace(seen, pending_since_ms=since)
             return [Notice.OPENED], opened
         if alert.affected_viewers >= max(last.viewers + 1, math.ceil(last.viewers * WORSE_RATIO)):
@@ -107,8 +108,8 @@ def notices(last: Optional[Notified], alert: Alert, pending_ms: int = 0,
         return [], dataclasses.replace(seen, closing_since_ms=None)
     if alert.status is AlertStatus.CLOSED:
         if was_open:
-            since = as_of if last.closing_since_ms is None else last.closing_since_ms
-            if as_of - since < resolve_ms:
+            since = at if last.closing_since_ms is None else last.closing_since_ms
+            if at - since < resolve_ms:
                 return [], dataclasses.replace(seen, closing_since_ms=since)
             return [Notice.CLOSED], told
         if last is None or pending is not None:

@@ -168,7 +168,7 @@ def alert_json(alert: Alert) -> str:
 
 
 def notification_json(sent: Notification) -> str:
-    return orjson.dumps(dataclasses.asdict(sent), default=_json_default).decode("utf-8")
+    return _record_json(sent)
 
 
 def dead_letter_json(dead: DeadLetter) -> str:
@@ -191,7 +191,12 @@ def dead_letter_message(dead: DeadLetter) -> tuple[str, bytes, dict]:
 
 
 def beacon_json(beacon: Beacon) -> str:
-    return orjson.dumps(dataclasses.asdict(beacon), default=_json_default).decode("utf-8")
+    return _record_json(beacon)
+
+
+def _record_json(record) -> str:
+    """A flat model (enums as their values) as one JSON line."""
+    return orjson.dumps(dataclasses.asdict(record), default=_json_default).decode("utf-8")
 
 
 class _ReadLinesFn(beam.DoFn):

@@ -55,7 +55,7 @@ from apache_beam.utils.timestamp import Timestamp
 from pipeline.io.files import alert_json
 from pipeline.results.summary import describe_alert
 from transforms.model import Alert, Cause, DeadLetter, Notice, Notification
-from transforms.notices import DEFAULT_CAUSES, STAGE, Notified, due, notices, stale
+from transforms.notices import DEFAULT_CAUSES, STAGE, Notified, as_of, due, notices, stale
 from transforms.parse import METRICS_NAMESPACE
 from transforms.rolling import own_stage
 
@@ -483,7 +483,7 @@ class _NotifyFn(beam.DoFn):
                 forget=beam.DoFn.TimerParam(FORGET)) -> Iterable:
         key, alert = element
         Metrics.counter(METRICS_NAMESPACE, "notify_versions").inc()
-        at = alert.as_of_ms or alert.end_ts
+        at = as_of(alert)
         forget.set(Timestamp(micros=(at + FORGET_MS) * 1000))
         yield from self._apply(key, alert, alert, notified, latest, pending, at)
 
@@ -494,7 +494,7 @@ class _NotifyFn(beam.DoFn):
         alert = latest.read()
         if alert is not None:
             # The alert as it stands when its pending period is over.
-            at = max(fired.micros // 1000, alert.as_of_ms or alert.end_ts)
+            at = max(fired.micros // 1000, as_of(alert))
             yield from self._apply(key, dataclasses.replace(alert, as_of_ms=at), alert,
                                    notified, latest, pending, at)
 

@@ -16,13 +16,10 @@ def totals_from_outputs(output: str, blank_lines: int = 0) -> dict[str, int]:
     """The counters a run reports, from its files (final view versions)."""
     totals: collections.Counter = collections.Counter()
     for dead in outputs.dead_letters(output):
-        if dead.get("stage") == notices.STAGE:       # a notice, not an input record
-            totals["notify_dead_letters"] += 1
+        if dead.get("stage") == notices.STAGE:       # a notice given up, not an input record
             continue
         totals["dead_letters"] += 1
         totals[f"dead_letter:{dead['reason']}"] += 1
-    for sent in outputs.notifications(output):
-        totals[f"notifications:{sent['notice']}"] += 1
     totals["late_beacons"] = sum(1 for _ in outputs.late_beacons(output))
     all_versions = outputs.views(output, ["view_key", "version"], latest=False).num_rows
     views = outputs.views(output, ["events", "duplicate_events"])
