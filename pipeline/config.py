@@ -20,8 +20,7 @@ from typing import Optional, Sequence
 from urllib.parse import urlparse
 
 from apache_beam.options import pipeline_options as beam_options
-from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions, StandardOptions,
-                                                  TestOptions)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from pipeline.errors import ConfigError
 from pipeline.io import notify
@@ -377,8 +376,3 @@ def _notify(o: QoeOptions, output: str) -> dict:
         notify_ledger=_ledger(o.notify_ledger, output),
         notify_delivery=notify.Delivery(timeout_s=o.notify_timeout_s, retries=o.notify_retries,
                                         rate_per_min=o.notify_rate_per_min))
-
-
-def uses_process_workers(options: PipelineOptions) -> bool:
-    """Beam's worker pool starts its workers as ``python`` from PATH."""
-    return "use_loopback_process_worker" in (options.view_as(DebugOptions).experiments or [])

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Callable, Iterator, Optional, Sequence
@@ -24,8 +23,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline import flinkjob
-from pipeline.config import ConfigError, QoeConfig, parse, uses_process_workers
+from pipeline import flinkjob, workerpool
+from pipeline.config import ConfigError, QoeConfig, parse
 from pipeline.graph import build
 from pipeline.io import directrunner, files, notify, replay
 from pipeline.io.streams import feed, pubsub, read
@@ -67,6 +66,14 @@ def launch(options: PipelineOptions, cfg: QoeConfig, pipeline_factory=beam.Pipel
     _prepare_runner(options, cfg)
     launcher = _launcher(cfg)
     launcher.check()
+    with contextlib.ExitStack() as stack:
+        if workerpool.wanted(options):
+            stack.callback(workerpool.start(options))
+        return _launch(options, cfg, launcher, pipeline_factory)
+
+
+def _launch(options: PipelineOptions, cfg: QoeConfig, launcher: "_Launcher",
+            pipeline_factory) -> dict:
     try:
         pipeline = pipeline_factory(options=options)
     except ValueError as exc:            # an unknown --runner; Dataflow's missing --project
@@ -108,9 +115,6 @@ def _prepare_runner(options: PipelineOptions, cfg: QoeConfig) -> None:
         standard.runner = "DirectRunner"
     if cfg.runner in read.DIRECT:
         directrunner.install()
-    if uses_process_workers(options):
-        # Beam's worker pool starts the workers as `python` from PATH: this one.
-        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
 
 
 def _launcher(cfg: QoeConfig) -> "_Launcher":

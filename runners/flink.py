@@ -52,8 +52,8 @@ CLUSTER = ["--flink_master=localhost:8081", *_COMMON]
 # - the SDK harness's state cache (Beam 2.62 ships it off, so every state
 #   read is a gRPC call to the runner), and one Python worker *process* per
 #   parallel task instead of threads in this process, so the Python work is
-#   not held to one core by the GIL (the pool starts `python` from PATH:
-#   pipeline/launch.py puts this interpreter's directory first);
+#   not held to one core by the GIL (stallwatch's own pool starts them:
+#   pipeline/workerpool.py);
 # - no idle shutdown of sources on a cluster: a source subtask that finished
 #   (Impulse has one element for two subtasks) blocks every later checkpoint
 #   barrier, so nothing read would be committed. The job then never ends by

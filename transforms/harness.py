@@ -4,7 +4,8 @@ and ``workerlogs`` (no traceback for the runner's hang-up at a job's end).
 
 Installed by those DoFns' ``setup``, so it applies in whichever worker
 process runs them (in-process FnApiRunner, LOOPBACK or PROCESS workers,
-Dataflow).
+Dataflow), and first thing in each worker process of stallwatch's own pool
+(``transforms/worker.py``).
 """
 
 from __future__ import annotations

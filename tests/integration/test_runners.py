@@ -51,3 +51,40 @@ def test_batch_on_a_standalone_flink_cluster__same_as_the_direct_runner(
     assert finished, flink_cluster.jobs()          # it ran on the cluster, not in-process
     runs.record("batch_flink_cluster", {"wall_s": round(wall, 1),
                                         "records": summary["input_records"]})
+
+
+def _worker_facts(_, launcher_pid):
+    import os
+    import threading
+
+    from transforms import workerlogs
+    return os.getpid() != launcher_pid, bool(getattr(threading.excepthook, workerlogs._MARK, False))
+
+
+def test_process_workers__run_with_the_harness_changes_before_any_stallwatch_dofn(tmp_path):
+    """The Flink streaming presets' process workers come from stallwatch's own
+    pool: a worker that runs only a plain Map (no stateful DoFn of ours, whose
+    setup would install them) already has the hang-up filter. With Beam's pool
+    it had not, and a Flink cluster drain printed the runner's hang-up as a
+    traceback (CI, 2026-12-03). Prism runs the workers here: the pool is the
+    same for every portable runner."""
+    import os
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipeline import workerpool
+    from runners import presets
+
+    options = PipelineOptions([*presets.PRESETS["prism"], "--environment_type=LOOPBACK",
+                               f"--experiments={workerpool.EXPERIMENT}"])
+    assert workerpool.wanted(options)
+    stop = workerpool.start(options)
+    try:
+        with beam.Pipeline(options=options) as p:
+            facts = (p | beam.Create(range(20)) | beam.Map(_worker_facts, os.getpid())
+                     | beam.Distinct())
+            assert_that(facts, equal_to([(True, True)]))
+    finally:
+        stop()

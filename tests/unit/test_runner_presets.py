@@ -4,7 +4,9 @@ import os
 import re
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import workerpool
 from pipeline.config import check_flags
 from pipeline.errors import ConfigError
 from runners import cli, flink, tools
@@ -25,6 +27,18 @@ def test_preset__streaming_adds_checkpointing_on_flink_only():
                                                                   "--streaming"])
     assert cli.expand_preset(["--preset", "direct", "--streaming"]) == [
         "--runner=DirectRunner", "--streaming"]
+
+
+@pytest.mark.parametrize("argv, ours", [
+    (["--preset=flink-cluster", "--streaming"], True),
+    (["--preset=flink-local", "--streaming"], True),
+    (["--preset=flink-cluster"], False),            # batch: threads in the launcher
+    (["--preset=flink-cluster", "--streaming", "--environment_type=EXTERNAL",
+      "--environment_config=localhost:50000"], False),   # the user's own pool wins
+])
+def test_preset__flink_streaming_workers_come_from_stallwatchs_pool(argv, ours):
+    options = PipelineOptions(cli.expand_preset(argv))
+    assert workerpool.wanted(options) is ours
 
 
 def test_preset__unknown_name_lists_the_known_ones():
